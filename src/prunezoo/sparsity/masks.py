@@ -1,0 +1,209 @@
+"""MaskSet: named boolean masks over a model's prunable weights, applied in place.
+
+Masks are enforced without re-parametrising the model (no ``weight_orig``/``weight_mask`` keys):
+weights are zeroed once, gradients of pruned entries are zeroed by a tensor hook (so momentum
+and Adam moments never build up there), and the weights are re-masked after every optimizer step
+(so weight decay or stale optimizer state can never revive a pruned weight).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class MaskSet(Mapping[str, torch.Tensor]):
+    """Boolean keep-masks keyed by parameter name (``True`` = weight kept)."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]):
+        self._masks: dict[str, torch.Tensor] = {}
+        for name, m in masks.items():
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(f"mask {name!r} must be a tensor, got {type(m).__name__}")
+            self._masks[name] = m.detach().to(torch.bool).clone()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def dense(cls, params: Mapping[str, torch.Tensor]) -> MaskSet:
+        return cls({n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()})
+
+    @classmethod
+    def from_model(cls, model: nn.Module, names: list[str] | None = None) -> MaskSet:
+        """Masks from a model's current nonzero pattern (for models pruned elsewhere)."""
+        from prunezoo.sparsity.selection import prunable_parameters
+
+        params = prunable_parameters(model) if names is None else _lookup(model, names)
+        return cls({n: p.detach() != 0 for n, p in params.items()})
+
+    # -- mapping protocol ---------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"MaskSet({len(self)} layers, density={self.density():.4f})"
+
+    def clone(self) -> MaskSet:
+        return MaskSet(self._masks)
+
+    # -- statistics ---------------------------------------------------------------------------
+    def nnz(self) -> int:
+        return int(sum(int(m.sum()) for m in self._masks.values()))
+
+    def numel(self) -> int:
+        return int(sum(m.numel() for m in self._masks.values()))
+
+    def density(self) -> float:
+        total = self.numel()
+        return self.nnz() / total if total else 1.0
+
+    def sparsity(self) -> float:
+        return 1.0 - self.density()
+
+    def layer_densities(self) -> dict[str, float]:
+        return {n: float(m.float().mean()) for n, m in self._masks.items()}
+
+    def layer_nnz(self) -> dict[str, int]:
+        return {n: int(m.sum()) for n, m in self._masks.items()}
+
+    def iou(self, other: MaskSet) -> float:
+        """|both kept| / |either kept| over the layers the two mask sets share."""
+        inter = union = 0
+        for name in self._masks.keys() & other._masks.keys():
+            a, b = self._masks[name], other._masks[name]
+            inter += int((a & b).sum())
+            union += int((a | b).sum())
+        return inter / union if union else 1.0
+
+    def channel_sparsity(self) -> dict[str, float]:
+        """Fraction of output channels/units (dim 0) whose weights are all pruned, per layer."""
+        out = {}
+        for n, m in self._masks.items():
+            rows = m.reshape(m.shape[0], -1)
+            out[n] = float((~rows.any(dim=1)).float().mean())
+        return out
+
+    def global_channel_sparsity(self) -> float:
+        dead = total = 0
+        for m in self._masks.values():
+            rows = m.reshape(m.shape[0], -1)
+            dead += int((~rows.any(dim=1)).sum())
+            total += rows.shape[0]
+        return dead / total if total else 0.0
+
+    def is_subset_of(self, other: MaskSet) -> bool:
+        return all(not bool((m & ~other._masks[n]).any()) for n, m in self._masks.items())
+
+    def summary(self) -> dict:
+        return {
+            "density": self.density(),
+            "nnz": self.nnz(),
+            "numel": self.numel(),
+            "layers": {
+                n: {"density": float(m.float().mean()), "nnz": int(m.sum()), "numel": m.numel()}
+                for n, m in self._masks.items()
+            },
+        }
+
+    # -- application --------------------------------------------------------------------------
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the pruned entries of the model's weights in place."""
+        for name, p in _lookup(model, list(self._masks)).items():
+            mask = self._masks[name]
+            if mask.shape != p.shape:
+                raise ValueError(f"mask {name!r} has shape {tuple(mask.shape)}, weight {tuple(p.shape)}")
+            if mask.device != p.device:
+                self._masks[name] = mask = mask.to(p.device)
+            p.mul_(mask)
+
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> MaskHandle:
+        """Apply now and keep enforcing: masked grads and re-masking after each optimizer step."""
+        self.apply(model)
+        return MaskHandle(self, model, optimizer)
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.cpu().to(torch.uint8).contiguous() for n, m in self._masks.items()}
+
+    def save(self, path: str | Path) -> None:
+        """Save as safetensors (uint8 tensors), written atomically."""
+        from safetensors.torch import save_file
+
+        from prunezoo.utils.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file(self.state_dict(), str(tmp), metadata={"format": "prunezoo.maskset/1"})
+
+    @classmethod
+    def load(cls, path: str | Path) -> MaskSet:
+        from safetensors.torch import load_file
+
+        return cls({n: t.to(torch.bool) for n, t in load_file(str(path)).items()})
+
+    def to_json_summary(self) -> str:
+        return json.dumps(self.summary(), indent=2)
+
+
+class MaskHandle:
+    """Keeps a MaskSet enforced on a model (and optionally an optimizer) until ``remove()``."""
+
+    def __init__(self, masks: MaskSet, model: nn.Module, optimizer: torch.optim.Optimizer | None):
+        self.masks = masks
+        self.model = model
+        self._params = _lookup(model, list(masks))
+        self._hooks = [
+            p.register_hook(_grad_masker(masks, name)) for name, p in self._params.items()
+        ]
+        self._opt_hook = None
+        if optimizer is not None:
+            self.bind_optimizer(optimizer)
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+        self._opt_hook = optimizer.register_step_post_hook(lambda *_: self.enforce())
+
+    @torch.no_grad()
+    def enforce(self) -> None:
+        """Re-zero pruned weights (called after every optimizer step)."""
+        for name, p in self._params.items():
+            p.mul_(self.masks[name])
+
+    def update(self, masks: MaskSet) -> None:
+        """Swap in new masks (e.g. after a pruning step) and apply them."""
+        self.masks._masks = masks.clone()._masks
+        self.masks.apply(self.model)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+            self._opt_hook = None
+
+
+def _grad_masker(masks: MaskSet, name: str):
+    # Looks the mask up at call time so MaskHandle.update() takes effect without re-hooking.
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad * masks[name]
+
+    return hook
+
+
+def _lookup(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"model has no parameter(s) {missing}")
+    return {n: params[n] for n in names}

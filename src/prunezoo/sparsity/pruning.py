@@ -1,0 +1,78 @@
+"""The one pruning primitive: score (criterion) → allocate (scheme) → select top-k → MaskSet."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from prunezoo.criteria import ScoringContext, get_criterion
+from prunezoo.errors import ConfigError
+from prunezoo.sparsity.masks import MaskSet
+from prunezoo.sparsity.selection import prunable_parameters
+from prunezoo.sparsity.topk import global_keep_masks, keep_top_k, restrict_scores
+
+
+def prune(
+    model: nn.Module,
+    density: float,
+    *,
+    criterion: str | Callable = "magnitude",
+    scheme: str = "global",
+    masks: Mapping[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    batches: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    **alloc_options,
+) -> MaskSet:
+    """Masks keeping a ``density`` fraction of the prunable weights, ranked by ``criterion``.
+
+    ``scheme="global"`` ranks all layers together (one threshold); any other allocation scheme
+    (``uniform``, ``erk``, ``balanced``, ``pyramidal``, ``explicit``) fixes per-layer densities first
+    and ranks within each layer. With ``masks`` given, the result is a subset of them (pruned
+    weights never return). The model is not modified: call ``MaskSet.apply``/``attach``.
+    """
+    if not (isinstance(density, (int, float)) and 0.0 < density <= 1.0):
+        raise ConfigError("density", f"must be in (0, 1], got {density!r}")
+    params = prunable_parameters(model, include=include, exclude=exclude)
+    ctx = ScoringContext(
+        model=model,
+        params=params,
+        batches=batches,
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    scores = get_criterion(criterion)(ctx)
+    if masks is not None:
+        scores = restrict_scores(scores, masks)
+
+    total = sum(p.numel() for p in params.values())
+    if scheme == "global":
+        layer_keep = None
+        keep = global_keep_masks(scores, _keep_count(density, total))
+    else:
+        from prunezoo.allocation import layer_densities
+
+        dens = layer_densities(
+            model, density, scheme, include=include, exclude=exclude, **alloc_options
+        )
+        layer_keep = {n: _keep_count(dens[n], p.numel()) for n, p in params.items()}
+        keep = {n: keep_top_k(scores[n], layer_keep[n]) for n in params}
+    if masks is not None:
+        # Never resurrect: a layer asked to keep more than it still has keeps what it has.
+        keep = {n: k & masks[n].to(k.device) if n in masks else k for n, k in keep.items()}
+    return MaskSet(keep)
+
+
+def _keep_count(density: float, n: int) -> int:
+    # round-half-up on a value that is usually an exact integer; guard float noise like 0.8*N.
+    return min(n, max(0, int(math.floor(density * n + 0.5 + 1e-9))))
+
+
+def imp_keep_count(remaining: int, fraction: float) -> int:
+    """OpenLTH's rule: remove ceil(fraction * remaining) of the remaining weights."""
+    return remaining - math.ceil(fraction * remaining)
