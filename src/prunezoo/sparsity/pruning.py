@@ -51,17 +51,16 @@ def prune(
         scores = restrict_scores(scores, masks)
 
     total = sum(p.numel() for p in params.values())
-    if scheme == "global":
-        layer_keep = None
+    if scheme == "global" and not alloc_options:
         keep = global_keep_masks(scores, _keep_count(density, total))
     else:
+        # Per-layer budgets first (also for "global" with keep_dense/overrides), then rank per layer.
         from prunezoo.allocation import layer_densities
 
-        dens = layer_densities(
-            model, density, scheme, include=include, exclude=exclude, **alloc_options
-        )
-        layer_keep = {n: _keep_count(dens[n], p.numel()) for n, p in params.items()}
-        keep = {n: keep_top_k(scores[n], layer_keep[n]) for n in params}
+        if scheme == "global":
+            alloc_options["scores"] = scores
+        dens = layer_densities(model, density, scheme, include=include, exclude=exclude, **alloc_options)
+        keep = {n: keep_top_k(scores[n], _keep_count(dens[n], p.numel())) for n, p in params.items()}
     if masks is not None:
         # Never resurrect: a layer asked to keep more than it still has keeps what it has.
         keep = {n: k & masks[n].to(k.device) if n in masks else k for n, k in keep.items()}

@@ -1,0 +1,208 @@
+"""Declarative study configuration (YAML → pydantic). Errors name the field path.
+
+The canonical hash of a config (OpenLTH-style) hashes only non-default values, so adding a new
+option with a no-op default leaves existing run directories' names unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prunezoo.errors import ConfigError
+from prunezoo.schedules.iterative import ResetMode
+from prunezoo.training.config import TrainingConfig
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class DataConfig(BaseModel):
+    model_config = _STRICT
+    name: str = "mnist5k"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    noise_rate: float = Field(0.0, ge=0, le=1)
+    noise_kind: str = "uniform-resample"
+    noise_seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from prunezoo.data import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; known: {sorted(DATASETS)}")
+        return v
+
+    @field_validator("noise_kind")
+    @classmethod
+    def _noise(cls, v: str) -> str:
+        from prunezoo.data import NOISE_KINDS
+
+        if v not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {v!r}; known: {sorted(NOISE_KINDS)}")
+        return v
+
+
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+    name: str = "lenet-300-100"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from prunezoo.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; known: {sorted(MODELS)}")
+        return v
+
+
+class MethodConfig(BaseModel):
+    """One pruning method of a study. ``kind`` picks the schedule; criterion/scheme are pluggable."""
+
+    model_config = _STRICT
+    name: str
+    kind: Literal["oneshot", "imp", "gmp"]
+    criterion: str = "magnitude"
+    scheme: str = "global"
+    sparsities: list[float] = Field(default_factory=list, description="oneshot/gmp target sparsities")
+    levels: int = Field(0, ge=0, description="imp: number of pruning levels")
+    fraction: float = Field(0.2, gt=0, lt=1, description="imp: fraction of remaining weights pruned per level")
+    reset: ResetMode = ResetMode.REWIND_INIT
+    rewind_step: int = Field(0, ge=0)
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    keep_dense: list[str] = Field(default_factory=list)
+    overrides: dict[str, float] = Field(default_factory=dict)
+    gmp_frequency: int = Field(10, ge=1)
+
+    @field_validator("sparsities")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        bad = [s for s in v if not 0 <= s < 1]
+        if bad:
+            raise ValueError(f"sparsities must be in [0, 1) (density in (0, 1]), got {bad}")
+        return v
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        from prunezoo.criteria import CRITERIA
+
+        if v not in CRITERIA:
+            raise ValueError(f"unknown criterion {v!r}; known: {sorted(CRITERIA)}")
+        return v
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        from prunezoo.allocation import SCHEME_NAMES
+
+        if v not in SCHEME_NAMES:
+            raise ValueError(f"unknown scheme {v!r}; known: {sorted(SCHEME_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kind(self) -> MethodConfig:
+        if self.kind in ("oneshot", "gmp") and not self.sparsities:
+            raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
+        if self.kind == "imp" and self.levels < 1:
+            raise ValueError("method kind 'imp' needs levels >= 1")
+        return self
+
+
+def _default_methods() -> list[MethodConfig]:
+    grid = [0.5, 0.8, 0.9, 0.95, 0.98]
+    return [
+        MethodConfig(name="global-magnitude", kind="oneshot", criterion="magnitude", sparsities=grid),
+        MethodConfig(name="random", kind="oneshot", criterion="random", scheme="uniform", sparsities=grid),
+        MethodConfig(name="imp", kind="imp", criterion="magnitude", levels=12, reset=ResetMode.REWIND_INIT),
+    ]
+
+
+class StudyConfig(BaseModel):
+    """A pruning study: one dataset and model, a dense run, then every method on top of it."""
+
+    model_config = _STRICT
+    name: str = "default"
+    seed: int = 0
+    dataset: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(epochs=8, batch_size=64, lr=0.05, lr_schedule="cosine")
+    )
+    finetune: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(epochs=3, batch_size=64, lr=0.01, lr_schedule="cosine")
+    )
+    methods: list[MethodConfig] = Field(default_factory=_default_methods)
+
+    @model_validator(mode="after")
+    def _unique(self) -> StudyConfig:
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"method names must be unique, repeated: {dup}")
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def hash(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _format_validation_error(err: ValidationError, root: str = "") -> ConfigError:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or root or "config"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    msg = first["msg"].removeprefix("Value error, ")
+    return ConfigError(path, f"{msg}{shown}")
+
+
+def parse_config(data: dict[str, Any] | None) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise _format_validation_error(err) from None
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError("--set", f"expected key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, f"{part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError("config", f"file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config", f"{path} must contain a mapping at top level")
+    for assignment in overrides or []:
+        set_override(data, assignment)
+    return parse_config(data)

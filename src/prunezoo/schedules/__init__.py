@@ -1,0 +1,11 @@
+"""Schedules say when and how much to prune; they drive the trainer through callbacks."""
+
+from prunezoo.schedules.base import MaskingSchedule
+from prunezoo.schedules.gradual import GradualMagnitudePruning, cubic_sparsity
+from prunezoo.schedules.iterative import IterativeSchedule, LevelResult, ResetMode, reset_parameters, run_iterative
+from prunezoo.schedules.oneshot import OneShot
+
+__all__ = [
+    "GradualMagnitudePruning", "IterativeSchedule", "LevelResult", "MaskingSchedule", "OneShot", "ResetMode",
+    "cubic_sparsity", "reset_parameters", "run_iterative",
+]

@@ -1,0 +1,61 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune").
+
+s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n Δt))^3 at t = t0, t0+Δt, ..., t0+nΔt; pruned weights
+never return. Start/end may be given in epochs so the schedule stretches with training length.
+"""
+
+from __future__ import annotations
+
+from prunezoo.schedules.base import MaskingSchedule
+
+
+def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int) -> float:
+    """Target sparsity at ``step`` for a cubic ramp from ``initial`` at ``start`` to ``final`` at ``end``."""
+    if step <= start:
+        return initial
+    if step >= end:
+        return final
+    frac = (step - start) / (end - start)
+    return final + (initial - final) * (1.0 - frac) ** 3
+
+
+class GradualMagnitudePruning(MaskingSchedule):
+    def __init__(
+        self,
+        final_sparsity: float,
+        *,
+        initial_sparsity: float = 0.0,
+        start_epoch: float = 0.0,
+        end_epoch: float | None = None,
+        frequency: int = 100,
+        **kwargs,
+    ):
+        kwargs.setdefault("criterion", "magnitude")
+        super().__init__(**kwargs)
+        if not 0 <= initial_sparsity <= final_sparsity < 1:
+            raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity}, {final_sparsity}")
+        if frequency < 1:
+            raise ValueError(f"frequency must be >= 1, got {frequency}")
+        self.initial, self.final = initial_sparsity, final_sparsity
+        self.start_epoch, self.end_epoch, self.frequency = start_epoch, end_epoch, frequency
+        self.prune_steps: list[int] = []
+
+    def on_train_begin(self, trainer) -> None:
+        super().on_train_begin(trainer)
+        spe = trainer.steps_per_epoch
+        self.t0 = int(round(self.start_epoch * spe))
+        end = trainer.total_steps if self.end_epoch is None else int(round(self.end_epoch * spe))
+        n = max(1, (end - self.t0) // self.frequency)
+        self.t_end = self.t0 + n * self.frequency
+        self.prune_steps = [self.t0 + i * self.frequency for i in range(n + 1)]
+        if trainer.step > self.t0:  # resuming: restore the schedule's current sparsity at once
+            self._prune_at(trainer, trainer.step)
+
+    def _prune_at(self, trainer, step: int) -> None:
+        s = cubic_sparsity(step, self.initial, self.final, self.t0, self.t_end)
+        if s > 0:
+            self.prune_to(trainer, 1.0 - s)
+
+    def on_step_begin(self, trainer, step: int) -> None:
+        if step in self.prune_steps:
+            self._prune_at(trainer, step)

@@ -1,0 +1,13 @@
+"""Training: config, optimizers/LR schedules, trainer, callbacks, checkpoints, evaluation."""
+
+from prunezoo.training.callbacks import Callback, EnforceMasks, SnapshotAtStep
+from prunezoo.training.checkpoint import load_checkpoint, save_checkpoint
+from prunezoo.training.config import TrainingConfig
+from prunezoo.training.evaluate import evaluate, predict
+from prunezoo.training.seeding import seed_everything
+from prunezoo.training.trainer import Trainer
+
+__all__ = [
+    "Callback", "EnforceMasks", "SnapshotAtStep", "TrainingConfig", "Trainer", "evaluate", "load_checkpoint",
+    "predict", "save_checkpoint", "seed_everything",
+]

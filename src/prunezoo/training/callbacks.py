@@ -1,0 +1,69 @@
+"""Callbacks: how schedules and methods drive the trainer without the trainer knowing them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from prunezoo.training.trainer import Trainer
+
+
+class Callback:
+    """All hooks are optional no-ops. ``step`` is the global optimizer-step index."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_step_begin(self, trainer: Trainer, step: int) -> None: ...
+    def on_after_backward(self, trainer: Trainer, step: int) -> None: ...
+    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: Sequence[Callback]):
+        self.callbacks = list(callbacks)
+
+    def __getattribute__(self, name: str):
+        if name.startswith("on_"):
+            cbs = object.__getattribute__(self, "callbacks")
+            return lambda *a, **k: [getattr(cb, name)(*a, **k) for cb in cbs]
+        return object.__getattribute__(self, name)
+
+
+class EnforceMasks(Callback):
+    """Keeps a MaskSet enforced for the whole run (grad masking + re-mask after each step)."""
+
+    def __init__(self, masks):
+        self.masks = masks
+        self.handle = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.handle = self.masks.attach(trainer.model, trainer.optimizer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+class SnapshotAtStep(Callback):
+    """Copies the model's state when ``step`` optimizer steps have been taken (rewind point)."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def _take(self, trainer: Trainer) -> None:
+        self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if trainer.start_step == self.step:
+            self._take(trainer)
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
+        if step + 1 == self.step:
+            self._take(trainer)

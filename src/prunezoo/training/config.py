@@ -1,0 +1,36 @@
+"""Typed training configuration (pydantic): every bad value is an error naming its field."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=0, description="training length in epochs (ignored if steps is set)")
+    steps: int | None = Field(None, ge=0, description="training length in optimizer steps")
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "step", "cosine", "linear"] = "constant"
+    milestones: list[float] = Field(default_factory=list, description="step schedule, in epochs")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingConfig:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("nesterov applies to optimizer 'sgd' only")
+        if self.milestones and sorted(self.milestones) != list(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        return self
