@@ -54,7 +54,7 @@ def test_masked_weights_stay_zero_under_optimizer(opt_name, density, seed):
     # Give every weight nonzero optimizer state first, so momentum/Adam moments exist for pruned entries.
     opt = OPTIMIZERS[opt_name](model.parameters())
     _train_steps(model, opt, 2, seed)
-    handle = masks.attach(model, opt)
+    handle = masks.attach(model, opt, mask_gradients=bool(seed % 2))
     _train_steps(model, opt, 5, seed + 1)
     params = prunable_parameters(model)
     for name, mask in masks.items():
@@ -78,13 +78,16 @@ def test_forward_uses_zeroed_weights_and_state_dict_is_clean():
     assert torch.equal(model(x), ref(x))
 
 
-def test_gradients_of_pruned_weights_are_zero():
+def test_gradient_masking_keeps_optimizer_state_of_pruned_entries_zero():
     model = small_net()
     masks = prune(model, 0.5)
-    masks.attach(model)
-    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    masks.attach(model, opt, mask_gradients=True)
+    _train_steps(model, opt, 3, 0)
     for name, p in prunable_parameters(model).items():
         assert torch.all(p.grad[~masks[name]] == 0)
+        assert torch.all(opt.state[p]["momentum_buffer"][~masks[name]] == 0)
+        assert torch.any(opt.state[p]["momentum_buffer"][masks[name]] != 0)
 
 
 def test_stats_iou_and_channel_sparsity():

@@ -126,10 +126,12 @@ class MaskSet(Mapping[str, torch.Tensor]):
                 self._masks[name] = mask = mask.to(p.device)
             p.mul_(mask)
 
-    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> MaskHandle:
-        """Apply now and keep enforcing: masked grads and re-masking after each optimizer step."""
+    def attach(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, mask_gradients: bool = False
+    ) -> MaskHandle:
+        """Apply now and keep enforcing: re-mask after each optimizer step (and mask gradients)."""
         self.apply(model)
-        return MaskHandle(self, model, optimizer)
+        return MaskHandle(self, model, optimizer, mask_gradients)
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -155,50 +157,68 @@ class MaskSet(Mapping[str, torch.Tensor]):
 
 
 class MaskHandle:
-    """Keeps a MaskSet enforced on a model (and optionally an optimizer) until ``remove()``."""
+    """Keeps a MaskSet enforced on a model (and optionally an optimizer) until ``remove()``.
 
-    def __init__(self, masks: MaskSet, model: nn.Module, optimizer: torch.optim.Optimizer | None):
+    Re-masking after each optimizer step alone keeps pruned weights exactly zero, because every
+    built-in optimizer (SGD momentum, Adam moments, weight decay) updates elementwise. Gradient
+    masking (``mask_gradients=True``, an in-place fused multiply just before each step) also keeps
+    the optimizer state of pruned entries at zero, which matters to methods that regrow weights.
+    """
+
+    def __init__(
+        self,
+        masks: MaskSet,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        mask_gradients: bool = False,
+    ):
         self.masks = masks
         self.model = model
         self._params = _lookup(model, list(masks))
-        self._hooks = [
-            p.register_hook(_grad_masker(masks, name)) for name, p in self._params.items()
-        ]
-        self._opt_hook = None
+        self._refresh()
+        self.mask_gradients = mask_gradients
+        self._opt_hooks: list = []
         if optimizer is not None:
             self.bind_optimizer(optimizer)
 
+    def _refresh(self) -> None:
+        # Float copies of the masks in the weights' dtype/device: one fused multiply per step.
+        self._param_list = list(self._params.values())
+        self._float_masks = [
+            self.masks[n].to(device=p.device, dtype=p.dtype) for n, p in self._params.items()
+        ]
+
     def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._opt_hook is not None:
-            self._opt_hook.remove()
-        self._opt_hook = optimizer.register_step_post_hook(lambda *_: self.enforce())
+        self._remove_optimizer_hooks()
+        if self.mask_gradients:
+            self._opt_hooks.append(optimizer.register_step_pre_hook(lambda *_: self.mask_grads()))
+        self._opt_hooks.append(optimizer.register_step_post_hook(lambda *_: self.enforce()))
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned entries in place (called before every optimizer step)."""
+        pairs = [(p.grad, m) for p, m in zip(self._param_list, self._float_masks) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
     @torch.no_grad()
     def enforce(self) -> None:
         """Re-zero pruned weights (called after every optimizer step)."""
-        for name, p in self._params.items():
-            p.mul_(self.masks[name])
+        torch._foreach_mul_(self._param_list, self._float_masks)
 
     def update(self, masks: MaskSet) -> None:
         """Swap in new masks (e.g. after a pruning step) and apply them."""
         self.masks._masks = masks.clone()._masks
         self.masks.apply(self.model)
+        self._refresh()
+
+    def _remove_optimizer_hooks(self) -> None:
+        for h in self._opt_hooks:
+            h.remove()
+        self._opt_hooks = []
 
     def remove(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
-        if self._opt_hook is not None:
-            self._opt_hook.remove()
-            self._opt_hook = None
-
-
-def _grad_masker(masks: MaskSet, name: str):
-    # Looks the mask up at call time so MaskHandle.update() takes effect without re-hooking.
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        return grad * masks[name]
-
-    return hook
+        self._remove_optimizer_hooks()
 
 
 def _lookup(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
