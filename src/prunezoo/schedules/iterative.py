@@ -122,6 +122,7 @@ def run_iterative(
                 finetune = True
             elif mode is ResetMode.REINIT:
                 (reinit or reset_parameters)(model, seed + 7919 * level)
+            masks.apply(model)
         callbacks: list[Callback] = [EnforceMasks(masks)]
         if level == 0 and snapshot is not None:
             callbacks.append(snapshot)
