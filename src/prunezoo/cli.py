@@ -52,9 +52,10 @@ def results_table(rows: list[dict], title: str = "") -> Table:
     for col in ["method", "level", "sparsity", "test acc", "nnz", "compression", "FLOPs (sparse)", "FLOP speed-up"]:
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
+        level = r["level"]
         table.add_row(
             r["method"],
-            "" if r["level"] in (None, 0) and r["kind"] != "imp" else str(r["level"]),
+            str(int(level)) if r["kind"] == "imp" and level == level and level is not None else "",
             f"{r['sparsity']:.2%}",
             f"{r['test_acc']:.2%}",
             f"{r['nnz']:,}",
@@ -63,6 +64,71 @@ def results_table(rows: list[dict], title: str = "") -> Table:
             f"{r['flop_speedup']:.2f}x",
         )
     return table
+
+
+runs_app = typer.Typer(no_args_is_help=True, help="Query the run store (<out>/index.sqlite).")
+app.add_typer(runs_app, name="runs")
+OutOption = Annotated[Path, typer.Option("--out", help="root directory holding the run store")]
+
+
+def _store(out_dir: Path):
+    from prunezoo.experiments.study import STORE_NAME
+    from prunezoo.experiments.store import RunStore
+
+    path = out_dir / STORE_NAME
+    if not path.exists():
+        _fail(ConfigError("--out", f"no run store at {path}; run a study first"))
+    return RunStore(path)
+
+
+@runs_app.command("ls")
+def runs_ls(out_dir: OutOption = Path("runs")) -> None:
+    """List indexed studies."""
+    df = _store(out_dir).studies()
+    table = Table(title=f"studies in {out_dir}")
+    for col in ("study_id", "status", "path"):
+        table.add_column(col)
+    for rec in df.to_dict("records"):
+        table.add_row(rec["study_id"], rec["status"], rec["path"])
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    study: Annotated[str, typer.Argument(help="study id, or a unique prefix of it or of its config hash")],
+    out_dir: OutOption = Path("runs"),
+) -> None:
+    """Print a study's accuracy-vs-sparsity table."""
+    store = _store(out_dir)
+    try:
+        study_id = store.resolve(study)
+    except KeyError as err:
+        _fail(ConfigError("study", str(err.args[0])))
+    out.print(results_table(store.results(study_id).to_dict("records"), title=study_id))
+
+
+@runs_app.command("export")
+def runs_export(
+    path: Annotated[Path, typer.Argument(help="output file: .csv or .parquet")],
+    study: Annotated[str | None, typer.Option(help="only this study (id or prefix)")] = None,
+    out_dir: OutOption = Path("runs"),
+) -> None:
+    """Export result rows of all (or one) studies to CSV or Parquet."""
+    from prunezoo.utils.io import atomic_path
+
+    store = _store(out_dir)
+    df = store.results(store.resolve(study) if study else None)
+    if path.suffix not in (".csv", ".parquet"):
+        _fail(ConfigError("path", f"unsupported export format {path.suffix!r}; use .csv or .parquet"))
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            try:
+                df.to_parquet(tmp, index=False)
+            except ImportError:
+                _fail(ConfigError("path", "Parquet export needs pyarrow: pip install 'prunezoo[parquet]'"))
+    out.print(f"wrote {len(df)} rows to {path}")
 
 
 @app.command("list")

@@ -22,6 +22,7 @@ from torch import nn
 
 from prunezoo.data import load_dataset
 from prunezoo.experiments.config import MethodConfig, StudyConfig
+from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.schedules import GradualMagnitudePruning, IterativeSchedule, OneShot, run_iterative
@@ -29,6 +30,8 @@ from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training import Trainer, seed_everything
 from prunezoo.utils.io import write_json, write_text
+
+STORE_NAME = "index.sqlite"
 
 ROW_FIELDS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression",
@@ -85,19 +88,24 @@ def run_study(
     out_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=out_root))
     try:
-        rows = _execute(cfg, work, progress=progress, log=log)
+        rows, histories = _execute(cfg, work, progress=progress, log=log)
         write_json(work / "results.json", {"config_hash": cfg.hash(), "rows": rows})
         write_text(work / "results.csv", rows_to_csv(rows))
         if final_dir.exists():
             shutil.rmtree(final_dir)
         os.replace(work, final_dir)
+        RunStore(out_root / STORE_NAME).record_study(
+            final_dir.name, cfg.name, cfg.hash(), final_dir, cfg.model_dump(mode="json"), "complete", rows, histories
+        )
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return StudyResult(cfg, final_dir, rows)
 
 
-def _execute(cfg: StudyConfig, work: Path, *, progress: bool | None, log: Callable[[str], None]) -> list[dict]:
+def _execute(
+    cfg: StudyConfig, work: Path, *, progress: bool | None, log: Callable[[str], None]
+) -> tuple[list[dict], dict[str, list[dict]]]:
     write_text(work / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     d = cfg.dataset
     splits = load_dataset(
@@ -160,7 +168,7 @@ def _execute(cfg: StudyConfig, work: Path, *, progress: bool | None, log: Callab
             sched.masks.save(work / "masks" / f"{method.name}-{sparsity:g}.safetensors")
             histories[label] = hist
     write_json(work / "histories.json", histories)
-    return rows
+    return rows, histories
 
 
 def _prune_options(method: MethodConfig) -> dict:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +52,51 @@ def save_checkpoint(
     step: int,
     extra: dict | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` [+ ``optimizer.safetensors``] and ``checkpoint.json`` (last, so a
-    checkpoint whose JSON exists is complete)."""
+    """Write ``model.safetensors``, ``rng.safetensors`` [+ ``optimizer.safetensors``] and
+    ``checkpoint.json`` into a fresh sibling directory, then swap it in: a reader (or a run
+    killed mid-write) sees either the previous complete checkpoint or the new one."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_state(directory / "model.safetensors", model.state_dict())
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    save_state(staging / "model.safetensors", model.state_dict())
+    # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
+    save_state(staging / "rng.safetensors", {"torch": torch.get_rng_state()})
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if optimizer is not None:
         tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        save_state(directory / "optimizer.safetensors", tensors)
+        save_state(staging / "optimizer.safetensors", tensors)
         meta["optimizer"] = opt_meta
-    write_json(directory / "checkpoint.json", meta)
+    write_json(staging / "checkpoint.json", meta)
+    previous = directory.with_name(directory.name + ".previous")
+    if directory.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(directory, previous)
+    os.replace(staging, directory)
+    shutil.rmtree(previous, ignore_errors=True)
     return directory
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint at ``directory`` (or the one being replaced, if a swap was cut short)."""
+    directory = Path(directory)
+    for candidate in (directory, directory.with_name(directory.name + ".previous")):
+        if (candidate / "checkpoint.json").exists():
+            return candidate
+    return None
 
 
 def load_checkpoint(
     directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict:
     """Restore model (and optimizer) in place; returns the checkpoint metadata (step, extra)."""
-    directory = Path(directory)
+    found = latest_checkpoint(directory)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint at {directory}")
+    directory = found
     meta = json.loads((directory / "checkpoint.json").read_text())
     model.load_state_dict(load_state(directory / "model.safetensors"))
+    if (directory / "rng.safetensors").exists():
+        torch.set_rng_state(load_state(directory / "rng.safetensors")["torch"])
     if optimizer is not None and "optimizer" in meta:
         tensors = load_state(directory / "optimizer.safetensors")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))

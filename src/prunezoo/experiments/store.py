@@ -1,0 +1,165 @@
+"""SQLite index of studies, result rows and per-epoch metrics.
+
+WAL journal + busy timeout + ``BEGIN IMMEDIATE`` write transactions (retried while another
+process holds the write lock) make it safe for many concurrent writer processes; readers never
+block writers. Queries return pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_id TEXT PRIMARY KEY,          -- <name>-<config hash>
+    name TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,               -- JSON
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    study_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    kind TEXT,
+    level INTEGER,
+    target_sparsity REAL,
+    sparsity REAL,
+    nnz INTEGER,
+    prunable INTEGER,
+    compression REAL,
+    test_acc REAL,
+    test_loss REAL,
+    train_loss REAL,
+    flops_dense INTEGER,
+    flops_sparse INTEGER,
+    flop_speedup REAL,
+    PRIMARY KEY (study_id, row_index)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    study_id TEXT NOT NULL,
+    run TEXT NOT NULL,                  -- e.g. "dense", "gm@0.9", "imp/L3"
+    epoch INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (study_id, run, epoch, key)
+);
+"""
+
+RESULT_COLUMNS = [
+    "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
+    "test_loss", "train_loss", "flops_dense", "flops_sparse", "flop_speedup",
+]
+
+
+class RunStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connection() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=60000")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    @staticmethod
+    def _write(con: sqlite3.Connection, fn, retries: int = 200) -> None:
+        for attempt in range(retries):
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:  # lock contention beyond busy_timeout: back off
+                if "locked" not in str(err) or attempt == retries - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            try:
+                fn(con)
+                con.execute("COMMIT")
+                return
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- writes ------------------------------------------------------------------------------------
+    def record_study(
+        self, study_id: str, name: str, config_hash: str, path: str | Path, config: dict, status: str,
+        rows: Iterable[dict] = (), histories: dict[str, list[dict]] | None = None,
+    ) -> None:
+        """Insert or replace a study with its result rows and per-epoch metrics, atomically."""
+        rows = list(rows)
+        metric_rows = [
+            (study_id, run, int(h.get("epoch", i)), key, float(val))
+            for run, hist in (histories or {}).items()
+            for i, h in enumerate(hist)
+            for key, val in h.items()
+            if key != "epoch" and isinstance(val, (int, float)) and not isinstance(val, bool)
+        ]
+
+        def tx(con: sqlite3.Connection) -> None:
+            con.execute(
+                "INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?,?,?)",
+                (study_id, name, config_hash, str(path), status, json.dumps(config, sort_keys=True), time.time()),
+            )
+            con.execute("DELETE FROM results WHERE study_id=?", (study_id,))
+            con.execute("DELETE FROM metrics WHERE study_id=?", (study_id,))
+            con.executemany(
+                f"INSERT INTO results VALUES (?,?,{','.join('?' * len(RESULT_COLUMNS))})",
+                [(study_id, i, *(r.get(c) for c in RESULT_COLUMNS)) for i, r in enumerate(rows)],
+            )
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)", metric_rows)
+
+        with self.connection() as con:
+            self._write(con, tx)
+
+    # -- queries -----------------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple = ()):
+        import pandas as pd
+
+        with self.connection() as con:
+            return pd.read_sql_query(sql, con, params=params)
+
+    def studies(self):
+        return self.query("SELECT study_id, name, config_hash, status, path, updated FROM studies ORDER BY updated")
+
+    def results(self, study_id: str | None = None):
+        if study_id is None:
+            return self.query("SELECT * FROM results ORDER BY study_id, row_index")
+        return self.query("SELECT * FROM results WHERE study_id=? ORDER BY row_index", (study_id,))
+
+    def metrics(self, study_id: str, run: str | None = None):
+        """Per-epoch metrics, one row per (run, epoch), one column per metric."""
+        sql = "SELECT run, epoch, key, value FROM metrics WHERE study_id=?"
+        params: tuple = (study_id,)
+        if run is not None:
+            sql, params = sql + " AND run=?", (study_id, run)
+        long = self.query(sql, params)
+        if long.empty:
+            return long
+        return long.pivot_table(index=["run", "epoch"], columns="key", values="value").reset_index()
+
+    def resolve(self, prefix: str) -> str:
+        """Full study id from a unique prefix (of the id or of the config hash)."""
+        ids = self.studies()["study_id"].tolist()
+        hits = [s for s in ids if s.startswith(prefix) or s.rsplit("-", 1)[-1].startswith(prefix)]
+        if len(hits) != 1:
+            raise KeyError(f"{prefix!r} matches {len(hits)} studies" + (f": {hits}" if hits else ""))
+        return hits[0]

@@ -1,0 +1,126 @@
+"""Trainer: determinism, resume from checkpoint, LR schedules, optimizers, schedules as callbacks."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from prunezoo.data import load_dataset
+from prunezoo.models import build_model
+from prunezoo.schedules import GradualMagnitudePruning, OneShot
+from prunezoo.sparsity import MaskSet
+from prunezoo.training import Callback, Trainer, TrainingConfig, seed_everything
+from prunezoo.training.optim import lr_at
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _model(data, seed=0):
+    seed_everything(seed)
+    return build_model("mlp", num_classes=data.num_classes, input_shape=data.input_shape, hidden=[32])
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+
+def test_same_seed_same_metrics_and_weights(digits):
+    cfg = TrainingConfig(epochs=2, batch_size=32, lr=0.05, seed=3)
+    runs = []
+    for _ in range(2):
+        model = _model(digits)
+        hist = Trainer(model, digits.train, cfg, eval_sets={"test": digits.test}).fit()
+        runs.append((hist, model.state_dict()))
+    assert _strip(runs[0][0]) == _strip(runs[1][0])
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    h = runs[0][0][-1]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_entropy", "lr", "step", "epoch"):
+        assert key in h
+    assert h["test_acc"] > 0.5
+
+
+class StopAfter(Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch + 1 == self.epochs:
+            trainer.stop_requested = True
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_resume_from_checkpoint_matches_uninterrupted(digits, tmp_path, optimizer):
+    cfg = TrainingConfig(epochs=3, batch_size=64, lr=0.01, optimizer=optimizer, lr_schedule="cosine",
+                         weight_decay=1e-3)
+    full = _model(digits)
+    full_hist = Trainer(full, digits.train, cfg, eval_sets={"test": digits.test}).fit()
+
+    part = _model(digits)
+    Trainer(part, digits.train, cfg, eval_sets={"test": digits.test}, callbacks=[StopAfter(1)]).fit(
+        checkpoint_dir=tmp_path / "ckpt")
+    resumed = _model(digits, seed=99)  # different init: everything must come from the checkpoint
+    hist = Trainer(resumed, digits.train, cfg, eval_sets={"test": digits.test}).fit(resume_from=tmp_path / "ckpt")
+    assert _strip(hist) == _strip(full_hist)
+    assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k]) for k in full.state_dict())
+
+
+def test_start_step_runs_remaining_steps(digits):
+    cfg = TrainingConfig(epochs=2, batch_size=64)
+    trainer = Trainer(_model(digits), digits.train, cfg)
+    hist = trainer.fit(start_step=trainer.steps_per_epoch + 3)
+    assert trainer.step == trainer.total_steps
+    assert len(hist) == 1 and hist[0]["epoch"] == 2
+    with pytest.raises(ValueError, match="start_step"):
+        Trainer(_model(digits), digits.train, cfg).fit(start_step=10_000)
+
+
+def test_steps_unit_overrides_epochs(digits):
+    trainer = Trainer(_model(digits), digits.train, TrainingConfig(epochs=50, steps=7, batch_size=64))
+    trainer.fit()
+    assert trainer.step == 7
+
+
+def test_lr_schedules():
+    c = TrainingConfig(lr=1.0, lr_schedule="step", milestones=[1, 2], gamma=0.1)
+    assert [lr_at(s, 30, 10, c) for s in (0, 9, 10, 20)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+    c = TrainingConfig(lr=1.0, lr_schedule="cosine")
+    assert lr_at(0, 100, 10, c) == 1.0 and lr_at(50, 100, 10, c) == pytest.approx(0.5)
+    c = TrainingConfig(lr=1.0, lr_schedule="linear", warmup_epochs=1)
+    assert lr_at(0, 110, 10, c) == pytest.approx(0.1) and lr_at(9, 110, 10, c) == pytest.approx(1.0)
+    assert lr_at(60, 110, 10, c) == pytest.approx(0.5)
+
+
+def test_label_smoothing_changes_the_loss(digits):
+    losses = []
+    for ls in (0.0, 0.3):
+        h = Trainer(_model(digits), digits.train, TrainingConfig(epochs=1, label_smoothing=ls, lr=0.01)).fit()
+        losses.append(h[-1]["train_loss"])
+    assert losses[1] > losses[0]
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0), dict(optimizer="rmsprop"), dict(batch_size=0),
+                                 dict(nesterov=True, optimizer="adam"), dict(bogus=1)])
+def test_config_errors_name_the_field(bad):
+    with pytest.raises(ValidationError) as err:
+        TrainingConfig(**bad)
+    field = next(iter(bad)) if "nesterov" not in bad else "nesterov"
+    assert field in str(err.value)
+
+
+def test_gradual_magnitude_pruning_reaches_target_monotonically(digits):
+    model = _model(digits)
+    gmp = GradualMagnitudePruning(0.9, frequency=5, end_epoch=2)
+    Trainer(model, digits.train, TrainingConfig(epochs=3, batch_size=64, lr=0.05), callbacks=[gmp]).fit()
+    dens = [e["density"] for e in gmp.events]
+    assert dens == sorted(dens, reverse=True)
+    assert gmp.masks.density() == pytest.approx(0.1, abs=1e-3)
+    assert MaskSet.from_model(model).density() <= 0.1 + 1e-3
+
+
+def test_one_shot_then_fine_tune_keeps_density(digits):
+    model = _model(digits)
+    sched = OneShot(0.2, criterion="magnitude")
+    Trainer(model, digits.train, TrainingConfig(epochs=1, optimizer="adam", lr=1e-3), callbacks=[sched]).fit()
+    assert MaskSet.from_model(model).density() == pytest.approx(0.2, abs=1e-3)
