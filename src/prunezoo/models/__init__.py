@@ -1,0 +1,29 @@
+"""Model zoo: a registry of architectures built by name, plus FLOP and parameter counting.
+
+>>> model = build_model("mlp", num_classes=10, input_shape=(1, 28, 28), hidden=[300, 100])
+>>> sorted(MODELS)  # every registered name, aliases included
+
+Parameter names are stable (``fc1.weight``, ``conv1.weight``, ``layer2.0.shortcut.conv.weight``),
+so masks, densities and FLOP tables keyed by them survive rebuilding a model.
+"""
+
+from prunezoo.models.registry import MODELS, ModelSpec, build_model, get_model_spec, register_alias, register_model
+
+# Importing the architecture modules registers them (order = order in MODELS).
+from prunezoo.models import mlp, lenet, zoo, conv1d, resnet, vgg  # noqa: E402,F401  isort: skip
+from prunezoo.models.flops import (  # noqa: E402
+    count_nonzero,
+    count_parameters,
+    dense_flops,
+    layer_flops,
+    sparse_flops,
+    weight_densities,
+)
+from prunezoo.models.init import INIT_SCHEMES, init_weights  # noqa: E402
+from prunezoo.models.layers import ACTIVATIONS  # noqa: E402
+
+__all__ = [
+    "ACTIVATIONS", "INIT_SCHEMES", "MODELS", "ModelSpec", "build_model", "count_nonzero", "count_parameters",
+    "dense_flops", "get_model_spec", "init_weights", "layer_flops", "register_alias", "register_model",
+    "sparse_flops", "weight_densities",
+]
