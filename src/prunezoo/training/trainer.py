@@ -105,7 +105,7 @@ class Trainer:
                     loss_sum += loss.detach() * len(yb)
                     correct += (logits.detach().argmax(1) == yb).sum()
                     seen += len(yb)
-                    self.callbacks.on_step_end(self, self.step - 1, float(loss))
+                    self.callbacks.on_step_end(self, self.step - 1, loss.detach())  # a tensor: no per-step device sync
                     if bar is not None:
                         bar.advance(task)
                 metrics = {
