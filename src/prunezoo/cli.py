@@ -13,8 +13,9 @@ from rich.table import Table
 from prunezoo.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prune neural networks and study pruned populations.")
-console = Console(stderr=True)
-out = Console()
+# Non-TTY output (CI logs, pipes) would otherwise wrap tables at 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120, log_path=False)
+out = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _fail(err: Exception) -> None:

@@ -83,6 +83,9 @@ class MethodConfig(BaseModel):
     exclude: list[str] | None = None
     keep_dense: list[str] = Field(default_factory=list)
     overrides: dict[str, float] = Field(default_factory=dict)
+    scheme_options: dict[str, Any] = Field(
+        default_factory=dict, description="allocator options, e.g. redistribute: true, erk_variant: clamp"
+    )
     gmp_frequency: int = Field(10, ge=1)
 
     @field_validator("sparsities")
@@ -125,6 +128,8 @@ def _default_methods() -> list[MethodConfig]:
     return [
         MethodConfig(name="global-magnitude", kind="oneshot", criterion="magnitude", sparsities=grid),
         MethodConfig(name="random", kind="oneshot", criterion="random", scheme="uniform", sparsities=grid),
+        MethodConfig(name="random-erk", kind="oneshot", criterion="random", scheme="erk", sparsities=grid),
+        MethodConfig(name="gmp", kind="gmp", criterion="magnitude", sparsities=[0.9, 0.98]),
         MethodConfig(name="imp", kind="imp", criterion="magnitude", levels=12, reset=ResetMode.REWIND_INIT),
     ]
 

@@ -20,7 +20,9 @@ import torch
 import yaml
 from torch import nn
 
+from prunezoo.allocation import allocate
 from prunezoo.data import load_dataset
+from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import MethodConfig, StudyConfig
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
@@ -115,6 +117,7 @@ def _execute(
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape,
                         **cfg.model.options)
+    _preflight(cfg, model)
     init_state = _copy(model.state_dict())
     eval_sets = {"test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
     flops = layer_flops(model, splits.input_shape)
@@ -181,7 +184,19 @@ def _prune_options(method: MethodConfig) -> dict:
         opts["keep_dense"] = method.keep_dense
     if method.overrides:
         opts["overrides"] = method.overrides
+    opts.update(method.scheme_options)
     return opts
+
+
+def _preflight(cfg: StudyConfig, model: nn.Module) -> None:
+    """Reject bad allocation settings before any training time is spent."""
+    for i, method in enumerate(cfg.methods):
+        densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
+        for density in densities:
+            try:
+                allocate(model, density, method.scheme, **_prune_options(method))
+            except ConfigError as err:
+                raise ConfigError(f"methods[{i}].{err.field}", str(err).split(": ", 1)[-1]) from None
 
 
 def rows_to_csv(rows: list[dict]) -> str:
