@@ -169,7 +169,7 @@ def test_er_exact_counts(mlp):
     m = random_er_masks(mlp, 0.05, "balanced", exact=True, seed=2)
     dens = layer_densities(mlp, 0.05, "balanced")
     for name, mask in m.items():
-        assert int(mask.sum()) == int(dens[name] * mask.numel() + 0.5)
+        assert int(mask.sum()) == round(dens[name] * mask.numel())
 
 
 def test_flow_preservation_leaves_no_unit_disconnected():

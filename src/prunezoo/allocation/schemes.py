@@ -16,7 +16,7 @@ import torch
 from scipy.optimize import brentq
 
 from prunezoo.errors import ConfigError
-from prunezoo.sparsity.topk import global_keep_masks
+from prunezoo.sparsity.topk import global_keep_masks, keep_count
 
 Shapes = Mapping[str, tuple[int, ...]]
 Scheme = Callable[..., dict[str, float]]
@@ -112,6 +112,5 @@ def global_threshold(shapes: Shapes, density: float, scores: Mapping[str, torch.
     if scores is None:
         raise ConfigError("scores", "the 'global' scheme needs scores (e.g. weight magnitudes)")
     sizes = _sizes(shapes)
-    k = min(sum(sizes.values()), int(math.floor(density * sum(sizes.values()) + 0.5 + 1e-9)))
-    keep = global_keep_masks({n: scores[n] for n in shapes}, k)
+    keep = global_keep_masks({n: scores[n] for n in shapes}, keep_count(density, sum(sizes.values())))
     return {n: int(keep[n].sum()) / sizes[n] for n in shapes}

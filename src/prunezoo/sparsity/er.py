@@ -9,6 +9,7 @@ from torch import nn
 
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
+from prunezoo.sparsity.topk import keep_count
 
 
 def random_er_masks(
@@ -43,9 +44,8 @@ def random_er_masks(
     for name, p in params.items():
         n = p.numel()
         if exact:
-            k = min(n, int(dens[name] * n + 0.5))
             flat = torch.zeros(n, dtype=torch.bool)
-            flat[torch.randperm(n, generator=gen)[:k]] = True
+            flat[torch.randperm(n, generator=gen)[: keep_count(dens[name], n)]] = True
             mask = flat.reshape(p.shape)
         else:
             mask = torch.rand(p.shape, generator=gen) < dens[name]

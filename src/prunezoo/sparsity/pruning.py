@@ -12,7 +12,7 @@ from prunezoo.criteria import ScoringContext, get_criterion
 from prunezoo.errors import ConfigError
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
-from prunezoo.sparsity.topk import global_keep_masks, keep_top_k, restrict_scores
+from prunezoo.sparsity.topk import global_keep_masks, keep_count, keep_top_k, restrict_scores
 
 
 def prune(
@@ -52,7 +52,7 @@ def prune(
 
     total = sum(p.numel() for p in params.values())
     if scheme == "global" and not alloc_options:
-        keep = global_keep_masks(scores, _keep_count(density, total))
+        keep = global_keep_masks(scores, keep_count(density, total))
     else:
         # Per-layer budgets first (also for "global" with keep_dense/overrides), then rank per layer.
         from prunezoo.allocation import layer_densities
@@ -60,16 +60,11 @@ def prune(
         if scheme == "global":
             alloc_options["scores"] = scores
         dens = layer_densities(model, density, scheme, include=include, exclude=exclude, **alloc_options)
-        keep = {n: keep_top_k(scores[n], _keep_count(dens[n], p.numel())) for n, p in params.items()}
+        keep = {n: keep_top_k(scores[n], keep_count(dens[n], p.numel())) for n, p in params.items()}
     if masks is not None:
         # Never resurrect: a layer asked to keep more than it still has keeps what it has.
         keep = {n: k & masks[n].to(k.device) if n in masks else k for n, k in keep.items()}
     return MaskSet(keep)
-
-
-def _keep_count(density: float, n: int) -> int:
-    # round-half-up on a value that is usually an exact integer; guard float noise like 0.8*N.
-    return min(n, max(0, int(math.floor(density * n + 0.5 + 1e-9))))
 
 
 def imp_keep_count(remaining: int, fraction: float) -> int:

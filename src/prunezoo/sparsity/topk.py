@@ -7,9 +7,15 @@ pruning of tens of millions of weights fast. Ties at the threshold are filled in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
+
+
+def keep_count(density: float, n: int) -> int:
+    """How many of ``n`` weights a density keeps: round half up, guarding float noise like 0.8*N."""
+    return min(n, max(0, int(math.floor(density * n + 0.5 + 1e-9))))
 
 
 def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
