@@ -43,7 +43,13 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     imp = [r for r in rows if r["method"] == "imp"]
     assert [r["sparsity"] for r in imp] == pytest.approx([0.2, 0.36], abs=1e-3)
     assert rows[2]["flops_sparse"] < rows[1]["flops_sparse"] < rows[0]["flops_sparse"]
-    assert (run_dir / "results.csv").exists() and (run_dir / "masks").is_dir()
+    assert (run_dir / "results.csv").exists()
+    for r in rows[1:]:  # every pruned run keeps its mask and per-layer densities
+        job = r["run_id"].split("/")[0]
+        masks = run_dir / "runs" / job / ("masks.safetensors" if r["kind"] != "imp" else f"level_{r['level']:02d}/masks.safetensors")
+        assert masks.exists()
+    layers = json.loads((run_dir / "layers.json").read_text())
+    assert set(layers) == {r["run_id"] for r in rows}
     # finished studies are not re-run
     again = runner.invoke(app, ["run", str(_write(tmp_path, TINY)), "--out", str(out), "-q"])
     assert again.exit_code == 0 and len([p for p in out.iterdir() if p.is_dir()]) == 1

@@ -44,7 +44,7 @@ class FakeTrainer:
         self.total_steps, self.step, self.start_step = 10, 0, 0
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
 
-    def fit(self, start_step=0):
+    def fit(self, start_step=0, **_checkpointing):
         self.start_step = self.step = start_step
         self.log.append({"start": start_step, "finetune": self.finetune,
                          "w": {k: v.clone() for k, v in self.model.state_dict().items()}})

@@ -30,9 +30,18 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="root directory for run directories")] = Path("runs"),
     force: Annotated[bool, typer.Option(help="re-run even if the study is already complete")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    workers: Annotated[int | None, typer.Option(help="parallel jobs (default: CPU cores); 1 = in this process")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads per job (fixed so results do not depend on parallelism)")] = 1,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, host:port); default: start a local Ray")] = None,
 ) -> None:
-    """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs."""
+    """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs.
+
+    Interrupted studies resume where they stopped (finished jobs are kept, running ones restart from
+    their last epoch checkpoint).
+    """
     from prunezoo.experiments.config import load_config
+    from prunezoo.experiments.executors import JobFailed
     from prunezoo.experiments.study import run_study
 
     try:
@@ -41,27 +50,41 @@ def run(
         _fail(err)
     log = (lambda _m: None) if quiet else (lambda m: console.log(m))
     try:
-        result = run_study(cfg, out_dir, progress=None if not quiet else False, log=log, force=force)
+        result = run_study(cfg, out_dir, progress=None if not quiet else False, log=log, force=force,
+                           executor=executor, workers=workers, threads=threads, address=address)
     except ConfigError as err:
         _fail(err)
+    except JobFailed as err:
+        console.print(f"[bold red]failed[/]: {err}\nfinished jobs are kept; run the same command again to resume")
+        raise typer.Exit(code=1) from None
     out.print(results_table(result.rows, title=f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}"))
     out.print(f"results: {result.directory}")
 
 
 def results_table(rows: list[dict], title: str = "") -> Table:
+    """Accuracy-vs-sparsity table; replicate seeds are averaged (mean ± std, n)."""
+    from prunezoo.experiments.summary import summarize
+
+    summary = summarize(rows)
+    points = {r.get("point") or "" for r in summary}
     table = Table(title=title)
-    for col in ["method", "level", "sparsity", "test acc", "nnz", "compression", "FLOPs (sparse)", "FLOP speed-up"]:
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in rows:
+    cols = (["point"] if len(points) > 1 else []) + ["method", "level", "sparsity", "test acc", "n", "nnz",
+                                                     "compression", "FLOPs (sparse)", "FLOP speed-up"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("method", "point") else "right")
+    for r in summary:
         level = r["level"]
+        acc = f"{r['test_acc']:.2%}" + (f" ± {r['test_acc_std']:.2%}" if r["n"] > 1 else "")
         table.add_row(
+            *([r["point"]] if len(points) > 1 else []),
             r["method"],
-            str(int(level)) if r["kind"] == "imp" and level == level and level is not None else "",
+            str(int(level)) if level is not None and level == level else "",
             f"{r['sparsity']:.2%}",
-            f"{r['test_acc']:.2%}",
-            f"{r['nnz']:,}",
+            acc,
+            str(r["n"]),
+            f"{int(round(r['nnz'])):,}",
             f"{r['compression']:.1f}x",
-            f"{r['flops_sparse']:,}",
+            f"{int(round(r['flops_sparse'])):,}",
             f"{r['flop_speedup']:.2f}x",
         )
     return table

@@ -7,6 +7,7 @@ option with a no-op default leaves existing run directories' names unchanged.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,22 @@ class ModelConfig(BaseModel):
         return v
 
 
+class BranchConfig(BaseModel):
+    """An ablation branch of an IMP method, run as its own job from the pruned levels.
+
+    kinds: ``random-reinit`` (same mask, fresh random init), ``random-mask`` (random mask with the
+    same per-layer densities, rewound to init), ``rewind`` (same mask, weights from step
+    ``rewind_step`` of the dense trajectory), ``finetune`` (same mask, fine-tune the previous
+    level's trained weights instead of rewinding).
+    """
+
+    model_config = _STRICT
+    name: str
+    kind: Literal["random-reinit", "random-mask", "rewind", "finetune"]
+    levels: list[int] = Field(default_factory=list, description="IMP levels to branch from; empty = all")
+    rewind_step: int = Field(0, ge=0)
+
+
 class MethodConfig(BaseModel):
     """One pruning method of a study. ``kind`` picks the schedule; criterion/scheme are pluggable."""
 
@@ -87,6 +104,7 @@ class MethodConfig(BaseModel):
         default_factory=dict, description="allocator options, e.g. redistribute: true, erk_variant: clamp"
     )
     gmp_frequency: int = Field(10, ge=1)
+    branches: list[BranchConfig] = Field(default_factory=list, description="imp: ablation branches")
 
     @field_validator("sparsities")
     @classmethod
@@ -120,6 +138,12 @@ class MethodConfig(BaseModel):
             raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
         if self.kind == "imp" and self.levels < 1:
             raise ValueError("method kind 'imp' needs levels >= 1")
+        if self.branches and self.kind != "imp":
+            raise ValueError("branches are only defined for method kind 'imp'")
+        for b in self.branches:
+            bad = [lv for lv in b.levels if not 1 <= lv <= self.levels]
+            if bad:
+                raise ValueError(f"branch {b.name!r}: levels {bad} outside 1..{self.levels}")
         return self
 
 
@@ -139,7 +163,11 @@ class StudyConfig(BaseModel):
 
     model_config = _STRICT
     name: str = "default"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="first replicate's seed (init, data order, masks)")
+    replicates: int = Field(1, ge=1, description="seeds seed, seed+1, ..., seed+replicates-1")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="axes: dotted field path -> values; runs their cartesian product"
+    )
     dataset: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(
@@ -156,7 +184,34 @@ class StudyConfig(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"method names must be unique, repeated: {dup}")
+        for axis, values in self.sweep.items():
+            if axis.split(".")[0] in ("sweep", "replicates", "name", "methods"):
+                raise ValueError(f"sweep axis {axis!r} cannot be swept")
+            if not values:
+                raise ValueError(f"sweep axis {axis!r} has no values")
         return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.replicates)]
+
+    def points(self) -> list[tuple[str, StudyConfig]]:
+        """(label, config) per sweep point: the cartesian product of the sweep axes, validated."""
+        if not self.sweep:
+            return [("", self)]
+        axes = list(self.sweep)
+        out = []
+        for combo in itertools.product(*(self.sweep[a] for a in axes)):
+            data = self.model_dump(mode="json", exclude={"sweep"})
+            for axis, value in zip(axes, combo):
+                _assign(data, axis, value)
+            label = ",".join(f"{a}={json.dumps(v, separators=(',', ':'))}" for a, v in zip(axes, combo))
+            try:
+                out.append((label, StudyConfig.model_validate(data)))
+            except ValidationError as err:
+                e = _format_validation_error(err)
+                raise ConfigError(f"sweep[{label}].{e.field}", str(e).split(": ", 1)[-1]) from None
+        return out
 
     def canonical(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)
@@ -182,18 +237,22 @@ def parse_config(data: dict[str, Any] | None) -> StudyConfig:
         raise _format_validation_error(err) from None
 
 
-def set_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place."""
-    if "=" not in assignment:
-        raise ConfigError("--set", f"expected key=value, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
+def _assign(data: dict[str, Any], key: str, value: Any) -> None:
     node = data
     parts = key.strip().split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(key, f"{part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = value
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError("--set", f"expected key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    _assign(data, key, yaml.safe_load(raw))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:

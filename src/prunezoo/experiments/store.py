@@ -38,14 +38,18 @@ CREATE TABLE IF NOT EXISTS results (
     test_acc REAL,
     test_loss REAL,
     train_loss REAL,
+    val_acc REAL,
     flops_dense INTEGER,
     flops_sparse INTEGER,
     flop_speedup REAL,
+    seed INTEGER,
+    point TEXT,
+    run_id TEXT,
     PRIMARY KEY (study_id, row_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     study_id TEXT NOT NULL,
-    run TEXT NOT NULL,                  -- e.g. "dense", "gm@0.9", "imp/L3"
+    run TEXT NOT NULL,                  -- run id: "<job id>" or "<imp job id>/L03"
     epoch INTEGER NOT NULL,
     key TEXT NOT NULL,
     value REAL,
@@ -55,7 +59,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 RESULT_COLUMNS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
-    "test_loss", "train_loss", "flops_dense", "flops_sparse", "flop_speedup",
+    "test_loss", "train_loss", "val_acc", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
 ]
 
 
@@ -66,6 +70,11 @@ class RunStore:
         with self.connection() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+            # Stores written by an older prunezoo lack newer result columns: add them (NULL there).
+            have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+            for col in RESULT_COLUMNS:
+                if col not in have:
+                    con.execute(f"ALTER TABLE results ADD COLUMN {col}")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)

@@ -1,43 +1,40 @@
-"""Run a pruning study: train dense once, then every configured method; collect one row per
-(method, sparsity) with accuracy, nnz, compression and dense/sparse FLOPs.
+"""Run a study: validate, plan jobs, execute them (resumably), collect rows, index them in the store.
 
-A study is written to ``<out>/<config-hash>/`` only when complete: it is built in a temporary
-sibling directory and renamed at the end, so an error or interrupt leaves nothing half-written.
+Layout of ``<out>/<name>-<config hash>/``: ``config.yaml``, ``plan.json``, ``runs/<job id>/``
+(one directory per job: ``job.json``, checkpoints while running, masks, final weights,
+``result.json`` when finished) and, once every job is done, ``results.json``/``results.csv``
+(one row per pruned model), ``histories.json`` and ``layers.json`` (per-layer densities).
+Re-running an interrupted study continues where it stopped; a complete one is read back.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import tempfile
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
-from torch import nn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prunezoo.allocation import allocate
-from prunezoo.data import load_dataset
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import MethodConfig, StudyConfig
+from prunezoo.experiments.config import StudyConfig
+from prunezoo.experiments.executors import run_jobs
+from prunezoo.experiments.jobs import dataset_splits, prune_options
+from prunezoo.experiments.plan import Job, plan_study, unique_jobs
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
-from prunezoo.models.flops import dense_flops, layer_flops
-from prunezoo.schedules import GradualMagnitudePruning, IterativeSchedule, OneShot, run_iterative
-from prunezoo.sparsity.masks import MaskSet
-from prunezoo.sparsity.selection import prunable_parameters
-from prunezoo.training import Trainer, seed_everything
 from prunezoo.utils.io import write_json, write_text
 
 STORE_NAME = "index.sqlite"
 
 ROW_FIELDS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression",
-    "test_acc", "test_loss", "train_loss", "flops_dense", "flops_sparse", "flop_speedup",
+    "test_acc", "test_loss", "train_loss", "val_acc", "flops_dense", "flops_sparse", "flop_speedup",
+    "seed", "point", "run_id",
 ]
 
 
@@ -49,26 +46,8 @@ class StudyResult:
     reused: bool = False
 
 
-def _row(method: str, kind: str, level: int | None, target: float, masks: MaskSet, metrics: dict, flops: dict,
-         total_flops: int) -> dict:
-    dens = masks.layer_densities()
-    sparse = total_flops - sum(f * (1.0 - dens.get(n, 1.0)) for n, f in flops.items())
-    return {
-        "method": method,
-        "kind": kind,
-        "level": level,
-        "target_sparsity": round(target, 6),
-        "sparsity": round(masks.sparsity(), 6),
-        "nnz": masks.nnz(),
-        "prunable": masks.numel(),
-        "compression": masks.numel() / max(masks.nnz(), 1),
-        "test_acc": metrics.get("test_acc"),
-        "test_loss": metrics.get("test_loss"),
-        "train_loss": metrics.get("train_loss"),
-        "flops_dense": total_flops,
-        "flops_sparse": int(round(sparse)),
-        "flop_speedup": total_flops / max(sparse, 1.0),
-    }
+def study_directory(cfg: StudyConfig, out_root: str | Path) -> Path:
+    return Path(out_root) / f"{cfg.name}-{cfg.hash()}"
 
 
 def run_study(
@@ -78,125 +57,94 @@ def run_study(
     progress: bool | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     force: bool = False,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
 ) -> StudyResult:
+    """Run every job of ``cfg`` (skipping finished ones) and collect the result rows.
+
+    ``force`` re-runs everything. Invalid settings raise :class:`ConfigError` before anything is
+    written.
+    """
     out_root = Path(out_root)
-    final_dir = out_root / f"{cfg.name}-{cfg.hash()}"
-    if (final_dir / "results.json").exists() and not force:
-        import json
+    directory = study_directory(cfg, out_root)
+    if (directory / "results.json").exists() and not force:
+        log(f"study already complete: {directory}")
+        return StudyResult(cfg, directory, json.loads((directory / "results.json").read_text())["rows"], reused=True)
+    jobs = plan_study(cfg)
+    _preflight(cfg)
+    if force and directory.exists():
+        import shutil
 
-        log(f"study already complete: {final_dir}")
-        return StudyResult(cfg, final_dir, json.loads((final_dir / "results.json").read_text())["rows"], reused=True)
+        shutil.rmtree(directory)
+    runs = directory / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    write_text(directory / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_json(directory / "plan.json", [job.to_dict() for job in jobs])
+    store = RunStore(out_root / STORE_NAME)
+    study_id = directory.name
+    store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "running")
 
-    out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=out_root))
-    try:
-        rows, histories = _execute(cfg, work, progress=progress, log=log)
-        write_json(work / "results.json", {"config_hash": cfg.hash(), "rows": rows})
-        write_text(work / "results.csv", rows_to_csv(rows))
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(work, final_dir)
-        RunStore(out_root / STORE_NAME).record_study(
-            final_dir.name, cfg.name, cfg.hash(), final_dir, cfg.model_dump(mode="json"), "complete", rows, histories
-        )
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return StudyResult(cfg, final_dir, rows)
+    todo = unique_jobs(jobs)
+    finished = sum((runs / job.id / "result.json").exists() for job in todo)
+    log(f"{cfg.name}: {len(todo)} jobs ({finished} already done) → {directory}")
+    with _StudyProgress(progress, len(todo), 0) as bar:
 
+        def on_done(job: Job, result: dict) -> None:
+            accs = [r["test_acc"] for r in result["rows"] if r.get("test_acc") is not None]
+            bar.advance(job.label)
+            log(f"done {job.label}" + (f": test acc {accs[-1]:.2%}" if accs else ""))
 
-def _execute(
-    cfg: StudyConfig, work: Path, *, progress: bool | None, log: Callable[[str], None]
-) -> tuple[list[dict], dict[str, list[dict]]]:
-    write_text(work / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    d = cfg.dataset
-    splits = load_dataset(
-        d.name, root=d.root, download=d.download, val_fraction=d.val_fraction, noise_rate=d.noise_rate,
-        noise_kind=d.noise_kind, noise_seed=d.noise_seed, **d.options,
-    )
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape,
-                        **cfg.model.options)
-    _preflight(cfg, model)
-    init_state = _copy(model.state_dict())
-    eval_sets = {"test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
-    flops = layer_flops(model, splits.input_shape)
-    total_flops = dense_flops(model, splits.input_shape)
+        results = run_jobs(jobs, runs, executor=executor, workers=workers, threads=threads, address=address,
+                           on_done=on_done)
 
-    def make_trainer(m: nn.Module, callbacks, finetune: bool, label: str) -> Trainer:
-        tcfg = cfg.finetune if finetune else cfg.training
-        return Trainer(m, splits.train, tcfg, eval_sets=eval_sets, callbacks=callbacks, progress=progress,
-                       description=label)
-
-    log(f"dense: training {cfg.model.name} on {d.name} ({len(splits.train)} train samples)")
-    dense_hist = make_trainer(model, [], False, "dense").fit()
-    dense_state = _copy(model.state_dict())
-    dense_masks = MaskSet.dense(prunable_parameters(model))
-    rows = [_row("dense", "dense", 0, 0.0, dense_masks, dense_hist[-1], flops, total_flops)]
-    histories = {"dense": dense_hist}
-
-    for method in cfg.methods:
-        opts = _prune_options(method)
-        if method.kind == "imp":
-            model.load_state_dict(init_state)
-            schedule = IterativeSchedule(method.levels, method.fraction, method.reset, method.rewind_step)
-            log(f"{method.name}: {method.levels} levels, {method.fraction:.0%} of remaining per level")
-
-            def factory(m, cbs, finetune, _name=method.name):
-                return make_trainer(m, cbs, finetune, f"{_name}")
-
-            levels = run_iterative(model, factory, schedule, criterion=method.criterion, scheme=method.scheme,
-                                   seed=cfg.seed, **opts)
-            for res in levels[1:]:
-                rows.append(_row(method.name, "imp", res.level, 1 - res.density, res.masks, res.final, flops,
-                                 total_flops))
-                res.masks.save(work / "masks" / f"{method.name}-L{res.level:02d}.safetensors")
-                histories[f"{method.name}/L{res.level}"] = res.history
-            continue
-        for sparsity in method.sparsities:
-            label = f"{method.name}@{sparsity:g}"
-            log(f"{label}")
-            if method.kind == "oneshot":
-                model.load_state_dict(dense_state)
-                sched = OneShot(1 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=cfg.seed,
-                                **opts)
-                hist = make_trainer(model, [sched], True, label).fit()
-            else:  # gmp: sparsify gradually while training from the initial weights
-                model.load_state_dict(init_state)
-                sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency,
-                                                end_epoch=0.75 * cfg.training.epochs, criterion=method.criterion,
-                                                scheme=method.scheme, seed=cfg.seed, **opts)
-                hist = make_trainer(model, [sched], False, label).fit()
-            rows.append(_row(method.name, method.kind, None, sparsity, sched.masks, hist[-1], flops, total_flops))
-            sched.masks.save(work / "masks" / f"{method.name}-{sparsity:g}.safetensors")
-            histories[label] = hist
-    write_json(work / "histories.json", histories)
-    return rows, histories
+    rows, histories, layers = collect(jobs, results)
+    write_json(directory / "histories.json", histories)
+    write_json(directory / "layers.json", layers)
+    write_text(directory / "results.csv", rows_to_csv(rows))
+    write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
+    store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "complete",
+                       rows, histories)
+    return StudyResult(cfg, directory, rows)
 
 
-def _prune_options(method: MethodConfig) -> dict:
-    opts: dict = {}
-    if method.include is not None:
-        opts["include"] = method.include
-    if method.exclude is not None:
-        opts["exclude"] = method.exclude
-    if method.keep_dense:
-        opts["keep_dense"] = method.keep_dense
-    if method.overrides:
-        opts["overrides"] = method.overrides
-    opts.update(method.scheme_options)
-    return opts
+def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict, dict]:
+    """Result rows (one per plan entry and row of its job), histories and layer densities by run id."""
+    rows, histories, layers = [], {}, {}
+    for job in jobs:
+        res = results[job.id]
+        for r in res["rows"]:
+            run_id = job.id + r["suffix"]
+            row = {k: v for k, v in r.items() if k != "suffix"}
+            rows.append({**row, "method": job.method, "seed": job.seed, "point": job.point, "run_id": run_id})
+        for suffix, hist in res["histories"].items():
+            histories[job.id + suffix] = hist
+        for suffix, dens in res["layers"].items():
+            layers[job.id + suffix] = dens
+    return [{k: r.get(k) for k in ROW_FIELDS} for r in rows], histories, layers
 
 
-def _preflight(cfg: StudyConfig, model: nn.Module) -> None:
-    """Reject bad allocation settings before any training time is spent."""
-    for i, method in enumerate(cfg.methods):
-        densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
-        for density in densities:
-            try:
-                allocate(model, density, method.scheme, **_prune_options(method))
-            except ConfigError as err:
-                raise ConfigError(f"methods[{i}].{err.field}", str(err).split(": ", 1)[-1]) from None
+def _preflight(cfg: StudyConfig) -> None:
+    """Reject settings that would only fail mid-study (dataset, model, allocation) before any training."""
+    for point, pcfg in cfg.points():
+        where = f"sweep[{point}]." if point else ""
+        d = pcfg.dataset
+        try:
+            splits = dataset_splits(json.dumps(d.model_dump(mode="json", exclude_defaults=True), sort_keys=True))
+            model = build_model(pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape,
+                                **pcfg.model.options)
+        except ConfigError as err:
+            raise ConfigError(where + err.field, str(err).split(": ", 1)[-1]) from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(where + "model.options", str(err)) from None
+        for i, method in enumerate(pcfg.methods):
+            densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
+            for density in densities:
+                try:
+                    allocate(model, density, method.scheme, **prune_options(method))
+                except ConfigError as err:
+                    raise ConfigError(f"{where}methods[{i}].{err.field}", str(err).split(": ", 1)[-1]) from None
 
 
 def rows_to_csv(rows: list[dict]) -> str:
@@ -207,5 +155,28 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in state.items()}
+class _StudyProgress:
+    """One rich bar over the study's jobs (done/total, elapsed, ETA) on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool | None, total: int, completed: int):
+        import sys
+
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total, self.completed = total, completed
+        self.bar = None
+
+    def __enter__(self) -> _StudyProgress:
+        if self.enabled:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("jobs", total=self.total, completed=self.completed)
+        return self
+
+    def advance(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=label)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -29,11 +29,21 @@ class MaskingSchedule(Callback):
         self.masks: MaskSet | None = None
         self.handle = None
         self.events: list[dict] = []
+        self.restored: MaskSet | None = None  # masks from a checkpoint: resume without re-pruning
 
     def on_train_begin(self, trainer) -> None:
         selection = {k: self.prune_options[k] for k in ("include", "exclude") if k in self.prune_options}
-        self.masks = (self.initial_masks or MaskSet.dense(prunable_parameters(trainer.model, **selection))).clone()
+        start = self.restored or self.initial_masks or MaskSet.dense(prunable_parameters(trainer.model, **selection))
+        self.masks = start.clone()
         self.handle = self.masks.attach(trainer.model, trainer.optimizer)
+
+    def state_dict(self) -> dict:
+        return {"meta": {"events": self.events}, "tensors": dict(self.masks.items()) if self.masks else {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.events = list(state["meta"].get("events", []))
+        if state["tensors"]:
+            self.restored = MaskSet(state["tensors"])
 
     def prune_to(self, trainer, density: float) -> MaskSet:
         new = prune(

@@ -48,8 +48,9 @@ class GradualMagnitudePruning(MaskingSchedule):
         n = max(1, (end - self.t0) // self.frequency)
         self.t_end = self.t0 + n * self.frequency
         self.prune_steps = [self.t0 + i * self.frequency for i in range(n + 1)]
-        if trainer.step > self.t0:  # resuming: restore the schedule's current sparsity at once
-            self._prune_at(trainer, trainer.step)
+        if trainer.step > self.t0 and self.restored is None:
+            # resumed without saved masks: re-prune to the target of the last pruning event
+            self._prune_at(trainer, max(t for t in self.prune_steps if t < trainer.step))
 
     def _prune_at(self, trainer, step: int) -> None:
         s = cubic_sparsity(step, self.initial, self.final, self.t0, self.t_end)

@@ -12,9 +12,12 @@ Reset modes (Frankle & Carbin 2019; Frankle et al. 2020; Renda et al. 2020):
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,6 +26,8 @@ from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.pruning import imp_keep_count, prune
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training.callbacks import Callback, EnforceMasks, SnapshotAtStep
+from prunezoo.training.checkpoint import latest_checkpoint, load_state, save_state
+from prunezoo.utils.io import write_json
 
 
 class ResetMode(str, Enum):
@@ -89,22 +94,40 @@ def run_iterative(
     seed: int = 0,
     keep_states: bool = False,
     on_level: Callable[[LevelResult], None] | None = None,
+    workdir: str | Path | None = None,
     **prune_options,
 ) -> list[LevelResult]:
     """Run levels 0..L in place on ``model``; returns one LevelResult per level.
 
     ``initial_masks`` (e.g. a random ER mask) makes it sparse-to-sparse: every later mask stays
     inside it, and level 0 is trained at that mask's density.
+    With ``workdir`` every level persists (``level_XX/``: masks, final weights, history; per-epoch
+    checkpoints while it trains), so a killed run resumes at the level and epoch it reached.
     """
+    wd = Path(workdir) if workdir is not None else None
     selection = {k: prune_options[k] for k in ("include", "exclude") if k in prune_options}
     params = prunable_parameters(model, **selection)
     masks = initial_masks.clone() if initial_masks is not None else MaskSet.dense(params)
     masks.apply(model)
     init_state = _copy(model.state_dict())
-    snapshot = SnapshotAtStep(schedule.rewind_step) if schedule.reset is ResetMode.REWIND else None
+    rewind_path = wd / "rewind.safetensors" if wd is not None else None
+    snapshot = SnapshotAtStep(schedule.rewind_step, rewind_path) if schedule.reset is ResetMode.REWIND else None
     total = sum(p.numel() for p in params.values())
     results: list[LevelResult] = []
     for level in range(schedule.levels + 1):
+        level_dir = wd / f"level_{level:02d}" if wd is not None else None
+        if level_dir is not None and (level_dir / "result.json").exists():
+            masks = MaskSet.load(level_dir / "masks.safetensors")
+            model.load_state_dict(load_state(level_dir / "final.safetensors"))
+            history = json.loads((level_dir / "result.json").read_text())["history"]
+            if snapshot is not None and snapshot.state is None and rewind_path.exists():
+                snapshot.state = load_state(rewind_path)
+            result = LevelResult(level, masks.density(), masks.clone(), history,
+                                 _copy(model.state_dict()) if keep_states else {})
+            results.append(result)
+            if on_level is not None:
+                on_level(result)
+            continue
         start_step, finetune = 0, False
         if level > 0:
             keep = imp_keep_count(masks.nnz(), schedule.fraction)
@@ -127,10 +150,17 @@ def run_iterative(
         if level == 0 and snapshot is not None:
             callbacks.append(snapshot)
         trainer = make_trainer(model, callbacks, finetune)
-        history = trainer.fit(start_step=start_step)
+        ckpt = level_dir / "checkpoint" if level_dir is not None else None
+        resume = ckpt if ckpt is not None and latest_checkpoint(ckpt) is not None else None
+        history = trainer.fit(start_step=start_step, checkpoint_dir=ckpt, resume_from=resume)
         if level == 0 and snapshot is not None and snapshot.state is None:
             raise ValueError(f"rewind_step={schedule.rewind_step} is beyond the {trainer.total_steps} training steps")
         result = LevelResult(level, masks.density(), masks.clone(), history, _copy(model.state_dict()) if keep_states else {})
+        if level_dir is not None:
+            masks.save(level_dir / "masks.safetensors")
+            save_state(level_dir / "final.safetensors", model.state_dict())
+            write_json(level_dir / "result.json", {"level": level, "density": result.density, "history": history})
+            shutil.rmtree(ckpt, ignore_errors=True)  # the level's final state supersedes its checkpoints
         results.append(result)
         if on_level is not None:
             on_level(result)

@@ -13,7 +13,7 @@ class OneShot(MaskingSchedule):
 
     def on_train_begin(self, trainer) -> None:
         super().on_train_begin(trainer)
-        if trainer.step >= self.at_step:
+        if trainer.step >= self.at_step and self.restored is None:
             self.prune_to(trainer, self.density)
 
     def on_step_end(self, trainer, step: int, loss: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,19 +52,43 @@ class EnforceMasks(Callback):
 
 
 class SnapshotAtStep(Callback):
-    """Copies the model's state when ``step`` optimizer steps have been taken (rewind point)."""
+    """Copies the model's state when ``step`` optimizer steps have been taken (rewind point).
 
-    def __init__(self, step: int):
+    With ``path`` the snapshot is also saved there (safetensors) and reloaded by a resumed run
+    that has already passed ``step``.
+    """
+
+    def __init__(self, step: int, path: str | Path | None = None):
         self.step = step
+        self.path = Path(path) if path is not None else None
         self.state: dict[str, torch.Tensor] | None = None
 
     def _take(self, trainer: Trainer) -> None:
         self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        if self.path is not None:
+            from prunezoo.training.checkpoint import save_state
+
+            save_state(self.path, self.state)
 
     def on_train_begin(self, trainer: Trainer) -> None:
         if trainer.start_step == self.step:
             self._take(trainer)
+        elif trainer.start_step > self.step and self.path is not None and self.path.exists():
+            from prunezoo.training.checkpoint import load_state
+
+            self.state = load_state(self.path)
 
     def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
         if step + 1 == self.step:
             self._take(trainer)
+
+
+class StopAtStep(Callback):
+    """Ends training once ``step`` optimizer steps have been taken (the LR schedule stays the full one)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        if step + 1 >= self.step:
+            trainer.stop_requested = True

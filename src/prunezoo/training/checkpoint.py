@@ -51,6 +51,7 @@ def save_checkpoint(
     *,
     step: int,
     extra: dict | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model.safetensors``, ``rng.safetensors`` [+ ``optimizer.safetensors``] and
     ``checkpoint.json`` into a fresh sibling directory, then swap it in: a reader (or a run
@@ -62,6 +63,8 @@ def save_checkpoint(
     # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
     save_state(staging / "rng.safetensors", {"torch": torch.get_rng_state()})
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
+    if tensors:  # e.g. callback state such as the current masks of a pruning schedule
+        save_state(staging / "extra.safetensors", tensors)
     if optimizer is not None:
         tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_state(staging / "optimizer.safetensors", tensors)
@@ -88,7 +91,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 def load_checkpoint(
     directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict:
-    """Restore model (and optimizer) in place; returns the checkpoint metadata (step, extra)."""
+    """Restore model (and optimizer) in place; returns the metadata (step, extra, tensors)."""
     found = latest_checkpoint(directory)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {directory}")
@@ -100,4 +103,6 @@ def load_checkpoint(
     if optimizer is not None and "optimizer" in meta:
         tensors = load_state(directory / "optimizer.safetensors")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    extra_file = directory / "extra.safetensors"
+    meta["tensors"] = load_state(extra_file) if extra_file.exists() else {}
     return meta

@@ -77,6 +77,7 @@ class Trainer:
             meta = load_checkpoint(resume_from, self.model, self.optimizer)
             start_step = meta["step"]
             self.history = list(meta["extra"].get("history", []))
+            self._restore_callbacks(meta["extra"].get("callbacks", {}), meta["tensors"])
         if not 0 <= start_step <= self.total_steps:
             raise ValueError(f"start_step={start_step} outside [0, {self.total_steps}]")
         self.start_step = self.step = start_step
@@ -120,12 +121,32 @@ class Trainer:
                 self.history.append(metrics)
                 self.callbacks.on_epoch_end(self, epoch, metrics)
                 if checkpoint_dir is not None:
+                    cb_meta, cb_tensors = self._callback_states()
                     save_checkpoint(
-                        checkpoint_dir, self.model, self.optimizer, step=self.step, extra={"history": self.history}
+                        checkpoint_dir, self.model, self.optimizer, step=self.step,
+                        extra={"history": self.history, "callbacks": cb_meta}, tensors=cb_tensors,
                     )
                 epoch += 1
         self.callbacks.on_train_end(self)
         return self.history
+
+    # Callbacks with state (e.g. a schedule's current masks) expose state_dict/load_state_dict
+    # returning {"meta": json-able, "tensors": {name: tensor}}; it travels inside the checkpoint.
+    def _callback_states(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta, tensors = {}, {}
+        for i, cb in enumerate(self.callbacks.callbacks):
+            if hasattr(cb, "state_dict"):
+                st = cb.state_dict()
+                meta[str(i)] = st.get("meta", {})
+                tensors.update({f"{i}/{k}": v for k, v in st.get("tensors", {}).items()})
+        return meta, tensors
+
+    def _restore_callbacks(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        for i, cb in enumerate(self.callbacks.callbacks):
+            if hasattr(cb, "load_state_dict") and str(i) in meta:
+                prefix = f"{i}/"
+                own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                cb.load_state_dict({"meta": meta[str(i)], "tensors": own})
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         step = self.step

@@ -1,0 +1,275 @@
+"""Self-contained HTML report of a finished study: figures embedded as base64 PNGs, inline CSS, no JS.
+
+Output is deterministic (no timestamps, fixed dpi, stable ordering), so reports can be diffed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prunezoo.analysis import plots
+
+BEST_MIN_SPARSITY = 0.9
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+main{max-width:1240px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:1.6em;margin:0 0 .3em}h2{font-size:1.3em;margin:1.6em 0 .5em;border-bottom:2px solid #e3e6ea;
+padding-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .4em;color:#38404f}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.2em;margin:.6em 0 1em}
+dl.meta dt{font-weight:600;color:#5a6272}dl.meta dd{margin:0;font-family:ui-monospace,monospace}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
+th,td{padding:.3em .75em;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
+th{background:#f0f2f5;font-weight:600}td:first-child,th:first-child,td.l,th.l{text-align:left}
+td{font-variant-numeric:tabular-nums}tr.dense td{background:#fafbfc;font-style:italic}
+figure{margin:.8em 0 1.4em}figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.85em;color:#5a6272;margin-top:.3em}
+pre{background:#f4f5f7;padding:1em;overflow-x:auto;font-size:.85em;border-radius:4px}
+p.note{color:#5a6272;font-size:.9em}
+"""
+
+
+@dataclass
+class Group:
+    """Replicate rows (one per seed) of one (point, method, kind, level-or-target) cell."""
+
+    point: str
+    method: str
+    kind: str
+    key: float
+    rows: list[dict]
+
+    def values(self, field: str) -> list[float]:
+        return [float(r[field]) for r in self.rows if r.get(field) is not None]
+
+    def mean(self, field: str) -> float:
+        vals = self.values(field)
+        return statistics.fmean(vals) if vals else math.nan
+
+    def std(self, field: str) -> float | None:
+        vals = self.values(field)
+        return statistics.stdev(vals) if len(vals) >= 2 else None
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+
+def group_rows(rows: list[dict]) -> list[Group]:
+    """Group replicates; order: points and methods by first appearance (dense first), then level/target."""
+    groups: dict[tuple, Group] = {}
+    for r in rows:
+        key = r.get("level") if r["kind"] == "imp" else r.get("target_sparsity")
+        gk = (r.get("point") or "", r["method"], r["kind"], float(key or 0.0))
+        groups.setdefault(gk, Group(*gk, rows=[])).rows.append(r)
+    points = list(dict.fromkeys(g.point for g in groups.values()))
+    methods = list(dict.fromkeys(g.method for g in groups.values()))
+    return sorted(groups.values(), key=lambda g: (points.index(g.point), g.kind != "dense",
+                                                  methods.index(g.method), g.key))
+
+
+def _acc(g: Group) -> str:
+    m, s = g.mean("test_acc"), g.std("test_acc")
+    if math.isnan(m):
+        return "–"
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if s is not None else f"{100 * m:.2f}"
+
+
+def _target(g: Group) -> str:
+    if g.kind == "dense":
+        return "—"
+    return f"level {int(g.key)}" if g.kind == "imp" else f"{100 * g.key:g}%"
+
+
+def _table(head: list[str], body: list[tuple[str, list[str]]]) -> str:
+    ths = "".join(f'<th{" class=l" if i < 3 else ""}>{escape(h)}</th>' for i, h in enumerate(head))
+    trs = "".join(
+        f'<tr class="{cls}">' + "".join(f'<td{" class=l" if i < 3 else ""}>{escape(c)}</td>'
+                                        for i, c in enumerate(cells)) + "</tr>"
+        for cls, cells in body
+    )
+    return f"<table><thead><tr>{ths}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _results_table(groups: list[Group]) -> str:
+    has_val = any(g.values("val_acc") for g in groups)
+    head = ["method", "kind", "target", "sparsity", "test acc (%)"] + (["val acc (%)"] if has_val else []) + [
+        "nnz", "compression", "FLOP speed-up", "seeds"]
+    body = []
+    for g in groups:
+        val = [f"{100 * g.mean('val_acc'):.2f}" if g.values("val_acc") else "–"] if has_val else []
+        nnz = g.mean("nnz")
+        body.append(("dense" if g.kind == "dense" else "", [
+            g.method, g.kind, _target(g), f"{100 * g.mean('sparsity'):.2f}%", _acc(g), *val,
+            "–" if math.isnan(nnz) else f"{round(nnz):,}", f"{g.mean('compression'):.1f}×",
+            f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
+    return _table(head, body)
+
+
+def _best_table(groups: list[Group], multi: bool) -> str:
+    dense = {g.point: g for g in groups if g.kind == "dense"}
+    best: dict[tuple[str, str], Group] = {}
+    for g in groups:
+        # Realized sparsity can land a hair under the target; tolerate rounding.
+        if g.kind == "dense" or g.mean("sparsity") < BEST_MIN_SPARSITY - 1e-6 or math.isnan(g.mean("test_acc")):
+            continue
+        cur = best.get((g.point, g.method))
+        if cur is None or g.mean("test_acc") > cur.mean("test_acc"):
+            best[(g.point, g.method)] = g
+    if not best:
+        return f'<p class="note">No method reached ≥ {BEST_MIN_SPARSITY:.0%} sparsity.</p>'
+    head = (["point"] if multi else []) + ["method", "kind", "sparsity", "test acc (%)", "Δ vs dense (pp)",
+                                            "compression", "FLOP speed-up", "seeds"]
+    body = []
+    for (point, _), g in best.items():
+        d = dense.get(point)
+        delta = f"{100 * (g.mean('test_acc') - d.mean('test_acc')):+.2f}" if d else "–"
+        body.append(("", ([point or "—"] if multi else []) + [
+            g.method, g.kind, f"{100 * g.mean('sparsity'):.2f}%", _acc(g), delta,
+            f"{g.mean('compression'):.1f}×", f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
+    return _table(head, body)
+
+
+class _Figures:
+    """Writes each figure as a PNG next to the HTML and returns an embedded <figure> element."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, name: str, fig: Any, caption: str) -> str:
+        data = plots.to_png(fig)
+        (self.directory / f"{name}.png").write_bytes(data)
+        b64 = base64.b64encode(data).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{b64}" alt="{escape(caption)}">'
+                f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _series(groups: list[Group], methods: list[str]) -> tuple[list[plots.Series], list[plots.Band]]:
+    series, dense = [], []
+    for g in groups:
+        if g.kind == "dense":
+            dense.append(plots.Band(f"dense {100 * g.mean('test_acc'):.2f}%", plots.DENSE_COLOR,
+                                    g.mean("test_acc"), g.std("test_acc"), g.mean("flops_dense")))
+    for i, method in enumerate(methods):
+        gs = sorted((g for g in groups if g.method == method and g.kind != "dense"), key=lambda g: g.mean("sparsity"))
+        if not gs:
+            continue
+        stds = [g.std("test_acc") for g in gs]
+        series.append(plots.Series(
+            method, plots.color(i), [g.mean("sparsity") for g in gs], [g.mean("flops_sparse") for g in gs],
+            [g.mean("test_acc") for g in gs], None if any(s is None for s in stds) else stds, plots.marker(i)))
+    return series, dense
+
+
+def _layer_bars(rows: list[dict], methods: list[str], layers: dict[str, dict[str, float]]):
+    """Per method: densities of its sparsest run among the lowest seed's runs."""
+    bars = []
+    for i, method in enumerate(methods):
+        runs = [r for r in rows if r["method"] == method and r["kind"] != "dense"]
+        if not runs:
+            continue
+        seed = min(r.get("seed", 0) for r in runs)
+        run = max((r for r in runs if r.get("seed", 0) == seed), key=lambda r: r["sparsity"])
+        dens = layers.get(str(run.get("run_id")))
+        if dens:
+            bars.append((f"{method} @ {100 * run['sparsity']:.1f}%", plots.color(i), dens, 1 - run["sparsity"]))
+    names = list(dict.fromkeys(n for _, _, dens, _ in bars for n in dens))
+    return names, bars
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``study_dir/report/report.html`` (or ``out``) plus its PNG figures; return the HTML path."""
+    study_dir = Path(study_dir)
+    out = Path(out) if out is not None else study_dir / "report" / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads((study_dir / "results.json").read_text())
+    rows: list[dict] = results["rows"]
+    cfg_path = study_dir / "config.yaml"
+    cfg_text = cfg_path.read_text() if cfg_path.exists() else ""
+    cfg = (yaml.safe_load(cfg_text) if cfg_text else None) or {}
+    layers = _read_json(study_dir / "layers.json") or {}
+    histories = _read_json(study_dir / "histories.json") or {}
+
+    groups = group_rows(rows)
+    points = list(dict.fromkeys(g.point for g in groups))
+    methods = list(dict.fromkeys(g.method for g in groups if g.kind != "dense"))
+    multi = len(points) > 1
+    figure = _Figures(out.parent)
+    name = str(cfg.get("name") or study_dir.name)
+    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    meta = {
+        "dataset": (cfg.get("dataset") or {}).get("name", "?"),
+        "model": (cfg.get("model") or {}).get("name", "?"),
+        "config hash": results.get("config_hash", "?"),
+        "runs": str(len(rows)),
+        "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})",
+        "methods": ", ".join(methods) or "—",
+    } | ({"sweep points": str(len(points))} if multi else {})
+    parts = [f"<h1>Pruning study: {escape(name)}</h1><dl class=meta>"]
+    parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in meta.items()]
+    parts.append("</dl>")
+    parts.append(f"<h2>Best per method at ≥ {BEST_MIN_SPARSITY:.0%} sparsity</h2>")
+    parts.append(_best_table(groups, multi))
+
+    if multi:
+        series, dense = [], []
+        for p_i, point in enumerate(points):
+            s, d = _series([g for g in groups if g.point == point], methods)
+            for line in s:
+                line.label, line.color, line.std = f"{point} · {line.label}", plots.color(p_i), None
+            for band in d:
+                band.label, band.color, band.std = f"{point} · {band.label}", plots.color(p_i), None
+            series += s
+            dense += d
+        parts.append("<h2>Overview across sweep points</h2>")
+        legend = [(p, plots.color(i), "", "-") for i, p in enumerate(points)]
+        legend += [(m, "#777777", plots.marker(i), "none") for i, m in enumerate(methods)]
+        legend.append(("dense (per point)", "#777777", "", "--"))
+        parts.append(figure("overview", plots.accuracy_figure(series, dense, legend=legend),
+                            "Mean test accuracy per sweep point (colour) and method (marker); dashed: dense."))
+
+    for p_i, point in enumerate(points):
+        pg = [g for g in groups if g.point == point]
+        suffix = f"-p{p_i}" if multi else ""
+        parts.append(f"<h2>Sweep point: <code>{escape(point)}</code></h2>" if multi else "<h2>Results</h2>")
+        series, dense = _series(pg, methods)
+        parts.append(figure(f"accuracy{suffix}", plots.accuracy_figure(series, dense),
+                            "Mean test accuracy over seeds (band: ±1 std when ≥ 2 seeds); dashed: dense control."))
+        parts.append("<h3>Accuracy, size and cost per method and sparsity</h3>")
+        parts.append(_results_table(pg))
+        names, bars = _layer_bars([r for r in rows if (r.get("point") or "") == point], methods, layers)
+        if bars:
+            parts.append(figure(f"layers{suffix}", plots.layer_density_figure(names, bars),
+                                "Per-layer density of each method's sparsest run (lowest seed); "
+                                "dotted: overall density."))
+
+    curves = []
+    for r in rows:
+        hist = histories.get(str(r.get("run_id"))) if r["kind"] == "dense" else None
+        if hist:
+            label = " · ".join(x for x in (r.get("point") or "", f"seed {r.get('seed')}") if x)
+            curves.append((label, plots.color(len(curves)), hist))
+    if curves:
+        parts.append("<h2>Dense training curves</h2>")
+        parts.append(figure("training", plots.history_figure(curves), "Dense control runs: per-epoch curves."))
+
+    if cfg_text:
+        parts.append(f"<h2>Configuration</h2><pre>{escape(cfg_text)}</pre>")
+    html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{escape(name)} – prunezoo report</title><style>{_CSS}</style></head>\n"
+            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+    out.write_text(html, encoding="utf-8")
+    return out

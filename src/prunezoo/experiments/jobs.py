@@ -1,0 +1,227 @@
+"""Executing one job of a study plan, resumably, inside ``<root>/<job id>/``.
+
+Every job trains with per-epoch checkpoints (weights, optimizer, RNG, schedule masks) and writes
+``result.json`` last, atomically: a job with that file is finished and never re-run; a job without
+it resumes from its latest checkpoint. Results depend only on the job spec, never on which process
+or machine ran it, so local and Ray executors give identical numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunezoo.data import load_dataset
+from prunezoo.experiments.config import BranchConfig, DataConfig, MethodConfig, ModelConfig
+from prunezoo.models import build_model
+from prunezoo.models.flops import dense_flops, layer_flops
+from prunezoo.schedules import GradualMagnitudePruning, IterativeSchedule, run_iterative
+from prunezoo.sparsity import MaskSet, prunable_parameters, prune
+from prunezoo.training import Trainer, TrainingConfig, seed_everything
+from prunezoo.training.callbacks import EnforceMasks, SnapshotAtStep, StopAtStep
+from prunezoo.training.checkpoint import latest_checkpoint, load_state, save_state
+from prunezoo.utils.io import write_json
+
+RESULT_FILE = "result.json"
+REINIT_SEED_OFFSET = 1_000_003  # random-reinit control: a different, still reproducible, init
+
+
+@functools.lru_cache(maxsize=4)
+def dataset_splits(dataset_json: str):
+    d = DataConfig.model_validate(json.loads(dataset_json))
+    return load_dataset(d.name, root=d.root, download=d.download, val_fraction=d.val_fraction,
+                        noise_rate=d.noise_rate, noise_kind=d.noise_kind, noise_seed=d.noise_seed, **d.options)
+
+
+@dataclass
+class JobContext:
+    """What every job kind needs: data, a model builder, trainer factory and FLOP tables."""
+
+    spec: dict[str, Any]
+    directory: Path
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.seed = self.spec["seed"]
+        self.splits = dataset_splits(json.dumps(self.spec["dataset"], sort_keys=True))
+        self.model_cfg = ModelConfig.model_validate(self.spec["model"])
+        self.training = TrainingConfig.model_validate({**self.spec["training"], "seed": self.seed})
+        ft = self.spec.get("finetune")
+        self.finetune = TrainingConfig.model_validate({**ft, "seed": self.seed}) if ft is not None else None
+        probe = self.build_model()
+        self.flops = layer_flops(probe, self.splits.input_shape)
+        self.total_flops = dense_flops(probe, self.splits.input_shape)
+        self.eval_sets = {"test": self.splits.test} | ({"val": self.splits.val} if self.splits.val is not None else {})
+
+    def build_model(self, seed: int | None = None) -> nn.Module:
+        seed_everything(self.seed if seed is None else seed)
+        return build_model(self.model_cfg.name, num_classes=self.splits.num_classes,
+                           input_shape=self.splits.input_shape, **self.model_cfg.options)
+
+    def trainer(self, model: nn.Module, callbacks=(), finetune: bool = False) -> Trainer:
+        cfg = self.finetune if finetune else self.training
+        return Trainer(model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=callbacks, progress=False)
+
+    def fit(self, trainer: Trainer, name: str = "checkpoint", start_step: int = 0) -> list[dict]:
+        ckpt = self.directory / name
+        resume = ckpt if latest_checkpoint(ckpt) is not None else None
+        return trainer.fit(start_step, checkpoint_dir=ckpt, resume_from=resume)
+
+    def method(self, name: str, extra: dict | None = None) -> MethodConfig:
+        return MethodConfig.model_validate({"name": name, **self.spec["method"], **(extra or {})})
+
+    def row(self, masks: MaskSet, metrics: dict, **fields) -> dict:
+        dens = masks.layer_densities()
+        sparse = self.total_flops - sum(f * (1.0 - dens.get(n, 1.0)) for n, f in self.flops.items())
+        return {
+            **fields,
+            "sparsity": round(masks.sparsity(), 6),
+            "nnz": masks.nnz(),
+            "prunable": masks.numel(),
+            "compression": masks.numel() / max(masks.nnz(), 1),
+            "test_acc": metrics.get("test_acc"),
+            "test_loss": metrics.get("test_loss"),
+            "train_loss": metrics.get("train_loss"),
+            "val_acc": metrics.get("val_acc"),
+            "flops_dense": self.total_flops,
+            "flops_sparse": int(round(sparse)),
+            "flop_speedup": self.total_flops / max(sparse, 1.0),
+        }
+
+
+def prune_options(method: MethodConfig) -> dict:
+    opts: dict = dict(method.scheme_options)
+    for key in ("include", "exclude"):
+        if getattr(method, key) is not None:
+            opts[key] = getattr(method, key)
+    if method.keep_dense:
+        opts["keep_dense"] = method.keep_dense
+    if method.overrides:
+        opts["overrides"] = method.overrides
+    return opts
+
+
+def _masks_once(path: Path, make: Callable[[], MaskSet]) -> MaskSet:
+    # Masks are computed once and saved before training, so a resumed job never re-derives them.
+    if path.exists():
+        return MaskSet.load(path)
+    masks = make()
+    masks.save(path)
+    return masks
+
+
+def _one(suffix: str, row: dict, history: list[dict], masks: MaskSet) -> dict:
+    return {"rows": [{"suffix": suffix, **row}], "histories": {suffix: history},
+            "layers": {suffix: masks.layer_densities()}}
+
+
+# -- job kinds ------------------------------------------------------------------------------------
+def _dense(ctx: JobContext, job: dict) -> dict:
+    model = ctx.build_model()
+    if not (ctx.directory / "init.safetensors").exists():
+        save_state(ctx.directory / "init.safetensors", model.state_dict())
+    history = ctx.fit(ctx.trainer(model))
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
+    masks = MaskSet.dense(prunable_parameters(model))
+    return _one("", ctx.row(masks, history[-1], kind="dense", level=None, target_sparsity=0.0), history, masks)
+
+
+def _oneshot(ctx: JobContext, job: dict) -> dict:
+    sparsity = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [sparsity]})
+    model = ctx.build_model()
+    model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
+    masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
+        model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
+        **prune_options(method)))
+    masks.apply(model)
+    history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
+    return _one("", ctx.row(masks, history[-1], kind="oneshot", level=None, target_sparsity=sparsity), history, masks)
+
+
+def _gmp(ctx: JobContext, job: dict) -> dict:
+    sparsity = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [sparsity]})
+    model = ctx.build_model()
+    sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * ctx.training.epochs,
+                                    criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
+                                    **prune_options(method))
+    history = ctx.fit(ctx.trainer(model, [sched]))
+    masks = sched.masks
+    masks.save(ctx.directory / "masks.safetensors")
+    return _one("", ctx.row(masks, history[-1], kind="gmp", level=None, target_sparsity=sparsity), history, masks)
+
+
+def _imp(ctx: JobContext, job: dict) -> dict:
+    method = ctx.method(job["method"])
+    model = ctx.build_model()
+    schedule = IterativeSchedule(method.levels, method.fraction, method.reset, method.rewind_step)
+    levels = run_iterative(model, lambda m, cbs, ft: ctx.trainer(m, cbs, ft), schedule, criterion=method.criterion,
+                           scheme=method.scheme, seed=ctx.seed, workdir=ctx.directory, **prune_options(method))
+    out: dict = {"rows": [], "histories": {}, "layers": {}}
+    for res in levels[1:]:
+        suffix = f"/L{res.level:02d}"
+        row = ctx.row(res.masks, res.final, kind="imp", level=res.level, target_sparsity=round(1 - res.density, 6))
+        out["rows"].append({"suffix": suffix, **row})
+        out["histories"][suffix] = res.history
+        out["layers"][suffix] = res.masks.layer_densities()
+    return out
+
+
+def _branch(ctx: JobContext, job: dict) -> dict:
+    branch = BranchConfig.model_validate({"name": job["method"], **ctx.spec["branch"]})
+    level = ctx.spec["level"]
+    parent = ctx.root / ctx.spec["parent"]
+    ticket = MaskSet.load(parent / f"level_{level:02d}" / "masks.safetensors")
+    start_step, finetune = 0, False
+    if branch.kind == "random-reinit":
+        model, masks = ctx.build_model(ctx.seed + REINIT_SEED_OFFSET), ticket
+    elif branch.kind == "random-mask":
+        model = ctx.build_model()
+        masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
+            model, ticket.density(), criterion="random", scheme="explicit", densities=ticket.layer_densities(),
+            seed=ctx.seed + level))
+    elif branch.kind == "rewind":
+        model, masks, start_step = ctx.build_model(), ticket, branch.rewind_step
+        if start_step > 0:
+            snap = SnapshotAtStep(start_step, ctx.directory / "rewind.safetensors")
+            if not snap.path.exists():
+                ctx.trainer(model, [snap, StopAtStep(start_step)]).fit()
+            model.load_state_dict(load_state(snap.path))
+    else:  # finetune: the previous level's trained weights under this level's mask
+        model, masks, finetune = ctx.build_model(), ticket, True
+        model.load_state_dict(load_state(parent / f"level_{level - 1:02d}" / "final.safetensors"))
+    masks.apply(model)
+    history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=finetune), start_step=start_step)
+    row = ctx.row(masks, history[-1], kind="branch", level=level, target_sparsity=round(ticket.sparsity(), 6))
+    return _one("", row, history, masks)
+
+
+RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
+    "dense": _dense, "oneshot": _oneshot, "gmp": _gmp, "imp": _imp, "branch": _branch,
+}
+
+
+def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict:
+    """Run (or resume, or just read back) one job; returns its result dict."""
+    root = Path(root)
+    directory = root / job["id"]
+    done = directory / RESULT_FILE
+    if done.exists():
+        return json.loads(done.read_text())
+    if threads:
+        torch.set_num_threads(threads)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "job.json", job)
+    result = RUNNERS[job["kind"]](JobContext(job["spec"], directory, root), job)
+    write_json(done, result)
+    shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # final state is saved; keep disk small
+    return result
