@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, MaxNLocator, NullLocator, PercentFormatter
 
 DPI = 100
 DENSE_COLOR = "#222222"
@@ -198,6 +198,7 @@ def history_figure(curves: Sequence[tuple[str, str, list[dict]]]) -> Figure:
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     for ax, name in ((acc_ax, "test accuracy"), (loss_ax, "train loss")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.set_title(f"dense training: {name}", fontsize=11)
         ax.grid(True, alpha=0.3)

@@ -144,6 +144,7 @@ def _oneshot(ctx: JobContext, job: dict) -> dict:
         **prune_options(method)))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
     return _one("", ctx.row(masks, history[-1], kind="oneshot", level=None, target_sparsity=sparsity), history, masks)
 
 
@@ -157,6 +158,7 @@ def _gmp(ctx: JobContext, job: dict) -> dict:
     history = ctx.fit(ctx.trainer(model, [sched]))
     masks = sched.masks
     masks.save(ctx.directory / "masks.safetensors")
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
     return _one("", ctx.row(masks, history[-1], kind="gmp", level=None, target_sparsity=sparsity), history, masks)
 
 
@@ -201,6 +203,7 @@ def _branch(ctx: JobContext, job: dict) -> dict:
         model.load_state_dict(load_state(parent / f"level_{level - 1:02d}" / "final.safetensors"))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=finetune), start_step=start_step)
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
     row = ctx.row(masks, history[-1], kind="branch", level=level, target_sparsity=round(ticket.sparsity(), 6))
     return _one("", row, history, masks)
 
