@@ -62,6 +62,15 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     exp = runner.invoke(app, ["runs", "export", str(csv_path), "--out", str(out)])
     assert exp.exit_code == 0, exp.output
     assert len(csv_path.read_text().strip().splitlines()) == 1 + len(rows)
+    pq_path = tmp_path / "export.parquet"
+    exp = runner.invoke(app, ["runs", "export", str(pq_path), "--out", str(out)])
+    assert exp.exit_code == 0, exp.output
+    import pandas as pd
+
+    df = pd.read_parquet(pq_path)
+    assert list(df["method"]) == [r["method"] for r in rows]
+    assert list(df["test_acc"]) == pytest.approx([r["test_acc"] for r in rows])
+    assert set(df["run_id"]) == {r["run_id"] for r in rows}
 
 
 def test_same_seed_same_results(tmp_path):

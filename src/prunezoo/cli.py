@@ -155,6 +155,30 @@ def runs_export(
     out.print(f"wrote {len(df)} rows to {path}")
 
 
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")],
+    out_dir: OutOption = Path("runs"),
+    output: Annotated[Path | None, typer.Option(help="HTML path (default: <study>/report/report.html)")] = None,
+) -> None:
+    """Write a self-contained HTML report (plus PNGs): accuracy vs sparsity and FLOPs with seed
+    bands, per-layer densities, tables with compression, speed-up, nnz and the dense control."""
+    from prunezoo.analysis import write_report
+
+    directory = Path(study)
+    if not (directory / "results.json").exists():
+        store = _store(out_dir)
+        try:
+            study_id = store.resolve(study)
+        except KeyError as err:
+            _fail(ConfigError("study", str(err.args[0])))
+        directory = Path(store.studies().set_index("study_id").loc[study_id, "path"])
+        if not (directory / "results.json").exists():
+            _fail(ConfigError("study", f"{study_id} is not complete yet (no {directory / 'results.json'})"))
+    path = write_report(directory, output)
+    out.print(f"report: {path}")
+
+
 @app.command("list")
 def list_components(
     what: Annotated[str, typer.Argument(help="datasets | models | criteria | schemes | noise")] = "all",
