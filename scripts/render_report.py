@@ -22,7 +22,8 @@ def find_chromium() -> str | None:
 def render(html: Path, png: Path, timeout: float = 120.0) -> None:
     exe = find_chromium()
     if exe is None:
-        raise SystemExit(f"error: chromium not found at {CHROMIUM} or on PATH (install it: apt-get install -y chromium)")
+        raise SystemExit(f"error: chromium not found at {CHROMIUM} or on PATH "
+                         "(install it: apt-get install -y chromium)")
     if not html.is_file():
         raise SystemExit(f"error: no such report: {html}")
     png.parent.mkdir(parents=True, exist_ok=True)

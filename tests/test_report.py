@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -144,6 +145,15 @@ def test_imp_groups_by_level_not_jittered_target(basic):
     _, rows = basic
     imp = [g for g in group_rows(rows) if g.method == "imp"]
     assert [(g.key, g.n) for g in imp] == [(1, 2), (2, 2), (3, 2)]
+
+
+def test_branch_rows_group_by_level_and_nan_is_ignored():
+    rows = [_row("rewind", "branch", 4, 0.59 + 0.001 * seed, 0.59 + 0.001 * seed, acc, seed, "", f"b{seed}")
+            for seed, acc in enumerate([0.8, 0.9, math.nan])]
+    (g,) = group_rows(rows)
+    assert g.n == 3 and g.key == 4
+    assert g.mean("test_acc") == pytest.approx(0.85)
+    assert g.std("test_acc") == pytest.approx(statistics.stdev([0.8, 0.9]))
 
 
 def test_output_is_deterministic(basic, tmp_path):

@@ -15,11 +15,9 @@ DPI = 100
 DENSE_COLOR = "#222222"
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 # Sparsities pruning papers report; used as readable tick positions on the compression axis.
 _SPARSITY_TICKS = [0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999]
-
-
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 
 
 def color(i: int) -> str:
@@ -112,8 +110,9 @@ def _flops_axis(ax, flops: Sequence[float]) -> None:
     finite = [f for f in flops if f > 0 and math.isfinite(f)]
     decades = math.log10(max(finite) / min(finite)) if finite else 0.0
     # Denser ticks when the range is narrow, otherwise one tick per decade.
-    subs = tuple(range(1, 10)) if decades < 0.4 else (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    subs = next(s for limit, s in ((0.4, range(1, 10)), (1.2, (1, 2, 3, 5)), (3.0, (1, 2, 5)), (math.inf, (1,)))
+                if decades < limit)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=[float(v) for v in subs]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(EngFormatter(places=0, sep=""))
     ax.set_xlabel("FLOPs per sample (sparse, log scale)")

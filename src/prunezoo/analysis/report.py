@@ -49,7 +49,8 @@ class Group:
     rows: list[dict]
 
     def values(self, field: str) -> list[float]:
-        return [float(r[field]) for r in self.rows if r.get(field) is not None]
+        vals = (r.get(field) for r in self.rows)
+        return [float(v) for v in vals if v is not None and not math.isnan(float(v))]
 
     def mean(self, field: str) -> float:
         vals = self.values(field)
@@ -68,7 +69,9 @@ def group_rows(rows: list[dict]) -> list[Group]:
     """Group replicates; order: points and methods by first appearance (dense first), then level/target."""
     groups: dict[tuple, Group] = {}
     for r in rows:
-        key = r.get("level") if r["kind"] == "imp" else r.get("target_sparsity")
+        # IMP levels and branches off them are identified by level; their realized target can jitter by seed.
+        by_level = r["kind"] in ("imp", "branch") and r.get("level") is not None
+        key = r.get("level") if by_level else r.get("target_sparsity")
         gk = (r.get("point") or "", r["method"], r["kind"], float(key or 0.0))
         groups.setdefault(gk, Group(*gk, rows=[])).rows.append(r)
     points = list(dict.fromkeys(g.point for g in groups.values()))
@@ -87,7 +90,9 @@ def _acc(g: Group) -> str:
 def _target(g: Group) -> str:
     if g.kind == "dense":
         return "—"
-    return f"level {int(g.key)}" if g.kind == "imp" else f"{100 * g.key:g}%"
+    if g.kind in ("imp", "branch") and all(r.get("level") is not None for r in g.rows):
+        return f"level {int(g.key)}"
+    return f"{100 * g.key:g}%"
 
 
 def _table(head: list[str], body: list[tuple[str, list[str]]]) -> str:
@@ -160,7 +165,8 @@ def _series(groups: list[Group], methods: list[str]) -> tuple[list[plots.Series]
             dense.append(plots.Band(f"dense {100 * g.mean('test_acc'):.2f}%", plots.DENSE_COLOR,
                                     g.mean("test_acc"), g.std("test_acc"), g.mean("flops_dense")))
     for i, method in enumerate(methods):
-        gs = sorted((g for g in groups if g.method == method and g.kind != "dense"), key=lambda g: g.mean("sparsity"))
+        gs = sorted((g for g in groups if g.method == method and g.kind != "dense"),
+                    key=lambda g: g.mean("sparsity"))
         if not gs:
             continue
         stds = [g.std("test_acc") for g in gs]
@@ -199,7 +205,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     rows: list[dict] = results["rows"]
     cfg_path = study_dir / "config.yaml"
     cfg_text = cfg_path.read_text() if cfg_path.exists() else ""
-    cfg = (yaml.safe_load(cfg_text) if cfg_text else None) or {}
+    cfg = yaml.safe_load(cfg_text) if cfg_text else None
+    cfg = cfg if isinstance(cfg, dict) else {}
     layers = _read_json(study_dir / "layers.json") or {}
     histories = _read_json(study_dir / "histories.json") or {}
 
