@@ -62,6 +62,12 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     exp = runner.invoke(app, ["runs", "export", str(csv_path), "--out", str(out)])
     assert exp.exit_code == 0, exp.output
     assert len(csv_path.read_text().strip().splitlines()) == 1 + len(rows)
+    rep = runner.invoke(app, ["report", run_dir.name[:8], "--out", str(out)])
+    assert rep.exit_code == 0, rep.output
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "imp" in html
+    missing = runner.invoke(app, ["report", "nope", "--out", str(out)])
+    assert missing.exit_code == 2 and "study" in missing.output
     pq_path = tmp_path / "export.parquet"
     exp = runner.invoke(app, ["runs", "export", str(pq_path), "--out", str(out)])
     assert exp.exit_code == 0, exp.output
