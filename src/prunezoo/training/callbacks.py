@@ -23,10 +23,19 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
 
+    def extra_loss(self, trainer: Trainer, step: int) -> torch.Tensor | None:
+        """A term added to the training loss (KL of variational dropout, L1 on BN scales...)."""
+        return None
+
 
 class CallbackList(Callback):
     def __init__(self, callbacks: Sequence[Callback]):
         self.callbacks = list(callbacks)
+
+    def extra_loss(self, trainer: Trainer, step: int) -> torch.Tensor | None:
+        terms = [t for t in (cb.extra_loss(trainer, step) for cb in self.callbacks if hasattr(cb, "extra_loss"))
+                 if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
 
     def __getattribute__(self, name: str):
         if name.startswith("on_"):

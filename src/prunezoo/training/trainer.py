@@ -156,8 +156,10 @@ class Trainer:
         self.callbacks.on_step_begin(self, step)
         logits = self.model(xb)
         loss = F.cross_entropy(logits, yb, label_smoothing=self.config.label_smoothing)
+        extra = self.callbacks.extra_loss(self, step)
+        objective = loss if extra is None else loss + extra
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.callbacks.on_after_backward(self, step)
         self.optimizer.step()
         self.step = step + 1
