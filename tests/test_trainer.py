@@ -124,3 +124,22 @@ def test_one_shot_then_fine_tune_keeps_density(digits):
     sched = OneShot(0.2, criterion="magnitude")
     Trainer(model, digits.train, TrainingConfig(epochs=1, optimizer="adam", lr=1e-3), callbacks=[sched]).fit()
     assert MaskSet.from_model(model).density() == pytest.approx(0.2, abs=1e-3)
+
+
+class _L1(Callback):
+    def __init__(self, weight):
+        self.weight = weight
+
+    def extra_loss(self, trainer, step):
+        return self.weight * sum(p.abs().sum() for n, p in trainer.model.named_parameters() if n.endswith("weight"))
+
+
+def test_callback_loss_terms_are_optimised_but_not_reported(digits):
+    cfg = TrainingConfig(epochs=2, batch_size=32, lr=0.05)
+    plain, penalised = _model(digits), _model(digits)
+    h_plain = Trainer(plain, digits.train, cfg).fit()
+    h_pen = Trainer(penalised, digits.train, cfg, callbacks=[_L1(1e-3)]).fit()
+    l1 = lambda m: sum(p.abs().sum().item() for n, p in m.named_parameters() if n.endswith("weight"))  # noqa: E731
+    assert l1(penalised) < 0.8 * l1(plain)
+    # the reported train loss is the data term only: the L1 term (~several units) is not in it
+    assert h_pen[-1]["train_loss"] < 1.0 and abs(h_pen[-1]["train_loss"] - h_plain[-1]["train_loss"]) < 0.5

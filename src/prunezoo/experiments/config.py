@@ -83,12 +83,31 @@ class BranchConfig(BaseModel):
     rewind_step: int = Field(0, ge=0)
 
 
+SPARSITY_KINDS = ("oneshot", "at-init", "gmp", "dst", "acdc", "edge-popup")
+METHOD_KINDS = (*SPARSITY_KINDS, "imp", "str", "vd")
+
+
+class StartConfig(BaseModel):
+    """Sparse-to-sparse start: a random ER mask every later mask must stay inside."""
+
+    model_config = _STRICT
+    density: float = Field(gt=0, le=1)
+    scheme: str = "balanced"
+    flow_preservation: bool = False
+
+
 class MethodConfig(BaseModel):
-    """One pruning method of a study. ``kind`` picks the schedule; criterion/scheme are pluggable."""
+    """One pruning method of a study. ``kind`` picks how it trains; criterion/scheme are pluggable.
+
+    kinds: ``oneshot`` (prune the trained dense model, fine-tune), ``at-init`` (prune at
+    initialisation, optionally in ``rounds``, then train), ``gmp``, ``imp``, ``dst`` (RigL/SET:
+    ``options.grow``), ``acdc``, ``str``, ``edge-popup``, ``vd`` (sparse variational dropout on the
+    trained dense model). ``options`` go to the method's constructor.
+    """
 
     model_config = _STRICT
     name: str
-    kind: Literal["oneshot", "imp", "gmp"]
+    kind: Literal["oneshot", "at-init", "imp", "gmp", "dst", "acdc", "str", "edge-popup", "vd"]
     criterion: str = "magnitude"
     scheme: str = "global"
     sparsities: list[float] = Field(default_factory=list, description="oneshot/gmp target sparsities")
@@ -104,6 +123,10 @@ class MethodConfig(BaseModel):
         default_factory=dict, description="allocator options, e.g. redistribute: true, erk_variant: clamp"
     )
     gmp_frequency: int = Field(10, ge=1)
+    batches: int = Field(1, ge=1, description="training batches given to data-dependent criteria (SNIP, OBD...)")
+    rounds: int = Field(1, ge=1, description="at-init: iterative pruning rounds (SynFlow uses 100)")
+    start: StartConfig | None = Field(None, description="sparse-to-sparse: start from a random ER mask")
+    options: dict[str, Any] = Field(default_factory=dict, description="method-specific constructor options")
     branches: list[BranchConfig] = Field(default_factory=list, description="imp: ablation branches")
 
     @field_validator("sparsities")
@@ -134,7 +157,7 @@ class MethodConfig(BaseModel):
 
     @model_validator(mode="after")
     def _kind(self) -> MethodConfig:
-        if self.kind in ("oneshot", "gmp") and not self.sparsities:
+        if self.kind in SPARSITY_KINDS and not self.sparsities:
             raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
         if self.kind == "imp" and self.levels < 1:
             raise ValueError("method kind 'imp' needs levels >= 1")

@@ -75,6 +75,25 @@ class JobContext:
         resume = ckpt if latest_checkpoint(ckpt) is not None else None
         return trainer.fit(start_step, checkpoint_dir=ckpt, resume_from=resume)
 
+    def score_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``n`` training batches (fixed order) for data-dependent criteria."""
+        from prunezoo.data import BatchLoader
+
+        loader = BatchLoader(self.splits.train, self.training.batch_size, shuffle=True, seed=self.seed)
+        loader.set_epoch(0)
+        return [batch for _, batch in zip(range(n), loader)]
+
+    def start_masks(self, model: nn.Module, method: MethodConfig) -> MaskSet | None:
+        """Sparse-to-sparse start: the random ER mask later masks must stay inside (or None)."""
+        if method.start is None:
+            return None
+        from prunezoo.sparsity import random_er_masks
+
+        st = method.start
+        return _masks_once(self.directory / "start-masks.safetensors", lambda: random_er_masks(
+            model, st.density, st.scheme, seed=self.seed, flow_preservation=st.flow_preservation,
+            **prune_options(method)))
+
     def method(self, name: str, extra: dict | None = None) -> MethodConfig:
         return MethodConfig.model_validate({"name": name, **self.spec["method"], **(extra or {})})
 
@@ -138,14 +157,33 @@ def _oneshot(ctx: JobContext, job: dict) -> dict:
     sparsity = ctx.spec["sparsity"]
     method = ctx.method(job["method"], {"sparsities": [sparsity]})
     model = ctx.build_model()
+    start = ctx.start_masks(model, method)
     model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
     masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
-        model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
-        **prune_options(method)))
+        model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
+        batches=ctx.score_batches(method.batches), **prune_options(method)))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
     save_state(ctx.directory / "final.safetensors", model.state_dict())
     return _one("", ctx.row(masks, history[-1], kind="oneshot", level=None, target_sparsity=sparsity), history, masks)
+
+
+def _at_init(ctx: JobContext, job: dict) -> dict:
+    """Prune at initialisation (SNIP, GraSP, SynFlow...; ``rounds`` > 1 = iterative), then train."""
+    from prunezoo.sparsity.rounds import prune_iteratively
+
+    sparsity = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [sparsity]})
+    model = ctx.build_model()
+    start = ctx.start_masks(model, method)
+    masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune_iteratively(
+        model, 1.0 - sparsity, criterion=method.criterion, rounds=method.rounds, scheme=method.scheme,
+        seed=ctx.seed, masks=start, batches=ctx.score_batches(method.batches), **method.options,
+        **prune_options(method)))
+    masks.apply(model)
+    history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)]))
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
+    return _one("", ctx.row(masks, history[-1], kind="at-init", level=None, target_sparsity=sparsity), history, masks)
 
 
 def _gmp(ctx: JobContext, job: dict) -> dict:
@@ -154,7 +192,7 @@ def _gmp(ctx: JobContext, job: dict) -> dict:
     model = ctx.build_model()
     sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * ctx.training.epochs,
                                     criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
-                                    **prune_options(method))
+                                    masks=ctx.start_masks(model, method), **prune_options(method))
     history = ctx.fit(ctx.trainer(model, [sched]))
     masks = sched.masks
     masks.save(ctx.directory / "masks.safetensors")
@@ -167,7 +205,8 @@ def _imp(ctx: JobContext, job: dict) -> dict:
     model = ctx.build_model()
     schedule = IterativeSchedule(method.levels, method.fraction, method.reset, method.rewind_step)
     levels = run_iterative(model, lambda m, cbs, ft: ctx.trainer(m, cbs, ft), schedule, criterion=method.criterion,
-                           scheme=method.scheme, seed=ctx.seed, workdir=ctx.directory, **prune_options(method))
+                           scheme=method.scheme, seed=ctx.seed, workdir=ctx.directory,
+                           initial_masks=ctx.start_masks(model, method), **prune_options(method))
     out: dict = {"rows": [], "histories": {}, "layers": {}}
     for res in levels[1:]:
         suffix = f"/L{res.level:02d}"
@@ -209,7 +248,7 @@ def _branch(ctx: JobContext, job: dict) -> dict:
 
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
-    "dense": _dense, "oneshot": _oneshot, "gmp": _gmp, "imp": _imp, "branch": _branch,
+    "dense": _dense, "oneshot": _oneshot, "at-init": _at_init, "gmp": _gmp, "imp": _imp, "branch": _branch,
 }
 
 

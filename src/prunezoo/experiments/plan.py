@@ -64,9 +64,13 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
                     for s in m.sparsities:
                         add("oneshot", m.name, f"{m.name}@{s:g}",
                             {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
-                elif m.kind == "gmp":
+                elif m.kind == "vd":  # sparsity emerges; starts from the trained dense model
+                    add("vd", m.name, m.name, {"method": mspec, "finetune": finetune, "parent": dense.id}, (dense.id,))
+                elif m.kind == "str":  # sparsity emerges from the learned thresholds
+                    add("str", m.name, m.name, {"method": mspec})
+                elif m.kind != "imp":  # trained from init at each target sparsity
                     for s in m.sparsities:
-                        add("gmp", m.name, f"{m.name}@{s:g}", {"method": mspec, "sparsity": s})
+                        add(m.kind, m.name, f"{m.name}@{s:g}", {"method": mspec, "sparsity": s})
                 else:
                     imp = add("imp", m.name, m.name, {"method": mspec, "finetune": finetune})
                     for b in m.branches:
