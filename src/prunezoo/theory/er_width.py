@@ -1,0 +1,58 @@
+"""Width requirements for random ER networks to contain a target (seed 002, Thm 2.1–2.3).
+
+A depth-L target with widths n_T = [n_0, ..., n_L] (m_{T,l} = n_{T,l-1} n_{T,l} weights) is
+contained with probability ≥ 1 − δ in a depth-L+1 ER source whose layer l has q_l n_{T,l} units if,
+backwards from q_L = 1,
+
+    q_l ≥ log(L m_{T,l+1} q_{l+1} / δ) / log(1 / (1 − p_{l+1})),
+
+p_{l+1} the density of source layer l+1. Lower bound (Thm 2.3, d = 1): a source narrower than
+log(1/(1 − (1 − δ)^{1/d})) / log(1/(1 − p)) cannot contain the target with probability 1 − δ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def er_width_requirements(widths: Sequence[int], densities: Sequence[float], delta: float) -> dict[str, list[float]]:
+    """Multipliers ``q`` (q[0] = 1 for the input), source widths ``n_source`` = round(q_l n_{T,l}) as
+    plotted in the paper's Fig. 2, and ``n_source_sufficient`` = ceil(q_l n_{T,l}), the width the
+    bound guarantees. ``densities[l-1]`` is the ER density of source layer l (l = 1..L).
+    """
+    L = len(widths) - 1
+    if L < 1 or len(densities) != L:
+        raise ValueError(f"need widths n_0..n_L and one density per layer, got {len(widths)} widths, "
+                         f"{len(densities)} densities")
+    if not 0 < delta < 1 or any(not 0 < p < 1 for p in densities):
+        raise ValueError("delta and densities must be in (0, 1)")
+    q = [1.0] * (L + 1)
+    for l in range(L - 1, 0, -1):
+        m_next = widths[l] * widths[l + 1]
+        q[l] = math.log(L * m_next * q[l + 1] / delta) / math.log(1.0 / (1.0 - densities[l]))
+    hidden = range(1, L)
+    return {
+        "q": q,
+        "n_source": [widths[0], *(round(q[l] * widths[l]) for l in hidden), widths[L]],
+        "n_source_sufficient": [widths[0], *(math.ceil(q[l] * widths[l]) for l in hidden), widths[L]],
+    }
+
+
+def er_width_lower_bound(density: float, delta: float, d: int = 1) -> float:
+    return math.log(1.0 / (1.0 - (1.0 - delta) ** (1.0 / d))) / math.log(1.0 / (1.0 - density))
+
+
+def coverage_probability(target_edges: int, copies: int, density: float, trials: int = 2000,
+                         seed: int = 0) -> dict[str, float]:
+    """Monte-Carlo check of the union bound behind the theorem for one layer: each of ``target_edges``
+    target edges needs at least one of its ``copies`` candidate source edges present (each present
+    i.i.d. with ``density``). Returns the estimate, the exact value (1 − (1−p)^q)^m and the bound
+    1 − m (1−p)^q."""
+    gen = torch.Generator().manual_seed(seed)
+    present = torch.rand(trials, target_edges, copies, generator=gen) < density
+    estimate = float(present.any(-1).all(-1).double().mean())
+    miss = (1.0 - density) ** copies
+    return {"estimate": estimate, "exact": (1.0 - miss) ** target_edges, "union_bound": 1.0 - target_edges * miss}
