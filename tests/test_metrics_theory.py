@@ -111,3 +111,34 @@ def test_er_lower_bound_below_requirement_and_monte_carlo():
     mc = coverage_probability(target_edges=50, copies=20, density=0.3, trials=4000)
     assert mc["estimate"] == pytest.approx(mc["exact"], abs=0.02)
     assert mc["union_bound"] <= mc["exact"] + 1e-12
+
+
+def test_posterior_gap_zero_for_the_bayes_classifier_and_positive_for_an_overconfident_one():
+    from prunezoo.data.gmm import true_posterior
+    from prunezoo.metrics import posterior_gap
+
+    class Bayes(nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x):
+            p = true_posterior(x.double(), "linear", 0.2).clamp(1e-12, 1 - 1e-12)
+            logit = torch.log(p) - torch.log1p(-p)
+            return torch.stack([torch.zeros_like(logit), self.scale * logit], 1).float()
+
+    exact = posterior_gap(Bayes(1.0), "linear", nu=0.2, n=4000)
+    assert exact["mean_abs_gap"] < 1e-6 and abs(exact["overconfidence"]) < 1e-6
+    assert exact["bayes_error"] == pytest.approx(0.159, abs=0.02)  # Φ(-ν√D/2) for ν=0.2, D=100
+    over = posterior_gap(Bayes(3.0), "linear", nu=0.2, n=4000)
+    assert over["overconfidence"] > 0.05 and over["model_error"] == pytest.approx(exact["model_error"])
+
+
+def test_evaluate_reports_ece():
+    from prunezoo.data import load_dataset
+    from prunezoo.training import evaluate
+
+    data = load_dataset("digits")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    metrics = evaluate(model, data.test)
+    assert 0.0 <= metrics["ece"] <= 1.0

@@ -105,7 +105,7 @@ def test_writes_self_contained_html_with_all_figures(basic):
     study, _ = basic
     out = write_report(study)
     assert out == study / "report" / "report.html"
-    text = _check_figures(out, {"accuracy.png", "layers.png", "training.png"})
+    text = _check_figures(out, {"accuracy.png", "layers.png", "training.png", "sdd.png"})
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert "<script" not in text and "http://" not in text and "https://" not in text
     assert "abc123" in text and "mnist5k" in text and "lenet-300-100" in text
@@ -177,10 +177,10 @@ def test_two_sweep_points_single_seed(tmp_path):
     study, rows = make_study(tmp_path, METHODS, SPARSITIES, [3], points)
     out = write_report(study)
     text = _check_figures(out, {"overview.png", "accuracy-p0.png", "accuracy-p1.png", "layers-p0.png",
-                                "layers-p1.png", "training.png"})
+                                "layers-p1.png", "training.png", "sdd.png"})
     assert all(f"<code>{p}</code>" in text for p in points)
     tables = _tables(text)
-    assert len(tables) == 3 and [c[0] for c in tables[0]] == [p for p in points for _ in METHODS]
+    assert len(tables) == 4 and [c[0] for c in tables[0]] == [p for p in points for _ in METHODS]
     for p_i, point in enumerate(points):
         for cells in tables[1 + p_i]:
             assert "±" not in cells[4] and cells[-1] == "1"
@@ -190,7 +190,7 @@ def test_two_sweep_points_single_seed(tmp_path):
 
 def test_without_layers_and_histories(tmp_path):
     study, _ = make_study(tmp_path, METHODS, SPARSITIES, [0, 1], [""], layers=False, histories=False)
-    text = _check_figures(write_report(study), {"accuracy.png"})
+    text = _check_figures(write_report(study), {"accuracy.png", "sdd.png"})
     assert "training curves" not in text and "per-layer" not in text.lower()
 
 

@@ -71,7 +71,8 @@ def results_table(rows: list[dict], title: str = "") -> Table:
     cols = (["point"] if len(points) > 1 else []) + ["method", "level", "sparsity", "test acc", "n", "nnz",
                                                      "compression", "FLOPs (sparse)", "FLOP speed-up"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("method", "point") else "right")
+        table.add_column(col, justify="left" if col in ("method", "point") else "right",
+                         no_wrap=col != "point", overflow="fold")
     for r in summary:
         level = r["level"]
         acc = f"{r['test_acc']:.2%}" + (f" ± {r['test_acc_std']:.2%}" if r["n"] > 1 else "")

@@ -192,6 +192,28 @@ def _layer_bars(rows: list[dict], methods: list[str], layers: dict[str, dict[str
     return names, bars
 
 
+def _sdd_section(rows: list[dict], figure: _Figures) -> str:
+    from prunezoo.analysis import sdd
+
+    summary = sdd.sdd_summary(rows)
+    head = ["point", "method", "selected on", "dense acc (%)", "best pruned acc (%)", "test-selected acc (%)",
+            "best sparsity", "effective params", "dense params", "best small dense", "seeds"]
+    body = [("", [
+        s["point"] or "—", s["method"], s["selected_on"], f"{100 * s['dense_acc']:.2f}",
+        f"{100 * s['best_acc']:.2f}" + (f" ± {100 * s['best_acc_std']:.2f}" if s["seeds"] > 1 else ""),
+        f"{100 * s['test_selected_acc']:.2f}", f"{100 * s['best_sparsity']:.1f}%",
+        f"{s['effective_params']:,.0f}" + (f" ± {s['effective_params_std']:,.0f}" if s["seeds"] > 1 else ""),
+        f"{s['dense_params']:,}", s["best_small_dense"] or "none", str(s["seeds"])]) for s in summary]
+    parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", _table(head, body),
+             figure("sdd", sdd.sdd_figure(rows), "Test error vs nonzero weights: dense models of the sweep "
+                    "(dashed) and each starting point's mean IMP trajectory; right: effective parameters of the "
+                    "best pruned models over seeds.")]
+    if any(r.get("test_ece") is not None for r in rows):
+        parts.append(figure("calibration", sdd.calibration_figure(rows),
+                            "Expected calibration error (15 bins) along the IMP levels."))
+    return "\n".join(parts)
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -262,6 +284,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
             parts.append(figure(f"layers{suffix}", plots.layer_density_figure(names, bars),
                                 "Per-layer density of each method's sparsest run (lowest seed); "
                                 "dotted: overall density."))
+
+    if any(r["kind"] == "imp" for r in rows):
+        parts.append(_sdd_section(rows, figure))
 
     curves = []
     for r in rows:

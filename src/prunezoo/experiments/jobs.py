@@ -110,6 +110,7 @@ class JobContext:
             "test_loss": metrics.get("test_loss"),
             "train_loss": metrics.get("train_loss"),
             "val_acc": metrics.get("val_acc"),
+            "test_ece": metrics.get("test_ece"),
             "flops_dense": self.total_flops,
             "flops_sparse": int(round(sparse)),
             "flop_speedup": self.total_flops / max(sparse, 1.0),

@@ -1,4 +1,4 @@
-"""Evaluation: loss, accuracy and mean predictive entropy over a dataset, in eval mode."""
+"""Evaluation: loss, accuracy, mean predictive entropy and ECE (15 bins) over a dataset, in eval mode."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ def _prepare(dataset, xb: torch.Tensor) -> torch.Tensor:
 def evaluate(model: nn.Module, dataset, batch_size: int = 1024) -> dict[str, float]:
     logits, y = predict(model, dataset, batch_size)
     if len(y) == 0:
-        return {"loss": float("nan"), "acc": float("nan"), "entropy": float("nan")}
+        return {"loss": float("nan"), "acc": float("nan"), "entropy": float("nan"), "ece": float("nan")}
+    from prunezoo.metrics.calibration import expected_calibration_error
+
     log_p = F.log_softmax(logits, dim=1)
+    probs = log_p.exp()
     return {
         "loss": float(F.nll_loss(log_p, y)),
         "acc": float((logits.argmax(1) == y).float().mean()),
-        "entropy": float(-(log_p.exp() * log_p).sum(1).mean()),
+        "entropy": float(-(probs * log_p).sum(1).mean()),
+        "ece": expected_calibration_error(probs, y),
     }

@@ -1,0 +1,156 @@
+"""Sparse double descent analysis of IMP trajectories (He et al. 2022; seed 003).
+
+For every IMP trajectory (sweep point × seed × method) the *best pruned model* is the level with the
+highest validation accuracy (``select="val"``, the default when a validation split exists) or test
+accuracy (``select="test"``, what the papers report); both are returned. Its *effective parameters*
+are its nonzero prunable weights. The *best small dense model* is the smallest dense model of the
+sweep (e.g. a width sweep) whose mean test accuracy reaches the best pruned model's.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from matplotlib.figure import Figure
+
+from prunezoo.experiments.summary import _clean
+
+
+def trajectories(rows: list[dict]) -> dict[tuple[str, int, str], list[dict]]:
+    """IMP rows grouped by (point, seed, method), level 0 = that point/seed's dense row, level order."""
+    dense = {(r.get("point") or "", r["seed"]): r for r in rows if r["kind"] == "dense"}
+    out: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "imp":
+            out[(r.get("point") or "", r["seed"], r["method"])].append(r)
+    for (point, seed, _), levels in out.items():
+        levels.sort(key=lambda r: r["level"])
+        if (point, seed) in dense:
+            levels.insert(0, {**dense[(point, seed)], "level": 0})
+    return dict(out)
+
+
+def _pick(levels: list[dict], key: str) -> dict:
+    usable = [r for r in levels if _clean(r.get(key)) is not None]
+    return max(usable or levels, key=lambda r: (_clean(r.get(key)) or -1.0, -r["level"]))
+
+
+def best_pruned(rows: list[dict]) -> list[dict]:
+    """One record per trajectory: the val- and test-selected best levels and their numbers."""
+    out = []
+    for (point, seed, method), levels in trajectories(rows).items():
+        has_val = any(_clean(r.get("val_acc")) is not None for r in levels)
+        by_val, by_test = _pick(levels, "val_acc" if has_val else "test_acc"), _pick(levels, "test_acc")
+        out.append({
+            "point": point, "seed": seed, "method": method,
+            "selected_on": "val" if has_val else "test",
+            "level": by_val["level"], "sparsity": by_val["sparsity"], "effective_params": by_val["nnz"],
+            "test_acc": by_val["test_acc"], "test_ece": _clean(by_val.get("test_ece")),
+            "test_selected_level": by_test["level"], "test_selected_acc": by_test["test_acc"],
+            "test_selected_params": by_test["nnz"],
+            "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
+            "dense_params": levels[0]["prunable"],
+        })
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def sdd_summary(rows: list[dict]) -> list[dict]:
+    """Table-1-style summary per (point, method): dense vs best pruned (mean ± std over seeds),
+    effective parameters and the best small dense model of the sweep."""
+    best = best_pruned(rows)
+    dense_by_point: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "dense":
+            dense_by_point[r.get("point") or ""].append(r)
+    dense_points = sorted(
+        ((statistics.fmean(r["test_acc"] for r in rs), rs[0]["prunable"], p) for p, rs in dense_by_point.items()),
+        key=lambda t: t[1],
+    )
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for b in best:
+        groups[(b["point"], b["method"])].append(b)
+    out = []
+    for (point, method), bs in groups.items():
+        acc, acc_sd = _mean_std([b["test_acc"] for b in bs])
+        params, params_sd = _mean_std([b["effective_params"] for b in bs])
+        dense_acc, _ = _mean_std([b["dense_acc"] for b in bs])
+        small = next((p for a, n, p in dense_points if a >= acc), None)
+        out.append({
+            "point": point, "method": method, "seeds": len(bs), "selected_on": bs[0]["selected_on"],
+            "dense_params": bs[0]["dense_params"], "dense_acc": dense_acc,
+            "best_acc": acc, "best_acc_std": acc_sd, "effective_params": params, "effective_params_std": params_sd,
+            "best_sparsity": statistics.fmean(b["sparsity"] for b in bs),
+            "test_selected_acc": statistics.fmean(b["test_selected_acc"] for b in bs),
+            "best_small_dense": small,
+            "best_small_dense_params": next((n for a, n, p in dense_points if p == small), None),
+        })
+    return out
+
+
+def sdd_figure(rows: list[dict]) -> Figure:
+    """Left: test error vs nonzero parameters — dense curve across the sweep (double descent) with
+    each point's mean IMP trajectory overlaid (sparse double descent). Right: effective parameters
+    of the best pruned models per starting point (box plot over seeds)."""
+    fig = Figure(figsize=(12, 4.4), dpi=100, layout="constrained")
+    ax, box = fig.subplots(1, 2, width_ratios=[2, 1])
+    trajs = trajectories(rows)
+    points = list(dict.fromkeys(k[0] for k in trajs))
+    dense = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "dense":
+            dense[r["prunable"]].append(1 - r["test_acc"])
+    if dense:
+        xs = sorted(dense)
+        ax.plot(xs, [statistics.fmean(dense[x]) for x in xs], "k--o", label="dense (sweep)", zorder=3)
+    for i, point in enumerate(points):
+        by_level = defaultdict(list)
+        for (p, _, _), levels in trajs.items():
+            if p == point:
+                for r in levels:
+                    by_level[r["level"]].append((r["nnz"], 1 - r["test_acc"]))
+        lv = sorted(by_level)
+        ax.plot([statistics.fmean(n for n, _ in by_level[v]) for v in lv],
+                [statistics.fmean(e for _, e in by_level[v]) for v in lv], "-", marker=".", label=point or "IMP")
+    ax.set_xscale("log")
+    ax.set_xlabel("nonzero prunable weights (log)")
+    ax.set_ylabel("test error")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    best = best_pruned(rows)
+    data = [[b["effective_params"] for b in best if b["point"] == p] for p in points]
+    if data:
+        box.boxplot(data)
+        box.set_xticks(range(1, len(points) + 1), [p or "—" for p in points], rotation=30, ha="right", fontsize=8)
+        box.set_yscale("log")
+    box.set_ylabel("effective parameters of best pruned model")
+    box.grid(alpha=0.3)
+    return fig
+
+
+def calibration_figure(rows: list[dict]) -> Figure:
+    """Test ECE along the IMP levels (mean over seeds) per point/method, dense at level 0."""
+    fig = Figure(figsize=(6.5, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    curves = defaultdict(lambda: defaultdict(list))
+    for (point, _, method), levels in trajectories(rows).items():
+        for r in levels:
+            if _clean(r.get("test_ece")) is not None:
+                curves[f"{point} {method}".strip()][r["sparsity"]].append(r["test_ece"])
+    for label, pts in curves.items():
+        xs = sorted(pts)
+        ax.plot(xs, [statistics.fmean(pts[x]) for x in xs], marker=".", label=label)
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("test ECE (15 bins)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    return fig

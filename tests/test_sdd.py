@@ -1,0 +1,47 @@
+"""Best pruned model selection, effective parameters, best small dense model."""
+
+import pytest
+
+from prunezoo.analysis.sdd import best_pruned, sdd_figure, sdd_summary, trajectories
+
+
+def _rows():
+    rows = []
+    for point, width, base in (("w=10", 1000, 0.80), ("w=100", 10000, 0.70)):
+        for seed in (0, 1):
+            rows.append({"point": point, "seed": seed, "method": "dense", "kind": "dense", "level": None,
+                         "sparsity": 0.0, "nnz": width, "prunable": width, "test_acc": base + 0.01 * seed,
+                         "val_acc": base, "test_ece": 0.1})
+            for level in range(1, 5):
+                # accuracy peaks at level 2 on val, level 3 on test (for w=100)
+                val = base + {1: 0.02, 2: 0.06, 3: 0.05, 4: -0.1}[level]
+                test = base + {1: 0.02, 2: 0.05, 3: 0.07, 4: -0.1}[level]
+                rows.append({"point": point, "seed": seed, "method": "imp", "kind": "imp", "level": level,
+                             "sparsity": 1 - 0.8**level, "nnz": int(width * 0.8**level), "prunable": width,
+                             "test_acc": test, "val_acc": val, "test_ece": 0.05})
+    return rows
+
+
+def test_trajectories_include_dense_as_level_zero():
+    t = trajectories(_rows())
+    assert set(t) == {("w=10", 0, "imp"), ("w=10", 1, "imp"), ("w=100", 0, "imp"), ("w=100", 1, "imp")}
+    assert [r["level"] for r in t[("w=10", 0, "imp")]] == [0, 1, 2, 3, 4]
+
+
+def test_best_pruned_selects_on_validation_and_reports_test_selection():
+    best = {(b["point"], b["seed"]): b for b in best_pruned(_rows())}
+    b = best[("w=100", 0)]
+    assert b["selected_on"] == "val" and b["level"] == 2 and b["test_selected_level"] == 3
+    assert b["effective_params"] == int(10000 * 0.8**2)
+    assert b["test_acc"] == pytest.approx(0.75) and b["test_selected_acc"] == pytest.approx(0.77)
+
+
+def test_summary_best_small_dense_and_effective_params():
+    summary = {s["point"]: s for s in sdd_summary(_rows())}
+    assert summary["w=100"]["best_acc"] == pytest.approx(0.75)
+    assert summary["w=100"]["effective_params"] == pytest.approx(6400)
+    # the small dense model (0.805 mean) beats the pruned large one (0.75): it is the best small dense
+    assert summary["w=100"]["best_small_dense"] == "w=10"
+    assert summary["w=10"]["best_small_dense"] is None  # nothing dense reaches 0.85
+    fig = sdd_figure(_rows())
+    assert len(fig.axes) == 2
