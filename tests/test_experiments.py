@@ -189,3 +189,24 @@ def test_sigkill_mid_study_then_resume_gives_identical_results(tmp_path):
     hist_clean = json.loads((clean_out / study_dir.name / "histories.json").read_text())
     strip = lambda h: {k: [{m: v for m, v in e.items() if m != "time_s"} for e in es] for k, es in h.items()}  # noqa: E731
     assert strip(hist_killed) == strip(hist_clean)
+
+
+def test_training_flops_accounting(tmp_path):
+    cfg = study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]},
+                         {"name": "imp", "kind": "imp", "levels": 2, "fraction": 0.5},
+                         {"name": "gmp", "kind": "gmp", "sparsities": [0.9], "gmp_frequency": 5}])
+    rows = {(r["method"], r["level"]): r for r in run_study(cfg, tmp_path, workers=1).rows}
+    import math
+
+    from prunezoo.data import load_dataset
+
+    n_train = len(load_dataset("digits").train)
+    samples = lambda epochs: epochs * math.ceil(n_train / 64) * 64  # noqa: E731
+    dense, gm = rows[("dense", None)], rows[("gm", None)]
+    assert dense["train_flops"] == pytest.approx(3 * dense["flops_dense"] * samples(2), rel=1e-9)
+    assert gm["train_flops"] == pytest.approx(3 * gm["flops_sparse"] * samples(1), rel=1e-6)
+    l1, l2 = rows[("imp", 1)], rows[("imp", 2)]
+    assert l2["train_flops"] == pytest.approx(
+        3 * samples(2) * (dense["flops_dense"] + l1["flops_sparse"] + l2["flops_sparse"]), rel=1e-6)
+    gmp = rows[("gmp", None)]  # sparsified while training: between all-sparse and all-dense cost
+    assert 3 * gmp["flops_sparse"] * samples(2) < gmp["train_flops"] < dense["train_flops"]

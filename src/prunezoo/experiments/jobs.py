@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from prunezoo.experiments.config import BranchConfig, DataConfig, MethodConfig, 
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.schedules import GradualMagnitudePruning, IterativeSchedule, run_iterative
+from prunezoo.schedules.iterative import ResetMode
 from prunezoo.sparsity import MaskSet, prunable_parameters, prune
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
-from prunezoo.training.callbacks import EnforceMasks, SnapshotAtStep, StopAtStep
+from prunezoo.training.callbacks import EnforceMasks, SnapshotAtStep, StopAtStep, TrainingFlops
 from prunezoo.training.checkpoint import latest_checkpoint, load_state, save_state
 from prunezoo.utils.io import write_json
 
@@ -59,6 +61,7 @@ class JobContext:
         probe = self.build_model()
         self.flops = layer_flops(probe, self.splits.input_shape)
         self.total_flops = dense_flops(probe, self.splits.input_shape)
+        self.flop_counters: list[TrainingFlops] = []
         self.eval_sets = {"test": self.splits.test} | ({"val": self.splits.val} if self.splits.val is not None else {})
 
     def build_model(self, seed: int | None = None) -> nn.Module:
@@ -68,7 +71,15 @@ class JobContext:
 
     def trainer(self, model: nn.Module, callbacks=(), finetune: bool = False) -> Trainer:
         cfg = self.finetune if finetune else self.training
-        return Trainer(model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=callbacks, progress=False)
+        counter = TrainingFlops(self.flops, self.total_flops)
+        self.flop_counters.append(counter)
+        return Trainer(model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=[*callbacks, counter],
+                       progress=False)
+
+    @property
+    def train_flops(self) -> float:
+        """Training FLOPs of every trainer this job ran (3 × density-weighted forward per sample)."""
+        return sum(c.flops for c in self.flop_counters)
 
     def fit(self, trainer: Trainer, name: str = "checkpoint", start_step: int = 0) -> list[dict]:
         ckpt = self.directory / name
@@ -111,6 +122,7 @@ class JobContext:
             "train_loss": metrics.get("train_loss"),
             "val_acc": metrics.get("val_acc"),
             "test_ece": metrics.get("test_ece"),
+            "train_flops": self.train_flops,
             "flops_dense": self.total_flops,
             "flops_sparse": int(round(sparse)),
             "flop_speedup": self.total_flops / max(sparse, 1.0),
@@ -209,9 +221,18 @@ def _imp(ctx: JobContext, job: dict) -> dict:
                            scheme=method.scheme, seed=ctx.seed, workdir=ctx.directory,
                            initial_masks=ctx.start_masks(model, method), **prune_options(method))
     out: dict = {"rows": [], "histories": {}, "layers": {}}
-    for res in levels[1:]:
+    # Levels are trained at fixed masks, so their FLOPs follow from density (resumed levels ran no counter).
+    samples = lambda cfg: (cfg.steps if cfg.steps is not None else cfg.epochs * math.ceil(  # noqa: E731
+        len(ctx.splits.train) / cfg.batch_size)) * cfg.batch_size
+    cumulative = 0.0
+    for res in levels:
+        cfg = ctx.finetune if res.level > 0 and method.reset is ResetMode.FINETUNE else ctx.training
+        cumulative += 3.0 * ctx.row(res.masks, {})["flops_sparse"] * samples(cfg)
+        if res.level == 0:
+            continue
         suffix = f"/L{res.level:02d}"
         row = ctx.row(res.masks, res.final, kind="imp", level=res.level, target_sparsity=round(1 - res.density, 6))
+        row["train_flops"] = cumulative
         out["rows"].append({"suffix": suffix, **row})
         out["histories"][suffix] = res.history
         out["layers"][suffix] = res.masks.layer_densities()

@@ -101,3 +101,30 @@ class StopAtStep(Callback):
     def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
         if step + 1 >= self.step:
             trainer.stop_requested = True
+
+
+class TrainingFlops(Callback):
+    """Accumulates training FLOPs ≈ 3 × forward FLOPs per sample (forward + 2× backward, RigL's
+    convention) with each layer's forward cost scaled by its *measured* weight density, re-measured
+    every epoch — so dense phases (AC/DC), gradual pruning and static masks are all counted.
+    Costs of dense gradients for growth (RigL) and of scoring are not included."""
+
+    def __init__(self, layer_flops: dict[str, int], total_flops: int):
+        self.layer_flops, self.total_flops = layer_flops, total_flops
+        self.flops = 0.0
+        self._per_sample = float(total_flops)
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        from prunezoo.models.flops import weight_densities
+
+        dens = weight_densities(trainer.model)
+        self._per_sample = self.total_flops - sum(f * (1 - dens.get(n, 1.0)) for n, f in self.layer_flops.items())
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        self.flops += 3.0 * self._per_sample * trainer.config.batch_size
+
+    def state_dict(self) -> dict:
+        return {"meta": {"flops": self.flops}, "tensors": {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.flops = float(state["meta"]["flops"])
