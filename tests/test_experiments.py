@@ -210,3 +210,16 @@ def test_training_flops_accounting(tmp_path):
         3 * samples(2) * (dense["flops_dense"] + l1["flops_sparse"] + l2["flops_sparse"]), rel=1e-6)
     gmp = rows[("gmp", None)]  # sparsified while training: between all-sparse and all-dense cost
     assert 3 * gmp["flops_sparse"] * samples(2) < gmp["train_flops"] < dense["train_flops"]
+
+
+def test_label_noise_runs_report_memorization(tmp_path):
+    cfg = study(dataset={"name": "digits", "noise_rate": 0.3, "noise_kind": "symmetric"},
+                training={"epochs": 3, "batch_size": 64, "lr": 0.05},
+                methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}])
+    rows = run_study(cfg, tmp_path, workers=1).rows
+    for r in rows:
+        assert 0.0 <= r["memorization"] <= 1.0 and 0.0 <= r["train_eval_acc"] <= 1.0
+        # the noisy labels are wrong by construction: fitting them is memorisation, far below train acc
+        assert r["memorization"] < r["train_eval_acc"]
+    clean = run_study(study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}]), tmp_path, workers=1)
+    assert all(r["memorization"] is None for r in clean.rows)

@@ -45,3 +45,14 @@ def test_summary_best_small_dense_and_effective_params():
     assert summary["w=10"]["best_small_dense"] is None  # nothing dense reaches 0.85
     fig = sdd_figure(_rows())
     assert len(fig.axes) == 2
+
+
+def test_memorization_carried_into_summary():
+    rows = _rows()
+    for r in rows:
+        r["memorization"] = 0.9 if r["kind"] == "dense" else 0.2
+    s = sdd_summary(rows)[0]
+    assert s["dense_memorization"] == pytest.approx(0.9) and s["memorization"] == pytest.approx(0.2)
+    import math
+
+    assert math.isnan(sdd_summary(_rows())[0]["memorization"])

@@ -197,17 +197,21 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
 
     summary = sdd.sdd_summary(rows)
     head = ["point", "method", "selected on", "dense acc (%)", "best pruned acc (%)", "test-selected acc (%)",
-            "best sparsity", "effective params", "dense params", "best small dense", "seeds"]
+            "best sparsity", "effective params", "dense params", "best small dense",
+            "noisy labels fit: dense → best", "seeds"]
     body = [("", [
         s["point"] or "—", s["method"], s["selected_on"], f"{100 * s['dense_acc']:.2f}",
         f"{100 * s['best_acc']:.2f}" + (f" ± {100 * s['best_acc_std']:.2f}" if s["seeds"] > 1 else ""),
         f"{100 * s['test_selected_acc']:.2f}", f"{100 * s['best_sparsity']:.1f}%",
         f"{s['effective_params']:,.0f}" + (f" ± {s['effective_params_std']:,.0f}" if s["seeds"] > 1 else ""),
-        f"{s['dense_params']:,}", s["best_small_dense"] or "none", str(s["seeds"])]) for s in summary]
+        f"{s['dense_params']:,}", s["best_small_dense"] or "none",
+        "–" if math.isnan(s["memorization"]) else f"{s['dense_memorization']:.0%} → {s['memorization']:.0%}",
+        str(s["seeds"])]) for s in summary]
     parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", _table(head, body),
              figure("sdd", sdd.sdd_figure(rows), "Test error vs nonzero weights: dense models of the sweep "
                     "(dashed) and each starting point's mean IMP trajectory; right: effective parameters of the "
-                    "best pruned models over seeds.")]
+                    "best pruned models over seeds. Noisy labels fit = share of corrupted training samples predicted as "
+                    "their wrong label (memorisation).")]
     if any(r.get("test_ece") is not None for r in rows):
         parts.append(figure("calibration", sdd.calibration_figure(rows),
                             "Expected calibration error (15 bins) along the IMP levels."))

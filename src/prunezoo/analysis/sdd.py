@@ -51,6 +51,8 @@ def best_pruned(rows: list[dict]) -> list[dict]:
             "test_selected_level": by_test["level"], "test_selected_acc": by_test["test_acc"],
             "test_selected_params": by_test["nnz"],
             "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
+            "memorization": _clean(by_val.get("memorization")),
+            "dense_memorization": _clean(levels[0].get("memorization")) if levels[0]["level"] == 0 else None,
             "dense_params": levels[0]["prunable"],
         })
     return out
@@ -89,6 +91,8 @@ def sdd_summary(rows: list[dict]) -> list[dict]:
             "dense_params": bs[0]["dense_params"], "dense_acc": dense_acc,
             "best_acc": acc, "best_acc_std": acc_sd, "effective_params": params, "effective_params_std": params_sd,
             "best_sparsity": statistics.fmean(b["sparsity"] for b in bs),
+            "memorization": _mean_std([b["memorization"] for b in bs])[0],
+            "dense_memorization": _mean_std([b["dense_memorization"] for b in bs])[0],
             "test_selected_acc": statistics.fmean(b["test_selected_acc"] for b in bs),
             "best_small_dense": small,
             "best_small_dense_params": next((n for a, n, p in dense_points if p == small), None),

@@ -63,6 +63,12 @@ class JobContext:
         self.total_flops = dense_flops(probe, self.splits.input_shape)
         self.flop_counters: list[TrainingFlops] = []
         self.eval_sets = {"test": self.splits.test} | ({"val": self.splits.val} if self.splits.val is not None else {})
+        noisy = self.splits.train.is_noisy
+        if bool(noisy.any()):
+            # Under label noise, track fit to the (noisy) training labels and memorisation of the
+            # corrupted ones: the quantities sparse double descent is about.
+            self.eval_sets["train_eval"] = self.splits.train  # not "train": that prefix is the running metric
+            self.eval_sets["noisy"] = self.splits.train.subset(noisy.nonzero().flatten())
 
     def build_model(self, seed: int | None = None) -> nn.Module:
         seed_everything(self.seed if seed is None else seed)
@@ -122,6 +128,8 @@ class JobContext:
             "train_loss": metrics.get("train_loss"),
             "val_acc": metrics.get("val_acc"),
             "test_ece": metrics.get("test_ece"),
+            "train_eval_acc": metrics.get("train_eval_acc"),
+            "memorization": metrics.get("noisy_acc"),
             "train_flops": self.train_flops,
             "flops_dense": self.total_flops,
             "flops_sparse": int(round(sparse)),

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS results (
     val_acc REAL,
     test_ece REAL,
     train_flops REAL,
+    train_eval_acc REAL,
+    memorization REAL,
     flops_dense INTEGER,
     flops_sparse INTEGER,
     flop_speedup REAL,
@@ -61,7 +63,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 RESULT_COLUMNS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
-    "test_loss", "train_loss", "val_acc", "test_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
+    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
 ]
 
 
