@@ -62,10 +62,16 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     exp = runner.invoke(app, ["runs", "export", str(csv_path), "--out", str(out)])
     assert exp.exit_code == 0, exp.output
     assert len(csv_path.read_text().strip().splitlines()) == 1 + len(rows)
+    diag = runner.invoke(app, ["diagnose", str(run_dir)])
+    assert diag.exit_code == 0, diag.output
+    records = json.loads((run_dir / "diagnostics.json").read_text())
+    assert len(records) == len(rows) and all(r["sharpness"] is not None for r in records)
+    imp2 = next(r for r in records if r["method"] == "imp" and r["level"] == 2)
+    assert 0 < imp2["iou_previous_level"] <= 0.8 + 1e-9  # level 2 keeps 64% of what level 1 kept (80%)
     rep = runner.invoke(app, ["report", run_dir.name[:8], "--out", str(out)])
     assert rep.exit_code == 0, rep.output
     html = (run_dir / "report" / "report.html").read_text()
-    assert "data:image/png;base64," in html and "imp" in html
+    assert "data:image/png;base64," in html and "imp" in html and "Training diagnostics" in html
     missing = runner.invoke(app, ["report", "nope", "--out", str(out)])
     assert missing.exit_code == 2 and "study" in missing.output
     pq_path = tmp_path / "export.parquet"

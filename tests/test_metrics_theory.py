@@ -142,3 +142,17 @@ def test_evaluate_reports_ece():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     metrics = evaluate(model, data.test)
     assert 0.0 <= metrics["ece"] <= 1.0
+
+
+def test_masked_sharpness_restricts_to_kept_weights():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5) * torch.tensor([10.0, 1, 1, 1, 1])  # direction 0 dominates the Hessian
+    y = torch.randn(64, 1)
+    model = nn.Linear(5, 1, bias=False)
+    mse = nn.functional.mse_loss
+    keep = torch.tensor([[False, True, True, True, True]])
+    eig = hessian_top_eigenvalue(model, [(x, y)], loss_fn=mse, iterations=300, tol=1e-12, masks={"weight": keep})
+    sub = x[:, 1:]
+    exact = torch.linalg.eigvalsh(2 * sub.T @ sub / 64).max().item()
+    assert eig == pytest.approx(exact, rel=1e-4)
+    assert hessian_top_eigenvalue(model, [(x, y)], loss_fn=mse, iterations=300, tol=1e-12) > 10 * exact

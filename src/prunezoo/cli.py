@@ -166,18 +166,46 @@ def report(
     bands, per-layer densities, tables with compression, speed-up, nnz and the dense control."""
     from prunezoo.analysis import write_report
 
-    directory = Path(study)
-    if not (directory / "results.json").exists():
-        store = _store(out_dir)
-        try:
-            study_id = store.resolve(study)
-        except KeyError as err:
-            _fail(ConfigError("study", str(err.args[0])))
-        directory = Path(store.studies().set_index("study_id").loc[study_id, "path"])
-        if not (directory / "results.json").exists():
-            _fail(ConfigError("study", f"{study_id} is not complete yet (no {directory / 'results.json'})"))
-    path = write_report(directory, output)
+    path = write_report(_study_dir(study, out_dir), output)
     out.print(f"report: {path}")
+
+
+def _study_dir(study: str, out_dir: Path) -> Path:
+    directory = Path(study)
+    if (directory / "results.json").exists():
+        return directory
+    store = _store(out_dir)
+    try:
+        study_id = store.resolve(study)
+    except KeyError as err:
+        _fail(ConfigError("study", str(err.args[0])))
+    directory = Path(store.studies().set_index("study_id").loc[study_id, "path"])
+    if not (directory / "results.json").exists():
+        _fail(ConfigError("study", f"{study_id} is not complete yet (no {directory / 'results.json'})"))
+    return directory
+
+
+@app.command()
+def diagnose(
+    study: Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")],
+    out_dir: OutOption = Path("runs"),
+    sharpness: Annotated[bool, typer.Option(help="top Hessian eigenvalue of each final model (slower)")] = True,
+) -> None:
+    """Training diagnostics per run: train CE, test entropy, channel sparsity, IoU between IMP levels,
+    sharpness. Written to <study>/diagnostics.json and shown in the report."""
+    from prunezoo.analysis.diagnostics import diagnose_study
+
+    records = diagnose_study(_study_dir(study, out_dir), sharpness=sharpness)
+    table = Table(title="diagnostics")
+    cols = ["method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity", "IoU prev", "sharpness"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    for r in records:
+        table.add_row(r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
+                      fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), f"{r['channel_sparsity']:.1%}",
+                      fmt(r["iou_previous_level"], ".3f"), fmt(r["sharpness"], ".3g"))
+    out.print(table)
 
 
 @app.command("list")

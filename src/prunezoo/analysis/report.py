@@ -218,6 +218,18 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
     return "\n".join(parts)
 
 
+def _diagnostics_section(records: list[dict]) -> str:
+    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity",
+            "IoU prev level", "sharpness"]
+    body = [("", [r["point"] or "—", r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
+                  fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), f"{r['channel_sparsity']:.1%}",
+                  fmt(r["iou_previous_level"], ".3f"), fmt(r["sharpness"], ".3g")]) for r in records]
+    return ("<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
+            "test output entropy, share of all-zero output channels, mask IoU with the previous IMP level and "
+            "sharpness (top Hessian eigenvalue over the unpruned weights).</p>" + _table(head, body))
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -291,6 +303,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
     if any(r["kind"] == "imp" for r in rows):
         parts.append(_sdd_section(rows, figure))
+    diagnostics = _read_json(study_dir / "diagnostics.json")
+    if diagnostics:
+        parts.append(_diagnostics_section(diagnostics))
 
     curves = []
     for r in rows:

@@ -33,9 +33,12 @@ def hessian_top_eigenvalue(
     iterations: int = 50,
     tol: float = 1e-4,
     seed: int = 0,
+    masks: Mapping[str, torch.Tensor] | None = None,
 ) -> float:
     """Largest-magnitude eigenvalue of the loss Hessian w.r.t. ``params`` (default: all trainable),
-    by power iteration on HVPs; the model is evaluated in eval mode (BN uses running stats)."""
+    by power iteration on HVPs; the model is evaluated in eval mode (BN uses running stats).
+    With ``masks`` the Hessian is restricted to the unpruned weights (the sparse model's own
+    parameter space): directions along pruned weights are projected out."""
     batches = list(batches)
     was_training = model.training
     model.eval()
@@ -47,14 +50,16 @@ def hessian_top_eigenvalue(
         primal = tuple(named[n] for n in names)
         _, hvp = vjp(grad(_loss_fn(model, batches, loss_fn, names, buffers)), primal)
         gen = torch.Generator().manual_seed(seed)
-        v = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in primal]
+        keep = [masks[n].to(p.dtype) if masks is not None and n in masks else None for n, p in zip(names, primal)]
+        project = lambda vs: [t if k is None else t * k for t, k in zip(vs, keep)]  # noqa: E731
+        v = project([torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in primal])
         eig = 0.0
         for _ in range(iterations):
             norm = torch.sqrt(sum((t * t).sum() for t in v))
             v = [t / norm for t in v]
             (hv,) = hvp(tuple(v))
             new = float(sum((a * b).sum() for a, b in zip(v, hv)))  # Rayleigh quotient
-            v = list(hv)
+            v = project(list(hv))
             if abs(new - eig) <= tol * max(1.0, abs(new)):
                 return new
             eig = new

@@ -1,0 +1,69 @@
+"""Per-run training diagnostics of a finished study (seed 001's underfitting checks).
+
+For every pruned model: final train cross-entropy, test output entropy (label-free convergence
+check), channel sparsity (share of all-zero output channels), mask IoU with the previous IMP level,
+and sharpness (top Hessian eigenvalue of the test loss over the unpruned weights, by HVP power
+iteration on a few batches).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from prunezoo.experiments.jobs import JobContext
+from prunezoo.metrics.diagnostics import hessian_top_eigenvalue
+from prunezoo.sparsity import MaskSet
+from prunezoo.training.checkpoint import load_state
+from prunezoo.utils.io import write_json
+
+
+def _artifacts(job_dir: Path, suffix: str) -> tuple[Path, Path]:
+    base = job_dir / f"level_{int(suffix[2:]):02d}" if suffix.startswith("/L") else job_dir
+    return base / "final.safetensors", base / "masks.safetensors"
+
+
+def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: int = 2,
+                   iterations: int = 20) -> list[dict]:
+    """Diagnostics for every run of a finished study; also written to ``diagnostics.json``."""
+    study_dir = Path(study_dir)
+    rows = json.loads((study_dir / "results.json").read_text())["rows"]
+    histories = json.loads((study_dir / "histories.json").read_text())
+    contexts: dict[str, JobContext] = {}
+    previous_mask: dict[str, MaskSet] = {}
+    out = []
+    for row in rows:
+        job_id, _, rest = row["run_id"].partition("/")
+        suffix = f"/{rest}" if rest else ""
+        job_dir = study_dir / "runs" / job_id
+        weights, mask_path = _artifacts(job_dir, suffix)
+        masks = MaskSet.load(mask_path) if mask_path.exists() else None
+        last = (histories.get(row["run_id"]) or [{}])[-1]
+        rec = {
+            "run_id": row["run_id"], "method": row["method"], "level": row["level"], "seed": row["seed"],
+            "point": row["point"], "sparsity": row["sparsity"], "train_loss": row["train_loss"],
+            "test_entropy": last.get("test_entropy"),
+            "channel_sparsity": masks.global_channel_sparsity() if masks is not None else 0.0,
+            "iou_previous_level": None, "sharpness": None,
+        }
+        if masks is not None and row["kind"] == "imp":
+            prev = previous_mask.get(job_id)
+            rec["iou_previous_level"] = masks.iou(prev) if prev is not None else None
+            previous_mask[job_id] = masks
+        if sharpness and weights.exists():
+            if job_id not in contexts:
+                job = json.loads((job_dir / "job.json").read_text())
+                contexts[job_id] = JobContext(job["spec"], job_dir, study_dir / "runs")
+            ctx = contexts[job_id]
+            model = ctx.build_model()
+            model.load_state_dict(load_state(weights))
+            test = ctx.splits.test
+            data = [test.get_batch(torch.arange(start, min(start + 256, len(test))))
+                    for start in range(0, min(len(test), batches * 256), 256)]
+            rec["sharpness"] = hessian_top_eigenvalue(model, data, iterations=iterations,
+                                                      masks=dict(masks.items()) if masks is not None else None)
+        out.append(rec)
+    write_json(study_dir / "diagnostics.json", out)
+    return out
