@@ -156,3 +156,16 @@ def test_masked_sharpness_restricts_to_kept_weights():
     exact = torch.linalg.eigvalsh(2 * sub.T @ sub / 64).max().item()
     assert eig == pytest.approx(exact, rel=1e-4)
     assert hessian_top_eigenvalue(model, [(x, y)], loss_fn=mse, iterations=300, tol=1e-12) > 10 * exact
+
+
+def test_er_width_cli_prints_fixture_and_plots(tmp_path):
+    from typer.testing import CliRunner
+
+    from prunezoo.cli import app
+
+    res = CliRunner().invoke(app, ["er-width", "--sparsity", "0.9", "--plot", str(tmp_path / "f.png")])
+    assert res.exit_code == 0, res.output
+    assert "17,926" in res.output
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["er-width", "--sparsity", "1.5"])
+    assert bad.exit_code == 2

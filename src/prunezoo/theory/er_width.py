@@ -56,3 +56,24 @@ def coverage_probability(target_edges: int, copies: int, density: float, trials:
     estimate = float(present.any(-1).all(-1).double().mean())
     miss = (1.0 - density) ** copies
     return {"estimate": estimate, "exact": (1.0 - miss) ** target_edges, "union_bound": 1.0 - target_edges * miss}
+
+
+def width_curve_figure(widths: Sequence[int], delta: float, sparsities: Sequence[float]):
+    """Fig. 2 of seed 002: required first-hidden-layer width of the ER source vs its sparsity
+    (same sparsity in every layer), with the Thm 2.3 lower bound × target width."""
+    from matplotlib.figure import Figure
+
+    L = len(widths) - 1
+    need = [er_width_requirements(widths, [1 - s] * L, delta)["n_source"][1] for s in sparsities]
+    bound = [er_width_lower_bound(1 - s, delta) * widths[1] for s in sparsities]
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(sparsities, need, "o-", label="sufficient width (Thm 2.1/2.2)")
+    ax.plot(sparsities, bound, "s--", label="lower bound (Thm 2.3) × target width")
+    ax.axhline(widths[1], color="k", lw=0.8, ls=":", label=f"target width {widths[1]}")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity of the ER source")
+    ax.set_ylabel("first hidden layer width")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
