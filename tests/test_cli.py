@@ -66,12 +66,15 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     assert diag.exit_code == 0, diag.output
     records = json.loads((run_dir / "diagnostics.json").read_text())
     assert len(records) == len(rows) and all(r["sharpness"] is not None for r in records)
+    cal = records[0]["calibration"]
+    assert sum(cal["counts"]) > 0 and 0 <= cal["ece"] <= cal["mce"] <= 1 and len(cal["histogram"]) == 15
     imp2 = next(r for r in records if r["method"] == "imp" and r["level"] == 2)
     assert 0 < imp2["iou_previous_level"] <= 0.8 + 1e-9  # level 2 keeps 64% of what level 1 kept (80%)
     rep = runner.invoke(app, ["report", run_dir.name[:8], "--out", str(out)])
     assert rep.exit_code == 0, rep.output
     html = (run_dir / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and "imp" in html and "Training diagnostics" in html
+    assert (run_dir / "report" / "reliability.png").exists()
     missing = runner.invoke(app, ["report", "nope", "--out", str(out)])
     assert missing.exit_code == 2 and "study" in missing.output
     pq_path = tmp_path / "export.parquet"

@@ -2,8 +2,9 @@
 
 For every pruned model: final train cross-entropy, test output entropy (label-free convergence
 check), channel sparsity (share of all-zero output channels), mask IoU with the previous IMP level,
-and sharpness (top Hessian eigenvalue of the test loss over the unpruned weights, by HVP power
-iteration on a few batches).
+sharpness (top Hessian eigenvalue of the test loss over the unpruned weights, by HVP power
+iteration on a few batches) and test-set calibration: reliability bins (15, right-closed), class-wise
+reliability mean ± std over classes, histogram of predicted-class confidence.
 """
 
 from __future__ import annotations
@@ -14,15 +15,29 @@ from pathlib import Path
 import torch
 
 from prunezoo.experiments.jobs import JobContext
+from prunezoo.metrics.calibration import calibration, classwise_reliability, confidence_histogram
 from prunezoo.metrics.diagnostics import hessian_top_eigenvalue
 from prunezoo.sparsity import MaskSet
 from prunezoo.training.checkpoint import load_state
+from prunezoo.training.evaluate import predict
 from prunezoo.utils.io import write_json
 
 
 def _artifacts(job_dir: Path, suffix: str) -> tuple[Path, Path]:
     base = job_dir / f"level_{int(suffix[2:]):02d}" if suffix.startswith("/L") else job_dir
     return base / "final.safetensors", base / "masks.safetensors"
+
+
+def _calibration(model, dataset, n_bins: int = 15) -> dict:
+    logits, labels = predict(model, dataset)
+    probs = logits.softmax(1)
+    bins = calibration(probs, labels, n_bins)
+    cw = classwise_reliability(probs, labels, n_bins)
+    nan_to_none = lambda t: [None if v != v else float(v) for v in t.tolist()]  # noqa: E731
+    return {"ece": bins.ece, "mce": bins.mce, "counts": bins.counts.tolist(),
+            "accuracy": nan_to_none(bins.accuracy), "confidence": nan_to_none(bins.confidence),
+            "classwise_mean": nan_to_none(cw["mean"]), "classwise_std": nan_to_none(cw["std"]),
+            "histogram": confidence_histogram(probs, n_bins).tolist()}
 
 
 def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: int = 2,
@@ -52,13 +67,15 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
             prev = previous_mask.get(job_id)
             rec["iou_previous_level"] = masks.iou(prev) if prev is not None else None
             previous_mask[job_id] = masks
-        if sharpness and weights.exists():
+        if weights.exists():
             if job_id not in contexts:
                 job = json.loads((job_dir / "job.json").read_text())
                 contexts[job_id] = JobContext(job["spec"], job_dir, study_dir / "runs")
             ctx = contexts[job_id]
             model = ctx.build_model()
             model.load_state_dict(load_state(weights))
+            rec["calibration"] = _calibration(model, ctx.splits.test)
+        if sharpness and weights.exists():
             test = ctx.splits.test
             data = [test.get_batch(torch.arange(start, min(start + 256, len(test))))
                     for start in range(0, min(len(test), batches * 256), 256)]

@@ -218,6 +218,19 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
     return "\n".join(parts)
 
 
+def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
+    usable = [r for r in records if r.get("calibration")]
+    if not usable:
+        return []
+    point, seed = usable[0]["point"], min(r["seed"] for r in usable)
+    usable = [r for r in usable if r["point"] == point and r["seed"] == seed]
+    chosen: dict[str, dict] = {}
+    for r in usable:
+        if r["method"] not in chosen or r["sparsity"] > chosen[r["method"]]["sparsity"]:
+            chosen[r["method"]] = r
+    return [(r, f"{m} @ {r['sparsity']:.0%}" if m != "dense" else "dense") for m, r in chosen.items()]
+
+
 def _diagnostics_section(records: list[dict]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity",
@@ -306,6 +319,13 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     diagnostics = _read_json(study_dir / "diagnostics.json")
     if diagnostics:
         parts.append(_diagnostics_section(diagnostics))
+        chosen = _calibration_runs(diagnostics)
+        if chosen:
+            from prunezoo.analysis.calibration_plots import calibration_figure
+
+            parts.append(figure("reliability", calibration_figure([r for r, _ in chosen], [lbl for _, lbl in chosen]),
+                                "Test-set calibration (15 right-closed bins) of the dense model and each method's "
+                                "sparsest run (lowest seed, first sweep point)."))
 
     curves = []
     for r in rows:
