@@ -221,5 +221,6 @@ def test_label_noise_runs_report_memorization(tmp_path):
         assert 0.0 <= r["memorization"] <= 1.0 and 0.0 <= r["train_eval_acc"] <= 1.0
         # the noisy labels are wrong by construction: fitting them is memorisation, far below train acc
         assert r["memorization"] < r["train_eval_acc"]
+        assert 0.0 <= r["train_eval_ece"] <= 1.0 and r["train_eval_ece"] != r["test_ece"]
     clean = run_study(study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}]), tmp_path, workers=1)
     assert all(r["memorization"] is None for r in clean.rows)

@@ -141,14 +141,16 @@ def sdd_figure(rows: list[dict]) -> Figure:
 
 
 def calibration_figure(rows: list[dict]) -> Figure:
-    """Test ECE along the IMP levels (mean over seeds) per point/method, dense at level 0."""
+    """ECE along the IMP levels (mean over seeds) per point/method, dense at level 0: on the clean
+    test labels and, under label noise, on the noisy training labels."""
     fig = Figure(figsize=(6.5, 4), dpi=100, layout="constrained")
     ax = fig.subplots()
     curves = defaultdict(lambda: defaultdict(list))
     for (point, _, method), levels in trajectories(rows).items():
         for r in levels:
-            if _clean(r.get("test_ece")) is not None:
-                curves[f"{point} {method}".strip()][r["sparsity"]].append(r["test_ece"])
+            for key, kind in (("test_ece", "test, clean labels"), ("train_eval_ece", "train, noisy labels")):
+                if _clean(r.get(key)) is not None:
+                    curves[f"{point} {method} ({kind})".strip()][r["sparsity"]].append(r[key])
     for label, pts in curves.items():
         xs = sorted(pts)
         ax.plot(xs, [statistics.fmean(pts[x]) for x in xs], marker=".", label=label)

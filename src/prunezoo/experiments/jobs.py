@@ -130,6 +130,7 @@ class JobContext:
             "test_ece": metrics.get("test_ece"),
             "train_eval_acc": metrics.get("train_eval_acc"),
             "memorization": metrics.get("noisy_acc"),
+            "train_eval_ece": metrics.get("train_eval_ece"),
             "train_flops": self.train_flops,
             "flops_dense": self.total_flops,
             "flops_sparse": int(round(sparse)),

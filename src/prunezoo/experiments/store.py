@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS results (
     train_flops REAL,
     train_eval_acc REAL,
     memorization REAL,
+    train_eval_ece REAL,
     flops_dense INTEGER,
     flops_sparse INTEGER,
     flop_speedup REAL,
@@ -63,7 +64,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 RESULT_COLUMNS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
-    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
+    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
 ]
 
 

@@ -123,7 +123,7 @@ class DynamicSparseTraining(MaskingSchedule):
             dropped = keep_top_k(torch.where(mask, -p.detach().abs().float(), neg_inf), k)
             # grow: among weights inactive *before* this update, so just-dropped ones cannot return
             if self.grow == "gradient":
-                score = -grad.detach().abs().float().to(mask.device)
+                score = grad.detach().abs().float().to(mask.device)
             else:
                 score = torch.rand(mask.shape, generator=gen).to(mask.device)
             grown = keep_top_k(torch.where(mask, neg_inf, score), k)
