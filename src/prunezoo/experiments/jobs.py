@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from prunezoo.data import load_dataset
+from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import BranchConfig, DataConfig, MethodConfig, ModelConfig
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
@@ -222,6 +223,38 @@ def _gmp(ctx: JobContext, job: dict) -> dict:
     return _one("", ctx.row(masks, history[-1], kind="gmp", level=None, target_sparsity=sparsity), history, masks)
 
 
+def schedule_callback(method: MethodConfig, sparsity: float, start: MaskSet | None = None, seed: int = 0):
+    """The training-time callback of a dynamic method (its constructor options come from YAML)."""
+    opts = {**prune_options(method), **method.options}
+    try:
+        if method.kind == "dst":  # RigL (grow: gradient, default) or SET (grow: random); ERK unless told
+            from prunezoo.schedules import DynamicSparseTraining
+
+            scheme = "erk" if method.scheme == "global" else method.scheme
+            return DynamicSparseTraining(sparsity, scheme=scheme, masks=start, seed=seed, **opts)
+        from prunezoo.schedules import ACDC
+
+        return ACDC(sparsity, criterion=method.criterion, scheme=method.scheme, seed=seed, **opts)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+
+
+def _dynamic(ctx: JobContext, job: dict) -> dict:
+    """Methods whose masks change during training from init: RigL/SET (``dst``) and AC/DC."""
+    sparsity = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [sparsity]})
+    model = ctx.build_model()
+    sched = schedule_callback(method, sparsity, ctx.start_masks(model, method), ctx.seed)
+    history = ctx.fit(ctx.trainer(model, [sched]))
+    masks = sched.masks
+    masks.save(ctx.directory / "masks.safetensors")
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
+    result = _one("", ctx.row(masks, history[-1], kind=method.kind, level=None, target_sparsity=sparsity),
+                  history, masks)
+    result["events"] = {"": sched.events}  # mask updates: IoU, zero fraction per phase...
+    return result
+
+
 def _imp(ctx: JobContext, job: dict) -> dict:
     method = ctx.method(job["method"])
     model = ctx.build_model()
@@ -280,6 +313,7 @@ def _branch(ctx: JobContext, job: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
     "dense": _dense, "oneshot": _oneshot, "at-init": _at_init, "gmp": _gmp, "imp": _imp, "branch": _branch,
+    "dst": _dynamic, "acdc": _dynamic,
 }
 
 

@@ -23,7 +23,7 @@ from prunezoo.allocation import allocate
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import StudyConfig
 from prunezoo.experiments.executors import run_jobs
-from prunezoo.experiments.jobs import dataset_splits, prune_options
+from prunezoo.experiments.jobs import dataset_splits, prune_options, schedule_callback
 from prunezoo.experiments.plan import Job, plan_study, unique_jobs
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
@@ -99,8 +99,10 @@ def run_study(
         results = run_jobs(jobs, runs, executor=executor, workers=workers, threads=threads, address=address,
                            on_done=on_done)
 
-    rows, histories, layers = collect(jobs, results)
+    rows, histories, layers, events = collect(jobs, results)
     write_json(directory / "histories.json", histories)
+    if events:
+        write_json(directory / "events.json", events)
     write_json(directory / "layers.json", layers)
     write_text(directory / "results.csv", rows_to_csv(rows))
     write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
@@ -109,9 +111,10 @@ def run_study(
     return StudyResult(cfg, directory, rows)
 
 
-def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict, dict]:
-    """Result rows (one per plan entry and row of its job), histories and layer densities by run id."""
-    rows, histories, layers = [], {}, {}
+def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict, dict, dict]:
+    """Result rows (one per plan entry and row of its job); histories, layer densities and schedule
+    events (mask updates, phase statistics) by run id."""
+    rows, histories, layers, events = [], {}, {}, {}
     for job in jobs:
         res = results[job.id]
         for r in res["rows"]:
@@ -122,7 +125,9 @@ def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict
             histories[job.id + suffix] = hist
         for suffix, dens in res["layers"].items():
             layers[job.id + suffix] = dens
-    return [{k: r.get(k) for k in ROW_FIELDS} for r in rows], histories, layers
+        for suffix, ev in res.get("events", {}).items():
+            events[job.id + suffix] = ev
+    return [{k: r.get(k) for k in ROW_FIELDS} for r in rows], histories, layers, events
 
 
 def _preflight(cfg: StudyConfig) -> None:
@@ -143,8 +148,11 @@ def _preflight(cfg: StudyConfig) -> None:
             for density in densities:
                 try:
                     allocate(model, density, method.scheme, **prune_options(method))
+                    if method.kind in ("dst", "acdc"):
+                        schedule_callback(method, 1 - density)
                 except ConfigError as err:
-                    raise ConfigError(f"{where}methods[{i}].{err.field}", str(err).split(": ", 1)[-1]) from None
+                    field = err.field.split("].", 1)[-1] if err.field.startswith("methods[") else err.field
+                    raise ConfigError(f"{where}methods[{i}].{field}", str(err).split(": ", 1)[-1]) from None
 
 
 def rows_to_csv(rows: list[dict]) -> str:
