@@ -144,8 +144,9 @@ def test_rigl_update_drops_smallest_weights_and_grows_largest_gradients(digits, 
 
 def test_set_grows_at_random_seeded(digits):
     grown = {}
-    for label, make in [("rigl", lambda: RigL(0.7, scheme="uniform")), ("set0", lambda: SET(0.7, scheme="uniform")),
-                        ("set0b", lambda: SET(0.7, scheme="uniform")), ("set1", lambda: SET(0.7, scheme="uniform", seed=1))]:
+    makers = {"rigl": lambda: RigL(0.7, scheme="uniform"), "set0": lambda: SET(0.7, scheme="uniform"),
+              "set0b": lambda: SET(0.7, scheme="uniform"), "set1": lambda: SET(0.7, scheme="uniform", seed=1)}
+    for label, make in makers.items():
         sched = make()
         _, trainer, _ = _controlled(sched, digits)
         if label == "set1":  # same starting mask as the others: only the growth draw may differ

@@ -187,8 +187,9 @@ class ACDC(MaskingSchedule):
             if self.min_decompressed_sparsity > 0:
                 self._project(trainer)
             if step + 1 == e:
-                self.events.append({"event": "decompressed_end", "step": step + 1, "epoch": self._epoch(trainer, step + 1),
-                                    "phase": i, "zero_fraction": self.zero_fraction(trainer.model)})
+                self.events.append({"event": "decompressed_end", "step": step + 1,
+                                    "epoch": self._epoch(trainer, step + 1), "phase": i,
+                                    "zero_fraction": self.zero_fraction(trainer.model)})
 
     # -- phase changes ----------------------------------------------------------------------------
     def _enter(self, trainer, i: int, step: int) -> None:

@@ -70,7 +70,8 @@ class DynamicSparseTraining(MaskingSchedule):
         if sparsity is not None and not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         if delta_t < 1 or not 0.0 <= alpha <= 1.0 or not 0.0 < end_fraction <= 1.0:
-            raise ValueError(f"need delta_t >= 1, alpha in [0, 1], end_fraction in (0, 1]; got {delta_t}, {alpha}, {end_fraction}")
+            raise ValueError(f"need delta_t >= 1, alpha in [0, 1], end_fraction in (0, 1]; "
+                             f"got {delta_t}, {alpha}, {end_fraction}")
         if decay not in ("cosine", "constant"):
             raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
         self.sparsity, self.grow, self.delta_t, self.alpha = sparsity, grow, delta_t, alpha
