@@ -224,3 +224,32 @@ def test_label_noise_runs_report_memorization(tmp_path):
         assert 0.0 <= r["train_eval_ece"] <= 1.0 and r["train_eval_ece"] != r["test_ece"]
     clean = run_study(study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}]), tmp_path, workers=1)
     assert all(r["memorization"] is None for r in clean.rows)
+
+
+def test_dynamic_methods_in_studies_log_their_events(tmp_path):
+    cfg = study(training={"epochs": 4, "batch_size": 64, "lr": 0.05}, methods=[
+        {"name": "rigl", "kind": "dst", "sparsities": [0.9], "options": {"delta_t": 10}},
+        {"name": "set", "kind": "dst", "sparsities": [0.9], "options": {"grow": "random", "delta_t": 10}},
+        {"name": "acdc", "kind": "acdc", "sparsities": [0.9]},
+    ])
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    for name in ("rigl", "set", "acdc"):
+        assert rows[name]["kind"] in ("dst", "acdc") and rows[name]["sparsity"] == pytest.approx(0.9, abs=2e-3)
+    events = json.loads((res.directory / "events.json").read_text())
+    rigl = events[rows["rigl"]["run_id"]]
+    assert rigl and all(0 < e["iou"] < 1 for e in rigl)
+    acdc = events[rows["acdc"]["run_id"]]
+    assert any(e["event"] == "decompressed_end" and 0 <= e["zero_fraction"] <= 1 for e in acdc)
+    assert any(e["event"] == "compress" and e["iou"] is not None for e in acdc)
+
+
+def test_bad_dynamic_method_option_is_a_config_error(tmp_path):
+    cfg = study(methods=[{"name": "rigl", "kind": "dst", "sparsities": [0.9], "options": {"delta_t": 0}}])
+    with pytest.raises(ConfigError) as err:
+        run_study(cfg, tmp_path, workers=1)
+    assert err.value.field == "methods[0].options"
+    cfg = study(methods=[{"name": "a", "kind": "acdc", "sparsities": [0.9], "options": {"bogus": 1}}])
+    with pytest.raises(ConfigError, match="bogus"):
+        run_study(cfg, tmp_path, workers=1)
+    assert list(tmp_path.iterdir()) == []

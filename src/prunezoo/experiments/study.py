@@ -148,8 +148,9 @@ def _preflight(cfg: StudyConfig) -> None:
             for density in densities:
                 try:
                     allocate(model, density, method.scheme, **prune_options(method))
-                    if method.kind in ("dst", "acdc"):
-                        schedule_callback(method, 1 - density)
+                    if method.kind in ("dst", "acdc"):  # options reach the allocator at prune time
+                        cb = schedule_callback(method, 1 - density)
+                        allocate(model, density, cb.scheme, **cb.prune_options)
                 except ConfigError as err:
                     field = err.field.split("].", 1)[-1] if err.field.startswith("methods[") else err.field
                     raise ConfigError(f"{where}methods[{i}].{field}", str(err).split(": ", 1)[-1]) from None
