@@ -1,0 +1,230 @@
+"""Physical channel pruning through Torch-Pruning, sensitivity scans and sensitivity-based allocation.
+
+``prune_channels`` removes output channels of Conv/Linear layers *in place*: Torch-Pruning's
+DependencyGraph (Fang et al. 2023, "DepGraph") propagates each removal to the coupled layers
+(following BN, next layer's input, every layer on a residual sum, flatten → linear).
+Per-layer rates from sensitivity scans follow Li et al. 2017 ("Pruning Filters for Efficient
+ConvNets", §4.2: prune each layer alone, keep sensitive layers dense).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prunezoo.errors import ConfigError
+from prunezoo.models.flops import count_parameters, dense_flops
+from prunezoo.structured.importance import PRUNABLE, ChannelImportance, get_channel_criterion
+
+SCOPES = ("layer", "global")
+
+
+@dataclass
+class StructuredResult:
+    """Outcome of one :func:`prune_channels` call. ``removed``: root layer -> removed channel indices
+    (Torch-Pruning's history; coupled layers lost the same indices)."""
+
+    criterion: str
+    scope: str
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    channels_before: dict[str, int]
+    channels_after: dict[str, int]
+    removed: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def compression(self) -> float:
+        return self.params_before / max(self.params_after, 1)
+
+    @property
+    def speedup(self) -> float:
+        """Theoretical speed-up, dense FLOPs before / after."""
+        return self.flops_before / max(self.flops_after, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"compression": self.compression, "speedup": self.speedup}
+
+
+def out_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels / features of every Conv/Linear layer, by module name."""
+    return {n: int(m.weight.shape[0]) for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def default_ignored(model: nn.Module) -> list[str]:
+    """The final classifier: the last Linear (else the last Conv) in module order."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    convs = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    return linears[-1:] or convs[-1:]
+
+
+def _module(model: nn.Module, name: str, field_: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ConfigError(field_, f"model has no layer {name!r}") from None
+
+
+def _check_ratio(r: float, field_: str) -> float:
+    if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 <= float(r) < 1.0:
+        raise ConfigError(field_, f"pruning ratio must be in [0, 1), got {r!r}")
+    return float(r)
+
+
+def prune_channels(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    ratio: float | Mapping[str, float],
+    *,
+    criterion: str = "l1",
+    scope: str = "layer",
+    batches: Iterable | None = None,
+    ignored_layers: Sequence[str | nn.Module] | None = None,
+    seed: int = 0,
+    loss_fn: Callable | None = None,
+    max_layer_ratio: float = 0.95,
+) -> StructuredResult:
+    """Remove the least important output channels of every Conv/Linear layer, in place.
+
+    ``ratio``: fraction of channels removed in every group (float) or per named layer (dict; the
+    others are kept). ``scope="layer"`` ranks within each coupled group (Li et al. 2017);
+    ``"global"`` ranks all groups together (network slimming; the criterion's global normaliser
+    applies) with at most ``max_layer_ratio`` of any group removed so no layer vanishes.
+    ``ignored_layers`` (names or modules; default the final classifier) keep their output channels.
+    ``batches`` feed data criteria (apoz, taylor): ``(x, y)`` pairs.
+    """
+    info = get_channel_criterion(criterion)
+    if scope not in SCOPES:
+        raise ConfigError("scope", f"must be one of {list(SCOPES)}, got {scope!r}")
+    if isinstance(ratio, Mapping):
+        ratio_dict = {_module(model, k, "ratio"): _check_ratio(v, f"ratio.{k}") for k, v in ratio.items()}
+        base = 0.0
+    else:
+        ratio_dict, base = {}, _check_ratio(ratio, "ratio")
+    ignored = [_module(model, x, "ignored_layers") if isinstance(x, str) else x
+               for x in (default_ignored(model) if ignored_layers is None else ignored_layers)]
+    input_shape = tuple(example_input.shape[1:])
+    before = (count_parameters(model), dense_flops(model, input_shape), out_channels(model))
+
+    imp = ChannelImportance(criterion, seed=seed, normalizer=info.global_normalizer if scope == "global" else None)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # tracing runs a forward: keep BN running statistics untouched
+    try:
+        pruner = tp.pruner.BasePruner(
+            model, example_input, importance=imp, global_pruning=scope == "global", pruning_ratio=base,
+            pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, max_pruning_ratio=max_layer_ratio)
+        imp.prepare(model, pruner.DG, batches, loss_fn)
+        pruner.step()
+    finally:
+        for m, t in modes:
+            m.training = t
+    removed = {name: [int(i) for i in idxs] for name, is_out, idxs in pruner.pruning_history() if is_out}
+    return StructuredResult(criterion, scope, before[0], count_parameters(model), before[1],
+                            dense_flops(model, input_shape), before[2], out_channels(model), removed)
+
+
+class SensitivityScan(dict):
+    """``{layer: {ratio: metric}}`` plus ``flops[layer][ratio]`` (FLOPs after pruning that layer
+    alone) and ``dense_flops``/``dense_metric``, which :func:`allocate_from_sensitivity` uses."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flops: dict[str, dict[float, int]] = {}
+        self.channels: dict[str, int] = {}
+        self.dense_flops = 0
+        self.dense_metric = float("nan")
+
+
+def sensitivity_scan(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    evaluate_fn: Callable[[nn.Module], float],
+    ratios: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    *,
+    criterion: str = "l1",
+    layers: Sequence[str] | None = None,
+    batches: Iterable | None = None,
+    ignored_layers: Sequence[str] | None = None,
+    seed: int = 0,
+) -> SensitivityScan:
+    """Prune each layer alone at each ratio on a deep copy and record ``evaluate_fn(pruned)``.
+
+    ``layers`` defaults to every Conv/Linear except the ignored ones. Layers coupled by a residual
+    sum are one group in Torch-Pruning, so scanning any of them prunes them all.
+    """
+    ignored = list(default_ignored(model) if ignored_layers is None else ignored_layers)
+    names = list(layers) if layers is not None else [n for n in out_channels(model) if n not in ignored]
+    shape = tuple(example_input.shape[1:])
+    scan = SensitivityScan()
+    scan.dense_flops = dense_flops(model, shape)
+    scan.dense_metric = float(evaluate_fn(model))
+    scan.channels = {n: c for n, c in out_channels(model).items() if n in names}
+    batch_list = list(batches) if batches is not None else None
+    for name in names:
+        scan[name], scan.flops[name] = {}, {}
+        for r in ratios:
+            pruned = copy.deepcopy(model)
+            res = prune_channels(pruned, example_input, {name: r}, criterion=criterion, batches=batch_list,
+                                 ignored_layers=ignored, seed=seed)
+            scan[name][float(r)] = float(evaluate_fn(pruned))
+            scan.flops[name][float(r)] = res.flops_after
+    return scan
+
+
+def allocate_from_sensitivity(
+    scan: SensitivityScan,
+    *,
+    flops_budget: float | None = None,
+    target_ratio: float | None = None,
+    model: nn.Module | None = None,
+    example_input: torch.Tensor | None = None,
+    higher_is_better: bool = True,
+) -> dict[str, float]:
+    """Greedy per-layer ratios: repeatedly raise the ratio of the layer whose next scanned ratio
+    hurts the metric least, until the target is met.
+
+    ``flops_budget``: FLOPs to keep, a fraction of dense (≤ 1) or an absolute count (> 1).
+    ``target_ratio``: fraction of the scanned layers' channels to remove (channel-weighted).
+    FLOPs are first estimated additively from the scan's single-layer FLOPs (an optimistic
+    estimate: pruning a layer's input and output saves less than the sum); once the estimate meets
+    the budget, the real FLOPs are measured on a pruned copy of ``model`` (needed then) until met.
+    """
+    if (flops_budget is None) == (target_ratio is None):
+        raise ConfigError("allocation", "give exactly one of flops_budget and target_ratio")
+    grid = {n: sorted(r) for n, r in scan.items()}
+    alloc = dict.fromkeys(grid, 0.0)
+    sign = 1.0 if higher_is_better else -1.0
+    if flops_budget is not None:
+        budget = flops_budget * scan.dense_flops if flops_budget <= 1 else flops_budget
+        if model is None or example_input is None:
+            raise ConfigError("allocation", "a FLOPs budget needs model and example_input to verify it")
+
+        def estimate() -> float:
+            return scan.dense_flops - sum(scan.dense_flops - scan.flops[n][r] for n, r in alloc.items() if r > 0)
+
+        def measured() -> int:
+            pruned = copy.deepcopy(model)
+            return prune_channels(pruned, example_input, {n: r for n, r in alloc.items() if r > 0}).flops_after
+
+        def met() -> bool:
+            return estimate() <= budget and measured() <= budget
+    else:
+        total = sum(scan.channels.values())
+
+        def met() -> bool:
+            return sum(alloc[n] * scan.channels[n] for n in alloc) >= target_ratio * total
+
+    while not met():
+        steps = [(sign * scan[n][nxt[0]], n, nxt[0]) for n in grid
+                 if (nxt := [r for r in grid[n] if r > alloc[n]])]
+        if not steps:
+            raise ConfigError("allocation", "target not reachable with the scanned ratios")
+        _, name, r = max(steps)
+        alloc[name] = r
+    return {n: r for n, r in alloc.items() if r > 0}
