@@ -253,3 +253,24 @@ def test_bad_dynamic_method_option_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="bogus"):
         run_study(cfg, tmp_path, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_structured_method_shrinks_model_and_exports_it(tmp_path):
+    cfg = study(model={"name": "mlp", "options": {"hidden": [64, 32]}},
+                methods=[{"name": "l1", "kind": "structured", "criterion": "l1", "sparsities": [0.5]}])
+    res = run_study(cfg, tmp_path, workers=1)
+    row = next(r for r in res.rows if r["method"] == "l1")
+    dense = next(r for r in res.rows if r["method"] == "dense")
+    assert row["kind"] == "structured" and row["nnz"] < 0.5 * dense["nnz"]
+    assert row["flops_sparse"] < dense["flops_dense"] and row["latency_ms"] > 0 and row["latency_dense_ms"] > 0
+    from prunezoo.data import load_dataset
+    from prunezoo.structured import load_compact
+    from prunezoo.training import evaluate
+
+    model = load_compact(res.directory / "runs" / row["run_id"] / "compact")
+    assert evaluate(model, load_dataset("digits").test)["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
+    from prunezoo.analysis import write_report
+
+    assert "measured CPU latency" in write_report(res.directory).read_text()
+    with pytest.raises(ConfigError, match="criterion"):
+        study(methods=[{"name": "x", "kind": "structured", "criterion": "snip-nope", "sparsities": [0.5]}])

@@ -255,6 +255,46 @@ def _dynamic(ctx: JobContext, job: dict) -> dict:
     return result
 
 
+def _structured(ctx: JobContext, job: dict) -> dict:
+    """Remove a fraction of channels of the trained dense model (Torch-Pruning dependency graph),
+    fine-tune the smaller model, save it compacted, measure CPU latency against the dense one."""
+    from prunezoo.structured import measure_latency, prune_channels, save_compact
+
+    ratio = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [ratio]})
+    model = ctx.build_model()
+    model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
+    example = ctx.score_batches(1)[0][0][:32]
+    dense_latency = measure_latency(model, example, threads=torch.get_num_threads())["median_ms"]
+    dense_prunable = sum(p.numel() for p in prunable_parameters(model).values())
+    try:
+        result = prune_channels(model, example[:1], ratio, criterion=method.criterion,
+                                batches=ctx.score_batches(method.batches), seed=ctx.seed, **method.options)
+    except TypeError as err:
+        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+    history = ctx.fit(ctx.trainer(model, finetune=True))
+    save_compact(model, ctx.directory / "compact", {"model": ctx.model_cfg.name, "num_classes": ctx.splits.num_classes,
+                                                     "input_shape": list(ctx.splits.input_shape),
+                                                     "options": ctx.model_cfg.options})
+    latency = measure_latency(model, example, threads=torch.get_num_threads())["median_ms"]
+    nnz = sum(p.numel() for p in prunable_parameters(model).values())
+    flops_after = dense_flops(model, ctx.splits.input_shape)
+    m = history[-1]
+    row = {
+        "kind": "structured", "level": None, "target_sparsity": ratio,
+        "sparsity": round(1 - nnz / dense_prunable, 6), "nnz": nnz, "prunable": dense_prunable,
+        "compression": dense_prunable / max(nnz, 1), "test_acc": m.get("test_acc"), "test_loss": m.get("test_loss"),
+        "train_loss": m.get("train_loss"), "val_acc": m.get("val_acc"), "test_ece": m.get("test_ece"),
+        "train_flops": ctx.train_flops, "flops_dense": ctx.total_flops, "flops_sparse": flops_after,
+        "flop_speedup": ctx.total_flops / max(flops_after, 1), "latency_ms": latency,
+        "latency_dense_ms": dense_latency, "latency_speedup": dense_latency / latency,
+    }
+    kept = {f"{n}.weight" if not n.endswith("weight") else n: result.channels_after[n] / c
+            for n, c in result.channels_before.items() if c}
+    return {"rows": [{"suffix": "", **row}], "histories": {"": history}, "layers": {"": kept},
+            "structured": result.to_dict()}
+
+
 def _imp(ctx: JobContext, job: dict) -> dict:
     method = ctx.method(job["method"])
     model = ctx.build_model()
@@ -313,7 +353,7 @@ def _branch(ctx: JobContext, job: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
     "dense": _dense, "oneshot": _oneshot, "at-init": _at_init, "gmp": _gmp, "imp": _imp, "branch": _branch,
-    "dst": _dynamic, "acdc": _dynamic,
+    "dst": _dynamic, "acdc": _dynamic, "structured": _structured,
 }
 
 

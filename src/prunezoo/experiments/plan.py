@@ -60,9 +60,9 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
             dense = add("dense", "dense", "dense", {})
             for m in pcfg.methods:
                 mspec = _method_spec(m)
-                if m.kind == "oneshot":
+                if m.kind in ("oneshot", "structured"):  # start from the trained dense model
                     for s in m.sparsities:
-                        add("oneshot", m.name, f"{m.name}@{s:g}",
+                        add(m.kind, m.name, f"{m.name}@{s:g}",
                             {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
                 elif m.kind == "vd":  # sparsity emerges; starts from the trained dense model
                     add("vd", m.name, m.name, {"method": mspec, "finetune": finetune, "parent": dense.id}, (dense.id,))

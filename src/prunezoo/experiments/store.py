@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS results (
     flops_dense INTEGER,
     flops_sparse INTEGER,
     flop_speedup REAL,
+    latency_ms REAL,
+    latency_dense_ms REAL,
+    latency_speedup REAL,
     seed INTEGER,
     point TEXT,
     run_id TEXT,
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 RESULT_COLUMNS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
-    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "seed", "point", "run_id",
+    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "latency_ms", "latency_dense_ms",
+    "latency_speedup", "seed", "point", "run_id",
 ]
 
 
