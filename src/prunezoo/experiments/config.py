@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from prunezoo.errors import ConfigError
 from prunezoo.schedules.iterative import ResetMode
@@ -149,14 +149,20 @@ class MethodConfig(BaseModel):
             raise ValueError(f"unknown scheme {v!r}; known: {sorted(SCHEME_NAMES)}")
         return v
 
-    @model_validator(mode="after")
-    def _kind(self) -> MethodConfig:
-        if self.kind == "structured":
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str, info: ValidationInfo) -> str:
+        # kind is declared before criterion, so it is validated and visible here
+        if info.data.get("kind") == "structured":
             from prunezoo.structured import CHANNEL_CRITERIA as known
         else:
             from prunezoo.criteria import CRITERIA as known
-        if self.criterion not in known:
-            raise ValueError(f"unknown criterion {self.criterion!r} for kind {self.kind!r}; known: {sorted(known)}")
+        if v not in known:
+            raise ValueError(f"unknown criterion {v!r} for kind {info.data.get('kind')!r}; known: {sorted(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kind(self) -> MethodConfig:
         if self.kind in SPARSITY_KINDS and not self.sparsities:
             raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
         if self.kind == "imp" and self.levels < 1:
