@@ -274,3 +274,22 @@ def test_structured_method_shrinks_model_and_exports_it(tmp_path):
     assert "measured CPU latency" in write_report(res.directory).read_text()
     with pytest.raises(ConfigError, match="criterion"):
         study(methods=[{"name": "x", "kind": "structured", "criterion": "snip-nope", "sparsities": [0.5]}])
+
+
+def test_reparameterised_methods_in_studies(tmp_path):
+    pytest.importorskip("prunezoo.reparam")
+    cfg = study(training={"epochs": 3, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
+                finetune={"epochs": 2, "batch_size": 64, "lr": 0.01},
+                methods=[{"name": "str", "kind": "str"},
+                         {"name": "ep", "kind": "edge-popup", "sparsities": [0.5]},
+                         {"name": "vd", "kind": "vd"},
+                         {"name": "ep-er", "kind": "edge-popup", "sparsities": [0.5],
+                          "start": {"density": 0.5, "scheme": "uniform"}}])
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    assert rows["ep"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert rows["ep-er"]["sparsity"] == pytest.approx(0.75, abs=0.01)  # half of a Bernoulli(0.5) ER mask
+    assert 0 < rows["vd"]["sparsity"] < 1 and rows["str"]["kind"] == "str"
+    runs = res.directory / "runs"
+    start = MaskSet.load(runs / rows["ep-er"]["run_id"] / "start-masks.safetensors")
+    assert MaskSet.load(runs / rows["ep-er"]["run_id"] / "masks.safetensors").is_subset_of(start)

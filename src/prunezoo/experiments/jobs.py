@@ -295,6 +295,63 @@ def _structured(ctx: JobContext, job: dict) -> dict:
             "structured": result.to_dict()}
 
 
+def _selection(method: MethodConfig) -> dict:
+    return {k: v for k, v in (("include", method.include), ("exclude", method.exclude)) if v is not None}
+
+
+def _reparam(ctx: JobContext, job: dict) -> dict:
+    """STR and edge-popup: train a reparameterised model from init, then squash it to plain weights."""
+    from prunezoo import reparam
+
+    sparsity = ctx.spec.get("sparsity")
+    method = ctx.method(job["method"], {"sparsities": [sparsity]} if sparsity is not None else None)
+    model = ctx.build_model()
+    start = ctx.start_masks(model, method)
+    try:
+        if method.kind == "str":  # sparsity emerges from the learned thresholds (weight decay on s)
+            reparam.apply_str(model, allowed=start, **_selection(method), **method.options)
+        else:
+            scheme = "uniform" if method.scheme == "global" else method.scheme
+            from prunezoo.allocation import layer_densities
+
+            dens = layer_densities(model, 1 - sparsity, scheme, **prune_options(method))
+            reparam.apply_edge_popup(model, dens, allowed=start, seed=ctx.seed, **_selection(method), **method.options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+    history = ctx.fit(ctx.trainer(model))
+    masks = reparam.squash_str(model) if method.kind == "str" else reparam.squash_edge_popup(model)
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
+    masks.save(ctx.directory / "masks.safetensors")
+    target = sparsity if sparsity is not None else round(masks.sparsity(), 6)
+    return _one("", ctx.row(masks, history[-1], kind=method.kind, level=None, target_sparsity=target), history, masks)
+
+
+VD_MODEL_OPTIONS = ("log_sigma2_init", "threshold")
+
+
+def _vd(ctx: JobContext, job: dict) -> dict:
+    """Sparse variational dropout on the trained dense model (the model-zoo twin recipe), trained
+    with the fine-tuning config; weights with log α ≥ threshold are pruned."""
+    from prunezoo import reparam
+
+    method = ctx.method(job["method"])
+    model = ctx.build_model()
+    model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
+    model_opts = {k: v for k, v in method.options.items() if k in VD_MODEL_OPTIONS}
+    loss_opts = {k: v for k, v in method.options.items() if k not in VD_MODEL_OPTIONS}
+    try:
+        vd = reparam.to_variational(model, inplace=True, **_selection(method), **model_opts)
+        kl = reparam.VariationalDropoutLoss(len(ctx.splits.train), **loss_opts)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+    history = ctx.fit(ctx.trainer(vd, [kl], finetune=True))
+    plain, masks = reparam.from_variational(vd)
+    save_state(ctx.directory / "final.safetensors", plain.state_dict())
+    masks.save(ctx.directory / "masks.safetensors")
+    return _one("", ctx.row(masks, history[-1], kind="vd", level=None, target_sparsity=round(masks.sparsity(), 6)),
+                history, masks)
+
+
 def _imp(ctx: JobContext, job: dict) -> dict:
     method = ctx.method(job["method"])
     model = ctx.build_model()
@@ -353,7 +410,8 @@ def _branch(ctx: JobContext, job: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
     "dense": _dense, "oneshot": _oneshot, "at-init": _at_init, "gmp": _gmp, "imp": _imp, "branch": _branch,
-    "dst": _dynamic, "acdc": _dynamic, "structured": _structured,
+    "dst": _dynamic, "acdc": _dynamic, "structured": _structured, "str": _reparam, "edge-popup": _reparam,
+    "vd": _vd,
 }
 
 
