@@ -1,0 +1,50 @@
+"""GraSP: gradient signal preservation (Wang, Zhang & Grosse, ICLR 2020, "Picking Winning Tickets
+Before Training by Preserving Gradient Flow").
+
+With g = Σ_b ∇_w L_b and H the Hessian of Σ_b L_b (both over the prunable weights), removing
+weight q changes the gradient norm ‖g‖² by ≈ -2 w_q (Hg)_q. The paper's score is
+S = -w ⊙ Hg and it prunes the weights with the *largest* S (their removal reduces gradient flow
+least, or even increases it), as the authors' code does.
+
+Sign convention here: prunezoo keeps the highest scores, so this criterion returns
+``w ⊙ Hg = -S``; keeping its top-k is exactly removing GraSP's top-S weights. The scores are
+signed (not absolute values). Hg is computed exactly by double backward (∇(∇L · g) with g held
+fixed). The paper's logit temperature (T=200) is not built in: pass
+``loss_fn=lambda z, y: F.cross_entropy(z / 200, y)`` to reproduce it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunezoo.criteria._common import (
+    loss_function,
+    model_device,
+    preserved,
+    require_batches,
+    summed_gradients,
+    to_device,
+)
+from prunezoo.criteria.base import ScoringContext, register_criterion
+
+
+@register_criterion("grasp")
+def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    batches = require_batches(ctx, "grasp")
+    loss_fn = loss_function(ctx)
+    names = list(ctx.params)
+    params = [ctx.params[n] for n in names]
+    device = model_device(ctx)
+    with preserved(ctx):
+        g = summed_gradients(ctx, batches, loss_fn)  # fixed vector: no graph through it
+        hg = [torch.zeros_like(p) for p in params]
+        for batch in batches:
+            x, y = to_device(batch, device)
+            grads = torch.autograd.grad(loss_fn(ctx.model(x), y), params, create_graph=True, allow_unused=True)
+            z = sum(((gi * g[n]).sum() for n, gi in zip(names, grads) if gi is not None), torch.zeros((), device=device))
+            if not z.requires_grad:  # loss is (locally) linear in every weight: Hg = 0
+                continue
+            for acc, h in zip(hg, torch.autograd.grad(z, params, allow_unused=True)):
+                if h is not None:
+                    acc.add_(h.detach())
+    return {n: p.detach() * h for (n, p), h in zip(ctx.params.items(), hg)}

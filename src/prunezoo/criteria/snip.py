@@ -1,0 +1,24 @@
+"""SNIP: connection sensitivity at initialisation (Lee, Ajanthan & Torr, ICLR 2019).
+
+score = |w ⊙ Σ_b ∇_w L_b|, the first-order loss change of removing each weight, computed on the
+freshly initialised network. The gradient is summed over *every* batch in ``ctx.batches``: the
+batch count matters (the paper uses one mini-batch; more batches average out sampling noise and
+give a different ranking), so fix it in experiments and report it. Sum versus mean only rescales
+all scores and does not change the ranking. The same formula on a trained network is the
+first-order Taylor criterion (``"taylor"``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunezoo.criteria._common import loss_function, preserved, require_batches, summed_gradients
+from prunezoo.criteria.base import ScoringContext, register_criterion
+
+
+@register_criterion("snip")
+def snip(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    batches = require_batches(ctx, "snip")
+    with preserved(ctx):
+        grads = summed_gradients(ctx, batches, loss_function(ctx))
+    return {n: (p.detach() * grads[n]).abs() for n, p in ctx.params.items()}
