@@ -1,0 +1,1 @@
+"""Model zoos: populations of small models, their sparsified twins, and population analyses."""
