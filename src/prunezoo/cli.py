@@ -262,5 +262,12 @@ def list_components(
             out.print(f"[bold]{name}[/]: {', '.join(sorted(items))}")
 
 
+from prunezoo.bench import cli as _bench_cli  # noqa: E402  (bench / published / reproduce)
+
+app.command("bench")(_bench_cli.bench_command)
+app.command("published")(_bench_cli.published_command)
+app.command("reproduce")(_bench_cli.reproduce_command)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

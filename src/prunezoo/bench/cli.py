@@ -1,0 +1,148 @@
+"""CLI commands ``prunezoo bench``, ``prunezoo published`` and ``prunezoo reproduce`` (registered in prunezoo.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from prunezoo.errors import ConfigError
+
+OutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
+WorkersOption = Annotated[int | None, typer.Option(help="parallel jobs (default: CPU cores); 1 = in this process")]
+
+
+def _cli():
+    from prunezoo import cli  # the shared consoles and error exit
+
+    return cli
+
+
+def published_command(
+    finding: Annotated[str | None, typer.Option(help="only rows tied to this reproduce finding")] = None,
+) -> None:
+    """List the bundled published reference results (paper, model, dataset, protocol, metric, value)."""
+    from prunezoo.bench import published_results
+
+    _cli().out.print(published_rich_table(published_results(finding)))
+
+
+def published_rich_table(items) -> Table:
+    table = Table(title="published reference results (not measured by prunezoo)")
+    for col in ("paper", "model", "dataset", "protocol", "metric", "published", "note"):
+        table.add_column(col, justify="right" if col == "published" else "left", overflow="fold")
+    for p in items:
+        table.add_row(p.paper, p.model, p.dataset, p.protocol, p.metric, p.shown, p.note)
+    return table
+
+
+def bench_command(
+    suite: Annotated[str | None, typer.Argument(help="bundled suite name or a suite YAML file")] = None,
+    seeds: Annotated[int | None, typer.Option(help="number of seeds (>= 3)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="same comparison with 1 epoch of training/fine-tuning")] = False,
+    published: Annotated[bool, typer.Option("--published", help="only list the published reference results")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the bundled suites")] = False,
+    out_dir: OutOption = Path("runs"),
+    workers: WorkersOption = None,
+    force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
+) -> None:
+    """Fair comparison of pruning methods: shared dense checkpoint, data and fine-tuning budget;
+    compressions 2..32; >= 3 seeds with mean ± std and 95% CIs; random and magnitude baselines always
+    included; CSV + HTML report with the published results in a separate table."""
+    from prunezoo.bench import build_study, bundled_suites, load_suite, quick_suite, run_bench
+
+    cli = _cli()
+    if published:
+        published_command(None)
+        return
+    if list_ or suite is None:
+        table = Table(title="bundled benchmark suites")
+        table.add_column("suite")
+        table.add_column("description")
+        for name in bundled_suites():
+            table.add_row(name, load_suite(name).description)
+        cli.out.print(table)
+        if suite is None:
+            cli.out.print("run one: prunezoo bench unstructured-mlp-digits  (or a suite YAML file)")
+        return
+    try:
+        s = load_suite(suite, {"seeds": seeds} if seeds is not None else None)
+        if quick:
+            s = quick_suite(s)
+        build_study(s)  # validate (and check fairness) before anything is written
+        result = run_bench(s, out_dir, log=lambda m: cli.console.log(m), workers=workers, force=force, progress=None)
+    except ConfigError as err:
+        cli._fail(err)
+    cli.out.print(bench_rich_table(result.records, title=f"bench {s.name}: {s.model.name} on {s.dataset.name}"))
+    cli.out.print(f"CSV: {result.csv}\nHTML: {result.html}")
+
+
+def bench_rich_table(records: list[dict], title: str = "") -> Table:
+    latency = any(r["latency_speedup"] is not None for r in records)
+    table = Table(title=title)
+    cols = ["method", "target", "sparsity", "test acc mean ± std", "95% CI", "Δ dense", "nnz", "FLOP speed-up",
+            "train FLOPs"] + (["latency speed-up"] if latency else []) + ["n"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for r in records:
+        acc = r["test_acc_mean"]
+        ci = "" if r["test_acc_ci95_low"] is None else \
+            f"[{100 * r['test_acc_ci95_low']:.1f}, {100 * r['test_acc_ci95_high']:.1f}]"
+        table.add_row(
+            r["method"] + (" *" if r["baseline"] else ""),
+            "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
+            f"{100 * r['sparsity']:.1f}%",
+            f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}", ci,
+            "" if r["kind"] == "dense" else f"{100 * r['delta_vs_dense']:+.2f}",
+            f"{round(r['nnz']):,}", f"{r['flop_speedup']:.2f}×", f"{r['train_flops_total']:.2g}",
+            *([("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}×")] if latency else []),
+            str(r["n"]))
+    table.caption = "* baseline (always included); train FLOPs include the shared dense training for methods " \
+                    "that start from it"
+    return table
+
+
+def reproduce_command(
+    finding: Annotated[str | None, typer.Argument(help="finding to reproduce (see --list)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the findings")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny smoke-test budget (verdicts mostly inconclusive)")] = False,
+    out_dir: OutOption = Path("runs"),
+    workers: WorkersOption = None,
+    force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
+) -> None:
+    """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
+    measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
+    from prunezoo.bench.published import published_results
+    from prunezoo.bench.reproduce import FINDINGS, overall, reproduce
+
+    cli = _cli()
+    if list_ or finding is None:
+        table = Table(title="findings (prunezoo reproduce <name>)")
+        for col in ("finding", "paper", "claim"):
+            table.add_column(col, overflow="fold")
+        for f in FINDINGS.values():
+            table.add_row(f.name, f.paper, f.claim)
+        cli.out.print(table)
+        return
+    try:
+        result, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, force=force, progress=None,
+                                     log=lambda m: cli.console.log(m))
+    except ConfigError as err:
+        cli._fail(err)
+    f = FINDINGS[finding]
+    cli.out.print(f"[bold]{f.name}[/] — {f.paper}\n[bold]paper's claim:[/] {f.claim}")
+    table = Table(title="measured (this run)")
+    for col in ("claim", "measured", "verdict"):
+        table.add_column(col, overflow="fold")
+    colour = {"holds": "green", "does not hold": "red"}
+    for v in verdicts:
+        table.add_row(v.claim, v.measured, f"[{colour.get(v.status, 'yellow')}]{v.status}[/]")
+    cli.out.print(table)
+    cli.out.print(f"criterion: {verdicts[0].criterion}")
+    cli.out.print(f"[bold]overall: {overall(verdicts)}[/]")
+    pubs = published_results(finding)
+    if pubs:
+        cli.out.print(published_rich_table(pubs))
+    cli.out.print(f"results: {result.directory} (report: prunezoo report {result.directory})")
