@@ -93,6 +93,9 @@ def results_table(rows: list[dict], title: str = "") -> Table:
 
 runs_app = typer.Typer(no_args_is_help=True, help="Query the run store (<out>/index.sqlite).")
 app.add_typer(runs_app, name="runs")
+from prunezoo.zoo.cli import zoo_app  # noqa: E402  (zoo generate / twin / import / analyze)
+
+app.add_typer(zoo_app, name="zoo")
 OutOption = Annotated[Path, typer.Option("--out", help="root directory holding the run store")]
 
 

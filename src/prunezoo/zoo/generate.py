@@ -1,0 +1,389 @@
+"""``prunezoo zoo generate``: seed zoos and hyperparameter-grid zoos, stored in the zoo layout.
+
+A zoo config (YAML → :class:`ZooConfig`) names a dataset, an architecture, the training length and
+the members: every hyperparameter field (``seeds``, ``activation``, ``init``, ``dropout``,
+``optimizer``, ``lr``, ``weight_decay``) takes one value or a list, and the zoo is the cartesian
+product of the lists (a *seed zoo* lists only seeds). Each member is content-addressed: its
+directory name ends with a hash of everything that determines it, so re-running skips finished
+models (``done.json``), redoes unfinished ones from scratch, and a changed config only adds models.
+
+Conventions shared with :mod:`prunezoo.zoo.population` (``trainer: batched``): init is
+``seed_everything(seed)`` then ``build_model``; member ``seed`` also drives the data order;
+SGD uses ``momentum``, Adam betas (0.9, 0.999); epoch 0 is the init state, its train metrics are
+evaluated on the training split, later epochs' are running means over the epoch's batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prunezoo.errors import ConfigError
+from prunezoo.experiments.config import DataConfig, ModelConfig
+from prunezoo.training.callbacks import Callback
+from prunezoo.zoo import layout
+
+_STRICT = ConfigDict(extra="forbid")
+HYPER_FIELDS = ("activation", "init", "dropout", "optimizer", "lr", "weight_decay", "seed")
+MODEL_HYPERS = ("activation", "init", "dropout")  # passed to build_model as model options
+ROW_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
+            "sparsity_ratio", "kl_weight")
+
+
+class ZooData(DataConfig):
+    """The study ``dataset`` section plus fixed random subsets for small CPU zoos."""
+
+    split_seed: int = 42
+    max_train: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=1)
+
+
+class SeedRange(BaseModel):
+    model_config = _STRICT
+    start: int = Field(0, ge=0)
+    count: int = Field(..., ge=1)
+
+
+def _listify(v: Any) -> list:
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+class ZooConfig(BaseModel):
+    """A zoo: dataset × architecture × (cartesian product of the hyperparameter lists)."""
+
+    model_config = _STRICT
+    name: str = "zoo"
+    dataset: ZooData = Field(default_factory=lambda: ZooData(name="mnist5k"))
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn-s"))
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(10, ge=1)
+    trainer: Literal["loop", "batched"] = "loop"
+    chunk_size: int = Field(50, ge=1, description="members per train_population call (trainer: batched)")
+    seeds: list[int] | SeedRange = Field(default_factory=lambda: [0])
+    activation: str | None | list[str] = None  # None: the model's default
+    init: str | None | list[str | None] = None
+    dropout: float | None | list[float] = None
+    optimizer: Literal["adam", "sgd"] | list[Literal["adam", "sgd"]] = "adam"
+    lr: float | list[float] = 3e-4
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float | list[float] = 0.0
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        seeds = list(range(v.start, v.start + v.count)) if isinstance(v, SeedRange) else v
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("must be non-empty, distinct, non-negative integers")
+        return seeds
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _ranges(cls, v, info):
+        for x in _listify(v):
+            if x is None:
+                continue
+            if info.field_name == "lr" and not x > 0:
+                raise ValueError(f"must be > 0, got {x!r}")
+            if info.field_name == "weight_decay" and x < 0:
+                raise ValueError(f"must be >= 0, got {x!r}")
+        return v
+
+    @field_validator("activation", "init", "dropout")
+    @classmethod
+    def _model_options(cls, v, info):
+        from prunezoo.models.init import check_init
+        from prunezoo.models.layers import check_activation
+
+        model = info.data.get("model")
+        values = [x for x in _listify(v) if x is not None]
+        if model is None or not values:
+            return v
+        from prunezoo.models import get_model_spec
+
+        if info.field_name not in get_model_spec(model.name).options:
+            raise ValueError(f"model {model.name!r} has no {info.field_name!r} option")
+        for x in values:
+            try:
+                if info.field_name == "activation":
+                    check_activation(x)
+                elif info.field_name == "init":
+                    check_init(x)
+                elif not 0 <= x < 1:
+                    raise ValueError(f"must be in [0, 1), got {x!r}")
+            except ConfigError as err:
+                raise ValueError(str(err).split(": ", 1)[-1]) from None
+        return v
+
+    def members(self) -> list[dict[str, Any]]:
+        """One hyperparameter dict per member (cartesian product, seeds varying fastest)."""
+        lists = {f: _listify(getattr(self, "seeds" if f == "seed" else f)) for f in HYPER_FIELDS}
+        return [dict(zip(HYPER_FIELDS, combo)) for combo in itertools.product(*lists.values())]
+
+
+def _format_validation_error(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    # Drop pydantic's union-branch tags (e.g. "list[int]", "function-after[...]") from the path.
+    loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in {"str", "float", "int"}))]
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return ConfigError(".".join(loc) or "config", first["msg"].removeprefix("Value error, ") + shown)
+
+
+def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
+    try:
+        return ZooConfig.model_validate(dict(data or {}))
+    except ValidationError as err:
+        raise _format_validation_error(err) from None
+
+
+def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZooConfig:
+    """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides."""
+    from prunezoo.experiments.config import set_override
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError("config", f"file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config", f"{path} must contain a mapping at top level")
+    for assignment in overrides or []:
+        set_override(data, assignment)
+    return parse_zoo_config(data)
+
+
+# ------------------------------------------------------------------------------------- members
+
+def member_params(cfg: ZooConfig, hyper: Mapping[str, Any], num_classes: int, input_shape) -> dict[str, Any]:
+    """The ``params.json`` of one member."""
+    options = dict(cfg.model.options)
+    for f in MODEL_HYPERS:
+        if hyper[f] is not None:
+            options[f] = hyper[f]
+    return {
+        "model": cfg.model.name,
+        "model_options": options,
+        "num_classes": int(num_classes),
+        "input_shape": list(input_shape),
+        "dataset": dataset_spec(cfg),
+        "seed": int(hyper["seed"]),
+        "optimizer": hyper["optimizer"],
+        "lr": float(hyper["lr"]),
+        "momentum": float(cfg.momentum),
+        "weight_decay": float(hyper["weight_decay"]),
+        "activation": hyper["activation"],
+        "init": hyper["init"],
+        "dropout": hyper["dropout"],
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+    }
+
+
+def dataset_spec(cfg: ZooConfig) -> dict[str, Any]:
+    return cfg.dataset.model_dump(mode="json", exclude_defaults=True) | {"name": cfg.dataset.name}
+
+
+def member_id(params: Mapping[str, Any]) -> str:
+    """``<model>-s<seed>-<hash>``: the hash covers everything that determines the member."""
+    digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"{params['model']}-s{params['seed']}-{digest[:10]}"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(spec_json: str):
+    # One load per worker process and dataset, not per model.
+    return layout.load_zoo_data(json.loads(spec_json))
+
+
+def zoo_data(spec: Mapping[str, Any]):
+    return _cached_data(json.dumps(dict(spec), sort_keys=True))
+
+
+def eval_row(model, data, epoch: int, *, train_metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """A result line: train metrics (given, or evaluated on the train split), test and val."""
+    from prunezoo.training.evaluate import evaluate
+
+    row: dict[str, Any] = {"epoch": epoch}
+    if train_metrics is None:
+        m = evaluate(model, data.train)
+        train_metrics = {"train_loss": m["loss"], "train_acc": m["acc"]}
+    row.update(train_metrics)
+    for split in ("test", "val"):
+        ds = getattr(data, split)
+        if ds is not None and len(ds):
+            m = evaluate(model, ds)
+            row[f"{split}_loss"], row[f"{split}_acc"] = m["loss"], m["acc"]
+    return row
+
+
+def pick_row(metrics: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    row = {k: metrics[k] for k in ROW_KEYS if k in metrics}
+    if "train_loss" not in row and "train_eval_loss" in metrics:  # population's epoch-0 naming
+        row["train_loss"], row["train_acc"] = metrics["train_eval_loss"], metrics["train_eval_acc"]
+    row["epoch"] = epoch
+    return {k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+
+
+def training_config(params: Mapping[str, Any], *, epochs: int | None = None, lr: float | None = None):
+    from prunezoo.training import TrainingConfig
+
+    sgd = params["optimizer"] == "sgd"
+    return TrainingConfig(epochs=params["epochs"] if epochs is None else epochs, batch_size=params["batch_size"],
+                          optimizer=params["optimizer"], lr=params["lr"] if lr is None else lr,
+                          momentum=params["momentum"] if sgd else 0.9, weight_decay=params["weight_decay"],
+                          seed=params["seed"])
+
+
+class StoreEpochs(Callback):
+    """Trainer callback: after every epoch, store the state and rewrite ``result.json``."""
+
+    def __init__(self, model_dir: Path, rows: list[dict], state_of=None):
+        self.model_dir, self.rows = model_dir, rows
+        self.state_of = state_of or (lambda model: model.state_dict())
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
+        layout.save_state(self.model_dir, epoch + 1, self.state_of(trainer.model))
+        self.rows.append(pick_row(metrics, epoch + 1))
+        layout.write_results(self.model_dir, self.rows)
+
+
+def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Train one member with the per-model Trainer (a runner task); returns its final result line."""
+    import torch
+
+    from prunezoo.training import Trainer, seed_everything
+
+    model_dir = Path(zoo) / member_id(params)
+    if layout.is_done(model_dir):
+        return layout.read_done(model_dir)["final"]
+    layout.clear_model_dir(model_dir)  # unfinished: redo from scratch (deterministic, small models)
+    torch.set_num_threads(threads)
+    data = zoo_data(params["dataset"])
+    seed_everything(params["seed"])
+    model = layout.build_member_model(params)
+    layout.write_params(model_dir, params)
+    layout.save_state(model_dir, 0, model.state_dict())
+    rows = [eval_row(model, data, 0)]
+    layout.write_results(model_dir, rows)
+    evals = {s: getattr(data, s) for s in ("test", "val") if getattr(data, s) is not None and len(getattr(data, s))}
+    Trainer(model, data.train, training_config(params), eval_sets=evals,
+            callbacks=[StoreEpochs(model_dir, rows)], progress=False).fit()
+    layout.mark_done(model_dir, rows, trainer="loop")
+    return rows[-1]
+
+
+def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
+    """Train a chunk of members at once with :func:`prunezoo.zoo.population.train_population`."""
+    import torch
+
+    from prunezoo.models import get_model_spec
+    from prunezoo.zoo.population import MemberSpec, train_population  # heavy; only in batched mode
+
+    todo = [p for p in chunk if not layout.is_done(Path(zoo) / member_id(p))]
+    if not todo:
+        return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
+    torch.set_num_threads(threads)
+    first = todo[0]
+    data = zoo_data(first["dataset"])
+    base_options = {k: v for k, v in first["model_options"].items() if k not in MODEL_HYPERS}
+    defaults = get_model_spec(first["model"]).options
+    specs, dirs, rows = [], [], []
+    for p in todo:
+        d = Path(zoo) / member_id(p)
+        layout.clear_model_dir(d)
+        layout.write_params(d, p)
+        dirs.append(d)
+        rows.append([])
+        # The member's own settings, else the model's defaults (MemberSpec's defaults are the seed zoo's).
+        hyper = {f: p["model_options"].get(f, defaults.get(f)) for f in MODEL_HYPERS}
+        specs.append(MemberSpec(seed=p["seed"], optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
+                                weight_decay=p["weight_decay"], activation=hyper["activation"],
+                                init=hyper["init"], dropout=hyper["dropout"] or 0.0))
+
+    def on_epoch(i: int, epoch: int, state: dict, metrics: dict) -> None:
+        layout.save_state(dirs[i], epoch, state)
+        rows[i].append(pick_row(metrics, epoch))
+        layout.write_results(dirs[i], rows[i])
+        if epoch == first["epochs"]:
+            layout.mark_done(dirs[i], rows[i], trainer="batched")
+
+    train_population(first["model"], base_options, data, specs, epochs=first["epochs"],
+                     batch_size=first["batch_size"], on_epoch=on_epoch)
+    return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
+
+
+# ------------------------------------------------------------------------------------- the zoo
+
+def zoo_readme(cfg: ZooConfig, n: int) -> str:
+    return (f"# Model zoo {cfg.name}\n\n{n} `{cfg.model.name}` models on `{cfg.dataset.name}`, {cfg.epochs} epochs, "
+            f"batch size {cfg.batch_size}, trainer `{cfg.trainer}`.\nGenerated by `prunezoo zoo generate`; "
+            "layout: see `prunezoo.zoo.layout` (one directory per model: params.json, result.json, "
+            "checkpoint_NNNNNN/state.safetensors, done.json; sparse twins under twins/).\n")
+
+
+def generate_zoo(
+    cfg: ZooConfig,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+    progress: bool | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Generate (or complete) the zoo in directory ``out``; returns a summary.
+
+    ``limit``: train at most this many not-yet-done members (tests and partial runs).
+    """
+    from prunezoo.zoo.runner import run_tasks
+
+    out = Path(out)
+    spec = dataset_spec(cfg)
+    if (out / layout.CONFIG_FILE).exists():
+        old = layout.read_zoo_config(out)
+        for key, new in (("dataset", spec), ("model", cfg.model.model_dump(mode="json"))):
+            if old.get(key) != new:
+                raise ConfigError(key, f"{out} holds a zoo with {key} {old.get(key)!r}, not {new!r}; "
+                                       "use another output directory")
+    try:
+        data = zoo_data(spec)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError("dataset", str(err)) from None
+    params = [member_params(cfg, h, data.num_classes, data.input_shape) for h in cfg.members()]
+    ids = [member_id(p) for p in params]
+    layout.write_zoo_config(out, {"kind": "zoo", "name": cfg.name, "dataset": spec,
+                                  "model": cfg.model.model_dump(mode="json"), "config": cfg.model_dump(mode="json"),
+                                  "members": ids}, zoo_readme(cfg, len(params)))
+    todo = [p for p, i in zip(params, ids) if not layout.is_done(out / i)]
+    if limit is not None:
+        todo = todo[:limit]
+    skipped = len(params) - len([p for p, i in zip(params, ids) if not layout.is_done(out / i)])
+    import time
+
+    t0 = time.perf_counter()
+    if cfg.trainer == "batched":
+        # Homogeneous chunks (same graph-changing settings) keep the vmapped groups large.
+        todo.sort(key=lambda p: (p["optimizer"], str(p["activation"]), str(p["dropout"])))
+        chunks = [todo[i:i + cfg.chunk_size] for i in range(0, len(todo), cfg.chunk_size)]
+        run_tasks(train_chunk, [(str(out), c) for c in chunks], labels=[f"chunk {i}" for i in range(len(chunks))],
+                  weights=[len(c) for c in chunks], executor=executor, workers=workers, threads=threads,
+                  address=address, progress=progress, description=f"zoo {cfg.name}")
+    else:
+        run_tasks(train_one, [(str(out), p) for p in todo], labels=[member_id(p) for p in todo],
+                  executor=executor, workers=workers, threads=threads, address=address, progress=progress,
+                  description=f"zoo {cfg.name}")
+    return {"directory": str(out), "models": len(params), "trained": len(todo), "skipped": skipped,
+            "seconds": time.perf_counter() - t0, "done": sum(layout.is_done(out / i) for i in ids)}
