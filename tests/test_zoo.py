@@ -268,3 +268,22 @@ def test_batched_trainer_writes_the_same_layout(zoo, tmp_path):
             torch.testing.assert_close(v, layout.load_state(loop)[k], atol=1e-4, rtol=1e-4)
     assert member_id(layout.read_params(layout.list_models(tmp_path / "batched")[0])) == \
         layout.list_models(tmp_path / "batched")[0].name
+
+
+def test_batched_mp_twins_match_loop_twins(zoo):
+    pytest.importorskip("prunezoo.zoo.population")
+    loop = parse_twin_method("mp", levels="0.5", epochs=2)
+    make_twins(zoo, loop, workers=1, progress=False)  # no-op when the MP test already made them
+    batched = parse_twin_method({"name": "mpb", "trainer": "batched", "chunk_size": 3}, levels="0.5", epochs=2)
+    summary = make_twins(zoo, batched, workers=1, progress=False)
+    assert summary["sets"]["mpb-0.5"]["done"] == 4
+    for t in layout.list_models(layout.twin_set_dir(zoo, "mpb-0.5")):
+        ref = layout.twin_set_dir(zoo, "mp-0.5") / t.name
+        assert layout.read_done(t)["trainer"] == "batched"
+        assert _states_equal(layout.load_state(t, 0), layout.load_state(ref, 0))  # same masks, same start
+        assert [r["sparsity_ratio"] for r in layout.read_results(t)] == \
+            pytest.approx([r["sparsity_ratio"] for r in layout.read_results(ref)])
+        for k, v in layout.load_state(t).items():
+            torch.testing.assert_close(v, layout.load_state(ref)[k], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="method.trainer"):
+        parse_twin_method({"name": "v", "kind": "vd", "trainer": "batched"})

@@ -284,12 +284,29 @@ def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, A
     return rows[-1]
 
 
+def member_spec(params: Mapping[str, Any], *, lr: float | None = None):
+    """The population :class:`~prunezoo.zoo.population.MemberSpec` of a ``params.json`` dict: the
+    member's own settings, else the model's defaults (MemberSpec's own defaults are the seed zoo's)."""
+    from prunezoo.models import get_model_spec
+    from prunezoo.zoo.population import MemberSpec  # heavy; only in batched mode
+
+    defaults = get_model_spec(params["model"]).options
+    hyper = {f: params["model_options"].get(f, defaults.get(f)) for f in MODEL_HYPERS}
+    return MemberSpec(seed=params["seed"], optimizer=params["optimizer"], lr=params["lr"] if lr is None else lr,
+                      momentum=params["momentum"], weight_decay=params["weight_decay"],
+                      activation=hyper["activation"], init=hyper["init"], dropout=hyper["dropout"] or 0.0)
+
+
+def base_model_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Model options shared by a population (the per-member ones travel in the MemberSpec)."""
+    return {k: v for k, v in params["model_options"].items() if k not in MODEL_HYPERS}
+
+
 def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
     """Train a chunk of members at once with :func:`prunezoo.zoo.population.train_population`."""
     import torch
 
-    from prunezoo.models import get_model_spec
-    from prunezoo.zoo.population import MemberSpec, train_population  # heavy; only in batched mode
+    from prunezoo.zoo.population import train_population  # heavy; only in batched mode
 
     todo = [p for p in chunk if not layout.is_done(Path(zoo) / member_id(p))]
     if not todo:
@@ -297,20 +314,11 @@ def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list
     torch.set_num_threads(threads)
     first = todo[0]
     data = zoo_data(first["dataset"])
-    base_options = {k: v for k, v in first["model_options"].items() if k not in MODEL_HYPERS}
-    defaults = get_model_spec(first["model"]).options
-    specs, dirs, rows = [], [], []
-    for p in todo:
-        d = Path(zoo) / member_id(p)
+    dirs = [Path(zoo) / member_id(p) for p in todo]
+    rows: list[list[dict]] = [[] for _ in todo]
+    for p, d in zip(todo, dirs):
         layout.clear_model_dir(d)
         layout.write_params(d, p)
-        dirs.append(d)
-        rows.append([])
-        # The member's own settings, else the model's defaults (MemberSpec's defaults are the seed zoo's).
-        hyper = {f: p["model_options"].get(f, defaults.get(f)) for f in MODEL_HYPERS}
-        specs.append(MemberSpec(seed=p["seed"], optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
-                                weight_decay=p["weight_decay"], activation=hyper["activation"],
-                                init=hyper["init"], dropout=hyper["dropout"] or 0.0))
 
     def on_epoch(i: int, epoch: int, state: dict, metrics: dict) -> None:
         layout.save_state(dirs[i], epoch, state)
@@ -319,8 +327,8 @@ def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list
         if epoch == first["epochs"]:
             layout.mark_done(dirs[i], rows[i], trainer="batched")
 
-    train_population(first["model"], base_options, data, specs, epochs=first["epochs"],
-                     batch_size=first["batch_size"], on_epoch=on_epoch)
+    train_population(first["model"], base_model_options(first), data, [member_spec(p) for p in todo],
+                     epochs=first["epochs"], batch_size=first["batch_size"], on_epoch=on_epoch)
     return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
 
 

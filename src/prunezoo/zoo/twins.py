@@ -16,6 +16,9 @@ Methods (a :class:`TwinMethod`; ``--method mp|vd`` or a YAML mapping):
   numbers come from it. ``kl_schedule: elbo`` uses λ = 1/N (N training samples). Only Linear and
   Conv2d layers are variational (Conv1d layers of ``conv1d`` stay dense).
 
+``trainer: batched`` (prune kind) fine-tunes a chunk of twins of one level at once with the
+population trainer (``prunezoo.zoo.population``), masks enforced per member.
+
 Every twin logs epoch 0 (right after pruning / conversion) and every fine-tuning epoch with
 ``sparsity_ratio`` (fraction of zero weights over conv/linear weights; VD: #(log α ≥ 3)/#weights,
 the same quantity). The learning rate defaults to the model's own (``lr``) times ``lr_scale``
@@ -57,6 +60,15 @@ class TwinMethod(BaseModel):
     ramp_length: int = Field(25, ge=1)
     threshold: float = 3.0
     source_epoch: int | None = Field(None, ge=0, description="state to start from (default: the last)")
+    trainer: Literal["loop", "batched"] = "loop"
+    chunk_size: int = Field(50, ge=1, description="twins per train_population call (trainer: batched)")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v, info):
+        if v == "batched" and info.data.get("kind") == "vd":
+            raise ValueError("the batched trainer has no variational layers; use trainer: loop for vd")
+        return v
 
     @field_validator("levels")
     @classmethod
@@ -146,6 +158,78 @@ def weight_sparsity(model) -> float:
     return sum(int((p == 0).sum()) for p in params) / total if total else 0.0
 
 
+def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any], data):
+    """One-shot masks at ``level`` (data-dependent criteria score ``spec.batches`` training batches),
+    applied to ``model`` in place; returns the MaskSet."""
+    from prunezoo.data import BatchLoader
+    from prunezoo.sparsity import prune
+
+    loader = BatchLoader(data.train, params["batch_size"], shuffle=True, seed=params["seed"])
+    batches = [b for _, b in zip(range(spec.batches), loader)]
+    masks = prune(model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"],
+                  batches=batches)
+    masks.apply(model)
+    return masks
+
+
+def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, level: float | None):
+    source = Path(zoo) / model_name
+    params = layout.read_params(source)
+    epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
+    model = layout.build_member_model(params)
+    model.load_state_dict(layout.load_state(source, epoch))
+    lr = spec.learning_rate(params)
+    twin_params = {**params, "original": model_name, "method": spec.name, "kind": spec.kind, "level": level,
+                   "source_epoch": epoch, "twin": spec.model_dump(mode="json"), "epochs": spec.fine_tune_epochs,
+                   "lr": lr}
+    return params, model, twin_params
+
+
+def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
+               threads: int = 1) -> list[dict[str, Any]]:
+    """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
+    import torch
+
+    from prunezoo.training import seed_everything
+    from prunezoo.zoo.generate import base_model_options, member_spec, pick_row
+    from prunezoo.zoo.population import train_population  # heavy; only in batched mode
+
+    spec = TwinMethod.model_validate(method)
+    set_dir = layout.twin_set_dir(zoo, set_name)
+    todo = [n for n in names if not layout.is_done(set_dir / n)]
+    torch.set_num_threads(threads)
+    dirs, specs, masks, states, rows, firsts = [], [], [], [], [], []
+    for name in todo:
+        params, model, twin_params = _twin_start(zoo, set_name, name, spec, level)
+        data = zoo_data(params["dataset"])
+        seed_everything(params["seed"])
+        masks.append(prune_once(model, spec, level, params, data))
+        layout.clear_model_dir(set_dir / name)
+        layout.write_params(set_dir / name, twin_params)
+        dirs.append(set_dir / name)
+        specs.append(member_spec(params, lr=twin_params["lr"]))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        rows.append([])
+        firsts.append(twin_params)
+    if not todo:
+        return [layout.read_done(set_dir / n)["final"] for n in names]
+
+    def on_epoch(i: int, epoch: int, state: dict, metrics: dict) -> None:
+        layout.save_state(dirs[i], epoch, state)
+        zeros = sum(int((state[n] == 0).sum()) for n in masks[i])
+        total = sum(state[n].numel() for n in masks[i])
+        rows[i].append(pick_row(metrics, epoch) | {"sparsity_ratio": zeros / total})
+        layout.write_results(dirs[i], rows[i])
+        if epoch == spec.fine_tune_epochs:
+            layout.mark_done(dirs[i], rows[i], trainer="batched")
+
+    first = firsts[0]
+    train_population(first["model"], base_model_options(first), zoo_data(first["dataset"]), specs,
+                     epochs=spec.fine_tune_epochs, batch_size=first["batch_size"], masks=masks,
+                     init_states=states, on_epoch=on_epoch)
+    return [layout.read_done(set_dir / n)["final"] for n in names]
+
+
 def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
              threads: int = 1) -> dict[str, Any]:
     """Make one twin (a runner task); returns its final result line."""
@@ -159,31 +243,17 @@ def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], l
         return layout.read_done(twin_dir)["final"]
     layout.clear_model_dir(twin_dir)
     torch.set_num_threads(threads)
-    source = Path(zoo) / model_name
-    params = layout.read_params(source)
+    params, model, twin_params = _twin_start(zoo, set_name, model_name, spec, level)
     data = zoo_data(params["dataset"])
-    epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
-    model = layout.build_member_model(params)
-    model.load_state_dict(layout.load_state(source, epoch))
     seed_everything(params["seed"])
-    lr = spec.learning_rate(params)
-    twin_params = {**params, "original": model_name, "method": spec.name, "kind": spec.kind, "level": level,
-                   "source_epoch": epoch, "twin": spec.model_dump(mode="json"), "epochs": spec.fine_tune_epochs,
-                   "lr": lr}
     layout.write_params(twin_dir, twin_params)
-    cfg = training_config(twin_params, epochs=spec.fine_tune_epochs, lr=lr)
+    cfg = training_config(twin_params, epochs=spec.fine_tune_epochs, lr=twin_params["lr"])
     evals = {s: getattr(data, s) for s in ("test", "val") if getattr(data, s) is not None and len(getattr(data, s))}
     extra: dict[str, Any] = {}
     if spec.kind == "prune":
-        from prunezoo.data import BatchLoader
-        from prunezoo.sparsity import prune
         from prunezoo.training.callbacks import EnforceMasks
 
-        loader = BatchLoader(data.train, params["batch_size"], shuffle=True, seed=params["seed"])
-        batches = [b for _, b in zip(range(spec.batches), loader)]
-        masks = prune(model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"],
-                      batches=batches)
-        masks.apply(model)
+        masks = prune_once(model, spec, level, params, data)
         rows = [eval_row(model, data, 0) | {"sparsity_ratio": weight_sparsity(model)}]
         callbacks = [EnforceMasks(masks), LogWeightSparsity(), StoreEpochs(twin_dir, rows)]
         state_of = None
@@ -251,8 +321,18 @@ def make_twins(
     tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
     todo = [t for t in tasks if not layout.is_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
-    run_tasks(twin_one, todo, labels=[f"{t[1]}/{t[2]}" for t in todo], executor=executor, workers=workers,
-              threads=threads, address=address, progress=progress, description=f"twins {method.name}")
+    common = dict(executor=executor, workers=workers, threads=threads, address=address, progress=progress,
+                  description=f"twins {method.name}")
+    if method.trainer == "batched":
+        chunks = []
+        for set_name, level in sets.items():
+            left = [t[2] for t in todo if t[1] == set_name]
+            chunks += [(str(zoo), set_name, left[i:i + method.chunk_size], method_dict, level)
+                       for i in range(0, len(left), method.chunk_size)]
+        run_tasks(twin_chunk, chunks, labels=[f"{c[1]} chunk" for c in chunks], weights=[len(c[2]) for c in chunks],
+                  **common)
+    else:
+        run_tasks(twin_one, todo, labels=[f"{t[1]}/{t[2]}" for t in todo], **common)
     summary: dict[str, Any] = {"trained": len(todo), "skipped": len(tasks) - len(todo),
                                "seconds": time.perf_counter() - t0, "sets": {}}
     for set_name in sets:
