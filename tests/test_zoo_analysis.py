@@ -264,21 +264,19 @@ def test_epoch_selection_and_errors(zoo, tmp_path):
 
 
 def test_cli_prints_summary_and_writes_report(zoo, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from prunezoo.zoo.analyze_command import analyze
+    from prunezoo.cli import app
 
-    app = typer.Typer()
-    app.command()(analyze)
     out = tmp_path / "cli"
     # the report itself is checked above; --no-report keeps this test fast
-    result = CliRunner().invoke(app, [str(zoo), "--out", str(out), "--max-samples", "50", "-q", "--no-report"])
+    result = CliRunner().invoke(app, ["zoo", "analyze", str(zoo), "--out", str(out), "--max-samples", "50", "-q",
+                                      "--no-report"])
     assert result.exit_code == 0, result.output
     assert "mp-0.5" in result.output and "original" in result.output
     assert (out / "summary.csv").is_file() and (out / "analysis.json").is_file()
     assert not (out / "report.html").exists()
     with open(out / "models.csv") as fh:
         assert float(next(r for r in csv.DictReader(fh) if r["group"] == "same-0.1")["agreement"]) == 1.0
-    bad = CliRunner().invoke(app, [str(tmp_path / "nope")])
+    bad = CliRunner().invoke(app, ["zoo", "analyze", str(tmp_path / "nope")])
     assert bad.exit_code == 2

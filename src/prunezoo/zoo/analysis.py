@@ -21,7 +21,8 @@ Conventions (where the twins paper is silent):
   JS divergence uses the natural log (bounded by ln 2); CKA compares the penultimate
   representation (the input of the last ``nn.Linear``; the logits if there is none);
 - Cohen's kappa of two identical constant predictions (chance agreement 1, kappa 0/0) is 1;
-  correlations over fewer than 3 models or over a constant sample are NaN.
+  correlations over fewer than 3 models or over a constant sample are NaN, and so is the CKA of a
+  constant representation (e.g. saturated tanh units); group statistics leave NaNs out.
 """
 
 from __future__ import annotations

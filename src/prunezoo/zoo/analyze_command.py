@@ -33,9 +33,13 @@ def analyze(
     report: Annotated[bool, typer.Option(help="write report.html with figures (off: tables only)")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Analyse a zoo and its twins: accuracy / gen-gap / sparsity per group, twin-vs-original agreement,
-    Cohen's kappa, JS divergence, linear CKA, Pearson/Kendall of accuracies, layer size vs sparsity,
-    MP-vs-VD curves. Writes models.csv, layers.csv, summary.csv, analysis.json and report.html."""
+    """Analyse a zoo and its twins: summary table, CSV/JSON tables and an HTML report.
+
+    Per group (originals, every twin set): accuracy / gen-gap / sparsity distributions, twin-vs-original
+    agreement, Cohen's kappa, JS divergence and linear CKA, Pearson/Kendall of original vs twin accuracy,
+    layer size vs sparsity (Spearman); MP-vs-VD curves. Writes models.csv, layers.csv, summary.csv,
+    analysis.json and report.html.
+    """
     from rich.table import Table
 
     from prunezoo.cli import console, out as stdout
@@ -54,7 +58,7 @@ def analyze(
 
         html = write_zoo_report(result, directory / "report.html")
 
-    table = Table(title=f"zoo {zoo.name}", header_style="bold")
+    table = Table(title=f"zoo analysis: {zoo}", header_style="bold")
     for col in ("group", "n", "test acc %", "gap pp", "sparsity %", "agree", "kappa", "JS", "CKA", "Pearson r",
                 "Kendall τ", "ρ size~sp"):
         table.add_column(col, justify="left" if col == "group" else "right")

@@ -117,3 +117,8 @@ def import_(
         _fail(err)
     typer.echo(f"imported {summary['imported']} models into {dest} ({summary['skipped']} skipped: "
                f"{', '.join(summary['skipped_reasons'][:3]) or '-'})")
+
+
+from prunezoo.zoo.analyze_command import analyze  # noqa: E402  (light module; heavy imports inside)
+
+zoo_app.command("analyze")(analyze)
