@@ -1,0 +1,436 @@
+"""Population-batched training: many small models of one architecture trained at once.
+
+Members' parameters are stacked along a leading "member" dimension and the model runs through
+``torch.func.functional_call`` under ``torch.func.vmap``; one autograd backward of the summed
+per-member losses gives every member its own gradient (members share no parameters, so the sum
+decouples exactly). Adam / SGD-with-momentum updates run on the stacked tensors with per-member
+learning-rate, momentum and weight-decay vectors, following ``torch.optim``'s single-tensor update
+formulas, so a member matches :class:`~prunezoo.training.Trainer` run alone up to float rounding.
+
+Conventions shared with the per-model path (:func:`train_member`, ``experiments.jobs``):
+
+- init: ``seed_everything(member.seed)`` then ``build_model(...)``;
+- data order: epoch ``e`` of member ``m`` is ``BatchLoader(train, batch_size, seed=m.seed).order(e)``
+  (``epoch_seed(seed, e)``); the last batch may be smaller (no ``drop_last``);
+- loss: mean cross-entropy per batch; masks re-applied after every optimizer step (pruned weights
+  stay exactly 0, as ``MaskSet.attach`` does);
+- metrics: ``train_loss/train_acc`` of an epoch are running means over its batches (the Trainer's
+  definition); at epoch 0 (the init state) they are evaluated on the training split instead.
+
+Members whose settings change the computation graph (optimizer kind, activation, dropout rate)
+train in separate vmapped groups, one group after the other. Dropout uses
+``vmap(randomness="different")``: each member gets its own dropout masks, drawn from a generator
+seeded by the group's member seeds, so runs are deterministic but dropout draws differ from a
+member trained alone (equal in distribution, not bit-for-bit).
+
+Why vmap and not a hand-written grouped convolution: vmap's batching rule for ``conv2d`` with a
+batched weight already lowers to one grouped convolution (``groups=M``), and linear layers to a
+batched matmul, so a hand-written grouped-conv model would run the same kernels while having to be
+re-written for every architecture. Measured with ``benchmarks/bench_population.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prunezoo.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd")
+# Member settings that change the traced computation: members differing in them cannot share a vmap.
+GRAPH_FIELDS = ("optimizer", "activation", "dropout")
+# Member settings passed to build_model as model options.
+MODEL_FIELDS = ("activation", "init", "dropout")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+# Samples (over all members) per evaluation chunk: bounds activation memory of batched evaluation.
+EVAL_SAMPLES = 16384
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One population member: its seed (init, data order) and hyperparameters."""
+
+    seed: int
+    optimizer: str = "adam"  # "adam" | "sgd" (sgd uses momentum)
+    lr: float = 3e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    activation: str = "tanh"
+    init: str | None = "uniform"  # prunezoo.models.init names
+    dropout: float = 0.0
+
+    def graph_key(self) -> tuple:
+        return tuple(getattr(self, f) for f in GRAPH_FIELDS)
+
+
+# -- validation --------------------------------------------------------------------------------------
+def _check_member(i: int, m) -> MemberSpec:
+    if not isinstance(m, MemberSpec):
+        raise ConfigError(f"members[{i}]", f"must be a MemberSpec, got {type(m).__name__}")
+    f = f"members[{i}]"
+    if isinstance(m.seed, bool) or not isinstance(m.seed, int) or m.seed < 0:
+        raise ConfigError(f"{f}.seed", f"must be a non-negative integer, got {m.seed!r}")
+    if m.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{f}.optimizer", f"unknown optimizer {m.optimizer!r}; known: {list(OPTIMIZERS)}")
+    if not (isinstance(m.lr, int | float) and m.lr > 0):
+        raise ConfigError(f"{f}.lr", f"must be a positive number, got {m.lr!r}")
+    if not (isinstance(m.momentum, int | float) and 0 <= m.momentum < 1):
+        raise ConfigError(f"{f}.momentum", f"must be in [0, 1), got {m.momentum!r}")
+    if not (isinstance(m.weight_decay, int | float) and m.weight_decay >= 0):
+        raise ConfigError(f"{f}.weight_decay", f"must be >= 0, got {m.weight_decay!r}")
+    if not (isinstance(m.dropout, int | float) and not isinstance(m.dropout, bool) and 0 <= m.dropout < 1):
+        raise ConfigError(f"{f}.dropout", f"must be a probability in [0, 1), got {m.dropout!r}")
+    return m
+
+
+def _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, data) -> tuple[list, list[str]]:
+    members = list(members)
+    if not members:
+        raise ConfigError("members", "must contain at least one MemberSpec")
+    members = [_check_member(i, m) for i, m in enumerate(members)]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ConfigError("epochs", f"must be a non-negative integer, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}")
+    for name, seq in (("masks", masks), ("init_states", init_states)):
+        if seq is not None and len(seq) != len(members):
+            raise ConfigError(name, f"has {len(seq)} entries for {len(members)} members")
+    if eval_splits is None:
+        eval_splits = ["test"] + (["val"] if getattr(data, "val", None) is not None else [])
+    eval_splits = list(eval_splits)
+    for s in eval_splits:
+        if s not in ("train", "val", "test") or getattr(data, s, None) is None:
+            raise ConfigError("eval_splits", f"{s!r} is not a split of the data (train, test, val if present)")
+    return members, eval_splits
+
+
+def _model_options(model: str, model_options: Mapping, member: MemberSpec, i: int) -> dict:
+    from prunezoo.models import get_model_spec
+
+    known = get_model_spec(model).options
+    opts = dict(model_options or {})
+    for f in MODEL_FIELDS:
+        value = getattr(member, f)
+        if f in known:
+            opts[f] = value  # the member's setting wins over model_options
+        elif value not in (None, 0, 0.0):
+            raise ConfigError(f"members[{i}].{f}", f"model {model!r} has no {f!r} option")
+    return opts
+
+
+def build_member(model: str, model_options: Mapping, data, member: MemberSpec, index: int = 0) -> nn.Module:
+    """The member's freshly initialised model: ``seed_everything(seed)`` then ``build_model``."""
+    from prunezoo.models import build_model
+    from prunezoo.training import seed_everything
+
+    opts = _model_options(model, model_options, member, index)
+    seed_everything(member.seed)
+    return build_model(model, num_classes=data.num_classes, input_shape=data.input_shape, **opts)
+
+
+# -- the population ----------------------------------------------------------------------------------
+def train_population(
+    model: str,
+    model_options: dict | None,
+    data,
+    members: Sequence[MemberSpec],
+    *,
+    epochs: int,
+    batch_size: int = 10,
+    masks: Sequence | None = None,
+    init_states: Sequence[Mapping[str, Tensor]] | None = None,
+    on_epoch: Callable[[int, int, dict[str, Tensor], dict], None] | None = None,
+    eval_splits: Sequence[str] | None = None,
+    steps: int | None = None,
+    evaluate: bool = True,
+) -> list[dict]:
+    """Train every member; returns the final metrics per member (in ``members`` order).
+
+    Args:
+        model, model_options: registry name and options for ``build_model``; a member's
+            ``activation``/``init``/``dropout`` override ``model_options``.
+        data: a :class:`~prunezoo.data.DataSplits` (``load_dataset(...)``).
+        members: one :class:`MemberSpec` each.
+        epochs: training epochs (0: only the epoch-0 evaluation).
+        batch_size: per member.
+        masks: per member a ``MaskSet`` (or mapping name -> bool tensor) or None; applied to the
+            initial (or given) weights and enforced after every step.
+        init_states: per member a state dict to start from instead of the seeded init (twins).
+        on_epoch: ``on_epoch(member_index, epoch, state_dict, metrics)`` for epoch 0 (the initial
+            state) and after every epoch; state dicts are detached copies.
+        eval_splits: splits evaluated each epoch (default: test, and val when present); metrics
+            ``<split>_loss/_acc/_entropy/_ece`` (``train`` is reported as ``train_eval_*``).
+        steps: stop after this many optimizer steps (benchmarks); the partial epoch is reported.
+        evaluate: False skips every evaluation (metrics then hold the running train loss/acc only).
+    """
+    members, eval_splits = _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, data)
+    if not evaluate:
+        eval_splits = []
+    modules = [build_member(model, model_options, data, m, i) for i, m in enumerate(members)]
+    if next(iter(modules[0].buffers()), None) is not None:
+        raise ConfigError("model", f"{model!r} has buffers (BatchNorm); population training supports "
+                                   "buffer-free models (cnn-s, cnn-l, mlp, conv1d)")
+    if init_states is not None:
+        for i, (mod, state) in enumerate(zip(modules, init_states)):
+            if state is None:
+                continue
+            try:
+                mod.load_state_dict(dict(state))
+            except RuntimeError as err:
+                raise ConfigError(f"init_states[{i}]", str(err).splitlines()[0]) from None
+    mask_list = [_check_mask(i, modules[i], masks[i]) if masks is not None else None for i in range(len(members))]
+
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(m.graph_key(), []).append(i)
+    results: list[dict | None] = [None] * len(members)
+    for index in groups.values():
+        group = _Group([modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index])
+        for j, metrics in enumerate(group.fit(data, epochs, batch_size, eval_splits, steps, evaluate,
+                                              _forward_callback(on_epoch, index))):
+            results[index[j]] = metrics
+    return results  # type: ignore[return-value]
+
+
+def _forward_callback(on_epoch, index):
+    if on_epoch is None:
+        return None
+    return lambda j, epoch, state, metrics: on_epoch(index[j], epoch, state, metrics)
+
+
+def _check_mask(i: int, module: nn.Module, mask) -> dict[str, Tensor] | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Mapping):
+        raise ConfigError(f"masks[{i}]", f"must be a MaskSet, a mapping or None, got {type(mask).__name__}")
+    params = dict(module.named_parameters())
+    out = {}
+    for name, m in mask.items():
+        if name not in params:
+            raise ConfigError(f"masks[{i}]", f"{name!r} is not a parameter of the model")
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise ConfigError(f"masks[{i}]", f"{name!r} has shape {tuple(m.shape)}, "
+                                             f"weight {tuple(params[name].shape)}")
+        out[name] = m.to(torch.bool)
+    return out
+
+
+class _Group:
+    """Members sharing one computation graph, with their stacked parameters and optimizer state."""
+
+    def __init__(self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None]):
+        from torch.func import functional_call, vmap
+
+        self.specs = specs
+        self.size = len(specs)
+        self.base = copy.deepcopy(modules[0])
+        self.names = [n for n, _ in self.base.named_parameters()]
+        per_member = [dict(m.named_parameters()) for m in modules]
+        self.params = {n: torch.stack([p[n].detach() for p in per_member]).requires_grad_(True) for n in self.names}
+        kind = specs[0].optimizer
+        self.kind = kind
+        self.lr = torch.tensor([s.lr for s in specs], dtype=torch.float32)
+        self.wd = torch.tensor([s.weight_decay for s in specs], dtype=torch.float32)
+        self.momentum = torch.tensor([s.momentum for s in specs], dtype=torch.float32)
+        self.use_wd = bool((self.wd != 0).any())
+        self.t = 0
+        self.state: dict[str, dict[str, Tensor]] = {}
+        # Float keep-masks (1 where kept; members without a mask get all ones) for every masked name.
+        names = sorted({n for m in masks if m for n in m})
+        self.masks = {
+            n: torch.stack([(m[n] if m and n in m else torch.ones_like(self.params[n][0], dtype=torch.bool))
+                            for m in masks]).to(self.params[n].dtype)
+            for n in names
+        }
+        self._enforce_masks()
+        randomness = "different" if specs[0].dropout > 0 else "error"
+
+        def forward(params, x):
+            return functional_call(self.base, params, (x,))
+
+        self.forward_train = vmap(forward, in_dims=(0, 0), randomness=randomness)
+        self.forward_eval = vmap(forward, in_dims=(0, None), randomness=randomness)
+
+    def _vec(self, v: Tensor, like: Tensor) -> Tensor:
+        return v.view(-1, *([1] * (like.ndim - 1)))
+
+    @torch.no_grad()
+    def _enforce_masks(self) -> None:
+        for n, m in self.masks.items():
+            self.params[n].mul_(m)
+
+    @torch.no_grad()
+    def _step(self, grads: list[Tensor]) -> None:
+        """torch.optim's single-tensor Adam / SGD(momentum, dampening 0) on stacked parameters."""
+        self.t += 1
+        for n, g in zip(self.names, grads):
+            p = self.params[n]
+            if self.use_wd:
+                g = g.add(p * self._vec(self.wd, p))
+            st = self.state.setdefault(n, {})
+            if self.kind == "adam":
+                b1, b2 = ADAM_BETAS
+                if not st:
+                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                m, v = st["m"], st["v"]
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                bc1, bc2_sqrt = 1 - b1**self.t, (1 - b2**self.t) ** 0.5
+                denom = (v.sqrt() / bc2_sqrt).add_(ADAM_EPS)
+                p.sub_(m / denom * self._vec(self.lr / bc1, p))
+            else:
+                buf = st.get("buf")
+                if buf is None:
+                    buf = st["buf"] = g.clone()
+                else:
+                    buf.mul_(self._vec(self.momentum, p)).add_(g)
+                p.sub_(buf * self._vec(self.lr, p))
+        self._enforce_masks()
+
+    def member_state(self, j: int) -> dict[str, Tensor]:
+        return {n: self.params[n][j].detach().clone() for n in self.names}
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, dataset) -> list[dict[str, float]]:
+        from prunezoo.metrics.calibration import expected_calibration_error
+
+        self.base.eval()
+        params = {n: p.detach() for n, p in self.params.items()}
+        chunk = max(1, EVAL_SAMPLES // self.size)
+        logits = torch.cat([self.forward_eval(params, dataset.prepare(dataset.x[s:s + chunk]))
+                            for s in range(0, len(dataset.y), chunk)], dim=1)
+        self.base.train()
+        y = dataset.y
+        log_p = F.log_softmax(logits, dim=2)
+        nll = -log_p.gather(2, y.view(1, -1, 1).expand(self.size, -1, 1)).squeeze(2).mean(1)
+        acc = (logits.argmax(2) == y).float().mean(1)
+        probs = log_p.exp()
+        entropy = -(probs * log_p).sum(2).mean(1)
+        return [{"loss": float(nll[j]), "acc": float(acc[j]), "entropy": float(entropy[j]),
+                 "ece": expected_calibration_error(probs[j], y)} for j in range(self.size)]
+
+    def _eval_metrics(self, data, eval_splits) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = [{} for _ in range(self.size)]
+        for split in eval_splits:
+            prefix = "train_eval" if split == "train" else split
+            for j, met in enumerate(self.evaluate(getattr(data, split))):
+                out[j].update({f"{prefix}_{k}": v for k, v in met.items()})
+        return out
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, data, epochs: int, batch_size: int, eval_splits, steps: int | None, evaluate: bool,
+            on_epoch) -> list[dict]:
+        from prunezoo.data import BatchLoader
+        from prunezoo.data.loader import epoch_seed
+
+        train = data.train
+        loaders = [BatchLoader(train, batch_size, shuffle=True, seed=s.seed) for s in self.specs]
+        n_batches = len(loaders[0])
+        # Dropout draws come from the global RNG under vmap: seed it from the members' seeds.
+        torch.manual_seed(epoch_seed(sum(s.seed * 1_000_003**k for k, s in enumerate(self.specs)) % 2**63,
+                                     len(self.specs)))
+        initial_train = self.evaluate(train) if evaluate else [{} for _ in self.specs]
+        final = [
+            {"epoch": 0, "step": 0, **{f"train_{k}": t[k] for k in ("loss", "acc") if k in t}, **ev}
+            for t, ev in zip(initial_train, self._eval_metrics(data, eval_splits))
+        ]
+        self._report(on_epoch, 0, final)
+        step = 0
+        for epoch in range(epochs):
+            if steps is not None and step >= steps:
+                break
+            loss_sum = torch.zeros(self.size)
+            correct = torch.zeros(self.size)
+            seen = 0
+            for xb, yb in self._batches(train, loaders, epoch, batch_size, n_batches):
+                if steps is not None and step >= steps:
+                    break
+                logits = self.forward_train(self.params, xb)
+                c = logits.shape[-1]
+                losses = F.cross_entropy(logits.reshape(-1, c), yb.reshape(-1), reduction="none")
+                losses = losses.view(self.size, -1).mean(1)
+                grads = torch.autograd.grad(losses.sum(), [self.params[n] for n in self.names])
+                self._step(list(grads))
+                step += 1
+                with torch.no_grad():
+                    loss_sum += losses.detach() * yb.shape[1]
+                    correct += (logits.detach().argmax(2) == yb).sum(1)
+                seen += yb.shape[1]
+            evals = self._eval_metrics(data, eval_splits)
+            final = [
+                {"epoch": epoch + 1, "step": step, "train_loss": float(loss_sum[j]) / max(seen, 1),
+                 "train_acc": float(correct[j]) / max(seen, 1), **evals[j]}
+                for j in range(self.size)
+            ]
+            self._report(on_epoch, epoch + 1, final)
+        return final
+
+    def _report(self, on_epoch, epoch: int, metrics: list[dict]) -> None:
+        if on_epoch is not None:
+            for j in range(self.size):
+                on_epoch(j, epoch, self.member_state(j), dict(metrics[j]))
+
+    def _batches(self, train, loaders, epoch: int, batch_size: int, n_batches: int):
+        """Per step ``(x, y)`` of shape ``(M, B, ...)``: member m's batch from its own seeded order."""
+        if getattr(train, "transform", None) is not None:
+            # Augmentation draws from each loader's generator: iterate the loaders themselves.
+            for ld in loaders:
+                ld.set_epoch(epoch)
+            for batch in zip(*loaders):
+                yield torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+            return
+        orders = torch.stack([ld.order(epoch) for ld in loaders])
+        for b in range(n_batches):
+            idx = orders[:, b * batch_size:(b + 1) * batch_size]
+            xb, yb = train.get_batch(idx.reshape(-1))
+            yield xb.view(self.size, idx.shape[1], *xb.shape[1:]), yb.view(self.size, -1)
+
+
+# -- the per-model reference path --------------------------------------------------------------------
+def training_config(member: MemberSpec, epochs: int, batch_size: int, steps: int | None = None):
+    """The :class:`TrainingConfig` that trains ``member`` alone with the population's conventions."""
+    from prunezoo.training import TrainingConfig
+
+    return TrainingConfig(epochs=epochs, steps=steps, batch_size=batch_size, optimizer=member.optimizer,
+                          lr=member.lr, momentum=member.momentum if member.optimizer == "sgd" else 0.9,
+                          weight_decay=member.weight_decay, betas=ADAM_BETAS, seed=member.seed)
+
+
+def train_member(
+    model: str,
+    model_options: dict | None,
+    data,
+    member: MemberSpec,
+    *,
+    epochs: int,
+    batch_size: int = 10,
+    mask=None,
+    init_state: Mapping[str, Tensor] | None = None,
+    eval_splits: Sequence[str] | None = None,
+    steps: int | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train one member with the per-model :class:`~prunezoo.training.Trainer` (the reference the
+    population is tested against and benchmarked with); returns the model and its history."""
+    from prunezoo.sparsity import MaskSet
+    from prunezoo.training import Trainer
+    from prunezoo.training.callbacks import EnforceMasks
+
+    [member], eval_splits = _check_inputs([member], None, None, epochs, batch_size, eval_splits, data)
+    module = build_member(model, model_options, data, member)
+    if init_state is not None:
+        module.load_state_dict(dict(init_state))
+    callbacks = [] if mask is None else [EnforceMasks(MaskSet(_check_mask(0, module, mask)))]
+    sets = {("train_eval" if s == "train" else s): getattr(data, s) for s in eval_splits}
+    trainer = Trainer(module, data.train, training_config(member, epochs, batch_size, steps), eval_sets=sets,
+                      callbacks=callbacks, progress=False)
+    return module, trainer.fit()
+
+
+__all__ = ["GRAPH_FIELDS", "MemberSpec", "build_member", "train_member", "train_population", "training_config"]
