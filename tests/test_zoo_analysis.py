@@ -223,6 +223,10 @@ def test_population_correlations_and_layer_sparsity(analysis):
     mp = analysis.group("mp-0.5")
     assert mp.correlation.n == 3
     assert mp.correlation.pearson_r == pytest.approx(1.0) and mp.correlation.kendall_tau == pytest.approx(1.0)
+    assert math.isnan(analysis.group("same-0.1").agreement_accuracy.pearson_r)  # agreement constant at 1
+    agree = [r["agreement"] for r in analysis.rows("mp-0.5")]
+    expected = stats.pearsonr([r["original_test_acc"] for r in analysis.rows("mp-0.5")], agree).statistic
+    assert mp.agreement_accuracy.pearson_r == pytest.approx(expected)
     vd = analysis.group("vd")  # twin acc 0.4, 0.5, 0.6 vs original 0.8, 0.7, 0.9
     r = stats.pearsonr(ORIG_ACC, [0.4, 0.5, 0.6])
     assert vd.correlation.pearson_r == pytest.approx(r.statistic)

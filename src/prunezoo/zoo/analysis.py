@@ -292,6 +292,7 @@ class GroupSummary:
     correlation: Correlation | None = None
     size_sparsity_spearman: float = math.nan
     size_sparsity_p: float = math.nan
+    agreement_accuracy: Correlation | None = None  # agreement vs the original's accuracy across the set
     layers: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -340,6 +341,8 @@ class ZooAnalysis:
             corr = g.correlation or Correlation(n=0)
             row |= {k: v for k, v in asdict(corr).items() if k != "n"}
             row["size_sparsity_spearman"], row["size_sparsity_p"] = g.size_sparsity_spearman, g.size_sparsity_p
+            agree = g.agreement_accuracy or Correlation(n=0)
+            row["agreement_accuracy_r"], row["agreement_accuracy_p"] = agree.pearson_r, agree.pearson_p
             out.append(row)
         return out
 
@@ -453,6 +456,9 @@ def _summarise(name: str, method: str, level: float | None, rows: list[dict[str,
                                               for r in rows])
         if compare:
             g.comparisons = {m: _stats([r.get(m) for r in rows]) for m in COMPARISON_METRICS}
+            g.agreement_accuracy = accuracy_correlation(
+                [math.nan if r["original_test_acc"] is None else r["original_test_acc"] for r in rows],
+                [r.get("agreement", math.nan) for r in rows])
     return g
 
 

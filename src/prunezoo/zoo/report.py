@@ -135,7 +135,9 @@ def correlation_figure(analysis: ZooAnalysis) -> Figure:
         left.scatter(xs, ys, s=12, color=plots.color(i), marker=plots.marker(i), label=g.group + r_txt)
         agree = [(r["original_test_acc"], r["agreement"]) for r in rows if r.get("agreement") is not None]
         if agree:
-            right.scatter(*zip(*agree), s=12, color=plots.color(i), marker=plots.marker(i), label=g.group)
+            a_r = g.agreement_accuracy.pearson_r if g.agreement_accuracy else math.nan
+            right.scatter(*zip(*agree), s=12, color=plots.color(i), marker=plots.marker(i),
+                          label=g.group + ("" if math.isnan(a_r) else f" (r={a_r:.2f})"))
     if math.isfinite(lo):
         left.plot([lo, hi], [lo, hi], color="#999999", ls=":", lw=1)
     left.set_xlabel("original test accuracy")
