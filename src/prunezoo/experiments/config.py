@@ -103,8 +103,9 @@ class MethodConfig(BaseModel):
     initialisation, optionally in ``rounds``, then train), ``gmp``, ``imp``, ``dst`` (RigL/SET:
     ``options.grow``), ``acdc``, ``str``, ``edge-popup``, ``vd`` (sparse variational dropout on the
     trained dense model), ``structured`` (remove a fraction ``sparsities`` of the channels of the
-    trained dense model with a channel ``criterion`` — l1, l2, fpgm, apoz, taylor, bn-scale, random —
-    then fine-tune the physically smaller model). ``options`` go to the method's constructor.
+    trained dense model with a channel ``criterion`` — l1, l2, fpgm, apoz, taylor, bn-scale, random,
+    slimming, thinet, merge, or an alias such as l1-filter — then fine-tune the physically smaller
+    model). ``options`` go to the method's constructor.
     """
 
     model_config = _STRICT
@@ -154,7 +155,9 @@ class MethodConfig(BaseModel):
     def _criterion(cls, v: str, info: ValidationInfo) -> str:
         # kind is declared before criterion, so it is validated and visible here
         if info.data.get("kind") == "structured":
-            from prunezoo.structured import CHANNEL_CRITERIA as known
+            from prunezoo.structured import structured_criterion_names
+
+            known = structured_criterion_names()  # channel criteria, slimming/thinet/merge, aliases
         else:
             from prunezoo.criteria import CRITERIA as known
         if v not in known:

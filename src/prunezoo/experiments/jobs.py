@@ -258,25 +258,34 @@ def _dynamic(ctx: JobContext, job: dict) -> dict:
 def _structured(ctx: JobContext, job: dict) -> dict:
     """Remove a fraction of channels of the trained dense model (Torch-Pruning dependency graph),
     fine-tune the smaller model, save it compacted, measure CPU latency against the dense one."""
-    from prunezoo.structured import measure_latency, prune_channels, save_compact
+    import copy
+
+    from prunezoo.structured import BatchNormL1, apply_structured, compare_latency, deploy, save_compact
+    from prunezoo.structured.study import canonical_structured_criterion
 
     ratio = ctx.spec["sparsity"]
     method = ctx.method(job["method"], {"sparsities": [ratio]})
     model = ctx.build_model()
     model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
     example = ctx.score_batches(1)[0][0][:32]
-    dense_latency = measure_latency(model, example, threads=torch.get_num_threads())["median_ms"]
+    dense = copy.deepcopy(model)
     dense_prunable = sum(p.numel() for p in prunable_parameters(model).values())
+    options = dict(method.options)
+    if canonical_structured_criterion(method.criterion) == "slimming":  # BN-γ L1 fine-tune first (Liu et al. 2017)
+        ctx.fit(ctx.trainer(model, [BatchNormL1(float(options.pop("l1", 1e-4)))], finetune=True), name="slimming")
+    batches = ctx.score_batches(method.batches)
     try:
-        result = prune_channels(model, example[:1], ratio, criterion=method.criterion,
-                                batches=ctx.score_batches(method.batches), seed=ctx.seed, **method.options)
-    except TypeError as err:
-        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+        result = apply_structured(model, example[:1], ratio, method.criterion, batches=batches, seed=ctx.seed,
+                                  evaluate_fn=lambda m: _batch_accuracy(m, batches), options=options)
+    except ConfigError as err:
+        raise ConfigError(f"methods[{method.name}].{err.field}", str(err)[len(err.field) + 2:]) from None
     history = ctx.fit(ctx.trainer(model, finetune=True))
     save_compact(model, ctx.directory / "compact", {"model": ctx.model_cfg.name, "num_classes": ctx.splits.num_classes,
                                                      "input_shape": list(ctx.splits.input_shape),
                                                      "options": ctx.model_cfg.options})
-    latency = measure_latency(model, example, threads=torch.get_num_threads())["median_ms"]
+    # Deployed (BN folded, channels-last) dense and compact timed in alternating pairs, one thread.
+    timing = compare_latency(deploy(dense), deploy(model), example, repeats=20, threads=1)
+    dense_latency, latency = timing["baseline_ms"], timing["candidate_ms"]
     nnz = sum(p.numel() for p in prunable_parameters(model).values())
     flops_after = dense_flops(model, ctx.splits.input_shape)
     m = history[-1]
@@ -287,12 +296,22 @@ def _structured(ctx: JobContext, job: dict) -> dict:
         "train_loss": m.get("train_loss"), "val_acc": m.get("val_acc"), "test_ece": m.get("test_ece"),
         "train_flops": ctx.train_flops, "flops_dense": ctx.total_flops, "flops_sparse": flops_after,
         "flop_speedup": ctx.total_flops / max(flops_after, 1), "latency_ms": latency,
-        "latency_dense_ms": dense_latency, "latency_speedup": dense_latency / latency,
+        "latency_dense_ms": dense_latency, "latency_speedup": timing["speedup"],
     }
     kept = {f"{n}.weight" if not n.endswith("weight") else n: result.channels_after[n] / c
             for n, c in result.channels_before.items() if c}
     return {"rows": [{"suffix": "", **row}], "histories": {"": history}, "layers": {"": kept},
             "structured": result.to_dict()}
+
+
+def _batch_accuracy(model: nn.Module, batches: list) -> float:
+    """Accuracy on the scoring batches: the metric a structured sensitivity scan ranks layers by."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+    model.train(was)
+    return correct / max(sum(len(y) for _, y in batches), 1)
 
 
 def _selection(method: MethodConfig) -> dict:

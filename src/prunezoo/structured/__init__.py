@@ -14,7 +14,8 @@ from prunezoo.structured.importance import (
     get_channel_criterion,
     register_channel_criterion,
 )
-from prunezoo.structured.latency import measure_latency
+from prunezoo.structured.deploy import ChannelsLast, count_batchnorm, deploy, fold_batchnorm
+from prunezoo.structured.latency import compare_latency, measure_latency
 from prunezoo.structured.merge import cluster_neurons, merge_neurons
 from prunezoo.structured.prune import (
     SensitivityScan,
@@ -25,11 +26,14 @@ from prunezoo.structured.prune import (
     sensitivity_scan,
 )
 from prunezoo.structured.slimming import BatchNormL1, slim
+from prunezoo.structured.study import apply_structured, canonical_structured_criterion, structured_criterion_names
 from prunezoo.structured.thinet import ThiNetResult, thinet_prune
 
 __all__ = [
-    "CHANNEL_CRITERIA", "BatchNormL1", "ChannelContext", "ChannelImportance", "SensitivityScan",
+    "CHANNEL_CRITERIA", "BatchNormL1", "ChannelContext", "ChannelsLast", "compare_latency", "count_batchnorm", "deploy",
+    "fold_batchnorm", "ChannelImportance", "SensitivityScan",
     "StructuredResult", "ThiNetResult", "allocate_from_sensitivity", "cluster_neurons", "get_channel_criterion",
     "layer_shapes", "load_compact", "measure_latency", "merge_neurons", "out_channels", "prune_channels",
-    "register_channel_criterion", "save_compact", "sensitivity_scan", "slim", "thinet_prune",
+    "register_channel_criterion", "save_compact", "apply_structured", "canonical_structured_criterion",
+    "structured_criterion_names", "sensitivity_scan", "slim", "thinet_prune",
 ]

@@ -182,9 +182,13 @@ def allocate_from_sensitivity(
     *,
     flops_budget: float | None = None,
     target_ratio: float | None = None,
+    latency_budget: float | None = None,
     model: nn.Module | None = None,
     example_input: torch.Tensor | None = None,
     higher_is_better: bool = True,
+    latency_input: torch.Tensor | None = None,
+    latency_repeats: int = 10,
+    latency_fraction_fn: Callable[[nn.Module], float] | None = None,
 ) -> dict[str, float]:
     """Greedy per-layer ratios: repeatedly raise the ratio of the layer whose next scanned ratio
     hurts the metric least, until the target is met.
@@ -194,14 +198,30 @@ def allocate_from_sensitivity(
     FLOPs are first estimated additively from the scan's single-layer FLOPs (an optimistic
     estimate: pruning a layer's input and output saves less than the sum); once the estimate meets
     the budget, the real FLOPs are measured on a pruned copy of ``model`` (needed then) until met.
+    ``latency_budget``: fraction of the dense model's measured CPU latency to keep. FLOPs serve as
+    the optimistic proxy until they meet it, then the deployed (BN-folded, channels-last) pruned copy
+    is timed against the dense one on ``latency_input`` (default ``example_input``), one thread,
+    paired thread-CPU-time ratio, until met. ``latency_fraction_fn(pruned) -> pruned/dense latency``
+    replaces that timing (e.g. a device-specific latency model or table).
     """
-    if (flops_budget is None) == (target_ratio is None):
-        raise ConfigError("allocation", "give exactly one of flops_budget and target_ratio")
+    if sum(b is not None for b in (flops_budget, target_ratio, latency_budget)) != 1:
+        raise ConfigError("allocation", "give exactly one of flops_budget, target_ratio and latency_budget")
+    if latency_budget is not None:
+        if not 0 < latency_budget <= 1:
+            raise ConfigError("allocation.latency_budget", f"must be in (0, 1], got {latency_budget}")
+        if model is None or example_input is None:
+            raise ConfigError("allocation", "a latency budget needs model and example_input to time it")
+        from prunezoo.structured.deploy import deploy
+        from prunezoo.structured.latency import compare_latency
+
+        timing_input = example_input if latency_input is None else latency_input
+        dense_deployed = deploy(model)
     grid = {n: sorted(r) for n, r in scan.items()}
     alloc = dict.fromkeys(grid, 0.0)
     sign = 1.0 if higher_is_better else -1.0
-    if flops_budget is not None:
-        budget = flops_budget * scan.dense_flops if flops_budget <= 1 else flops_budget
+    if flops_budget is not None or latency_budget is not None:
+        budget = (latency_budget * scan.dense_flops if latency_budget is not None
+                  else flops_budget * scan.dense_flops if flops_budget <= 1 else flops_budget)
         if model is None or example_input is None:
             raise ConfigError("allocation", "a FLOPs budget needs model and example_input to verify it")
 
@@ -212,8 +232,18 @@ def allocate_from_sensitivity(
             pruned = copy.deepcopy(model)
             return prune_channels(pruned, example_input, {n: r for n, r in alloc.items() if r > 0}).flops_after
 
+        def latency_fraction() -> float:
+            pruned = copy.deepcopy(model)
+            prune_channels(pruned, example_input, {n: r for n, r in alloc.items() if r > 0})
+            if latency_fraction_fn is not None:
+                return float(latency_fraction_fn(pruned))
+            t = compare_latency(dense_deployed, deploy(pruned), timing_input, repeats=latency_repeats)
+            return 1.0 / t["cpu_speedup"]
+
         def met() -> bool:
-            return estimate() <= budget and measured() <= budget
+            if estimate() > budget or measured() > budget:
+                return False
+            return latency_budget is None or latency_fraction() <= latency_budget
     else:
         total = sum(scan.channels.values())
 
