@@ -161,6 +161,26 @@ def test_synflow_is_data_free_and_equals_path_products():
     assert_unchanged(model, snap)
 
 
+def test_synflow_ignores_weight_signs_unlike_the_signed_network():
+    # The |θ| linearisation is SynFlow's point: flow is a sum of positive path products, so flipping
+    # any weight's sign changes nothing. The pitfall (scoring the signed network) lets paths cancel.
+    model = mlp(seed=1)
+    scores = get_criterion("synflow")(ctx_for(model))
+    flipped = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in flipped.parameters():
+            p.mul_(torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0))
+    again = get_criterion("synflow")(ctx_for(flipped))
+    assert all(torch.allclose(scores[n], again[n], rtol=1e-5) for n in scores)
+    params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+    out = model(torch.ones(1, 12)).sum()  # no abs: R of the signed network
+    signed = {n: (p * g_).abs().detach() for (n, p), g_ in zip(params.items(), torch.autograd.grad(out, list(params.values())))}
+    assert not all(torch.allclose(scores[n], signed[n], rtol=1e-3) for n in scores)
+    signed_keep = prune(model, 0.2, criterion=lambda ctx: signed)
+    assert signed_keep.iou(prune(model, 0.2, criterion="synflow")) < 0.9
+
+
 def test_synflow_double_precision_survives_float32_overflow():
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Linear(40, 40, bias=False) for _ in range(25)])
@@ -507,3 +527,102 @@ def test_frozen_weights_are_scored_and_stay_frozen(name):
     assert scores["0.weight"].abs().sum() > 0
     assert not model[0].weight.requires_grad and model[2].weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_movement_is_a_study_criterion_for_gmp(tmp_path):
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    base = {"name": "mv", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 2, "batch_size": 64, "lr": 0.05}}
+    cfg = parse_config({**base, "methods": [
+        {"name": "movement", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5},
+        {"name": "gmp", "kind": "gmp", "sparsities": [0.8], "gmp_frequency": 5}]})
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    assert rows["movement"]["sparsity"] == pytest.approx(0.8, abs=2e-3) and rows["movement"]["test_acc"] > 0.3
+    runs = res.directory / "runs"
+    by_movement = MaskSet.load(runs / rows["movement"]["run_id"] / "masks.safetensors")
+    by_magnitude = MaskSet.load(runs / rows["gmp"]["run_id"] / "masks.safetensors")
+    assert by_movement.iou(by_magnitude) < 0.9  # same training, other scores: another mask
+    for kind in ("oneshot", "at-init", "dst"):  # no training trajectory to score: rejected up front
+        with pytest.raises(ConfigError, match="training-time") as err:
+            parse_config({**base, "methods": [{"name": "m", "kind": kind, "criterion": "movement",
+                                               "sparsities": [0.5]}]})
+        assert err.value.field == "methods.0.criterion"
+
+
+def test_obs_with_update_beats_obd_and_magnitude_on_loss_change():
+    model, batches, xs, ys = least_squares_problem(d=12, n=40)
+    loss = lambda m: float(mse(m(xs), ys).detach())  # noqa: E731
+    after = {}
+    for name in ("magnitude", "obd"):
+        m = copy.deepcopy(model)
+        prune(m, 0.5, criterion=name, batches=batches, loss_fn=mse).apply(m)
+        after[name] = loss(m)
+    obs = copy.deepcopy(model)
+    obs_prune(obs, 0.5, batches, block_size=12, damp=1e-8, loss_fn=mse)
+    no_update = copy.deepcopy(model)
+    prune(no_update, 0.5, criterion="obs", batches=batches, loss_fn=mse).apply(no_update)
+    assert loss(obs) < min(after.values()) and loss(obs) < loss(no_update)
+
+
+def test_oneshot_obs_in_a_study_applies_the_weight_update(tmp_path):
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+    from prunezoo.training.checkpoint import load_state
+
+    cfg = parse_config({
+        "name": "obs", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05}, "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+        "methods": [{"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
+                     "options": {"block_size": 16}},
+                    {"name": "obs-select", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
+                     "options": {"update": False}}]})
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    runs = res.directory / "runs"
+    dense = load_state(runs / next(r for r in res.rows if r["method"] == "dense")["run_id"] / "final.safetensors")
+    updated = runs / rows["obs"]["run_id"] / "obs-pruned.safetensors"
+    assert updated.exists() and not (runs / rows["obs-select"]["run_id"] / "obs-pruned.safetensors").exists()
+    pruned = load_state(updated)
+    keep = MaskSet.load(runs / rows["obs"]["run_id"] / "masks.safetensors")
+    w, w0 = pruned["fc1.weight"], dense["fc1.weight"]
+    assert torch.all(w[~keep["fc1.weight"]] == 0)
+    assert not torch.allclose(w[keep["fc1.weight"]], w0[keep["fc1.weight"]])  # survivors were corrected
+    assert rows["obs"]["sparsity"] == pytest.approx(0.7, abs=2e-3)
+    with pytest.raises(ConfigError, match="bogus") as err:  # rejected before anything trains
+        parse_config({**cfg.model_dump(mode="json"), "methods": [
+            {"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7], "options": {"bogus": 1}}]})
+    assert err.value.field == "methods.0"
+
+
+def test_criteria_quality_of_a_study_from_the_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from prunezoo.analysis.criteria_quality import study_criteria_quality
+    from prunezoo.cli import app
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    cfg = parse_config({"name": "q", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+                        "training": {"epochs": 3, "batch_size": 64, "lr": 0.1}, "methods": []})
+    study_dir = run_study(cfg, tmp_path, workers=1).directory
+    res = CliRunner().invoke(app, ["criteria-quality", str(study_dir), "--criteria", "magnitude,random,taylor",
+                                   "--max-items", "40", "--batches", "2"])
+    assert res.exit_code == 0, res.output
+    assert "magnitude" in res.output and "fc1.weight" in res.output
+    saved = json.loads((study_dir / "criteria-quality.json").read_text())
+    q = saved["criteria"]
+    assert set(q) == {"magnitude", "random", "taylor"} and saved["samples"] == 128
+    assert q["magnitude"]["items"] == {"fc1.weight": 40, "fc2.weight": 40}
+    assert q["magnitude"]["spearman"] > abs(q["random"]["spearman"])
+    # same numbers as the library helper on the same model and batches (the oracle is shared, not redrawn)
+    again = study_criteria_quality(study_dir, ["taylor"], max_items=40, batches=2)
+    assert again["criteria"]["taylor"]["spearman"] == pytest.approx(q["taylor"]["spearman"])
+    init = study_criteria_quality(study_dir, ["snip"], state="init", units="neuron", max_items=None, batches=1)
+    assert init["criteria"]["snip"]["items"] == {"fc1.weight": 16, "fc2.weight": 10}
+    bad = CliRunner().invoke(app, ["criteria-quality", str(study_dir), "--criteria", "movement"])
+    assert bad.exit_code == 2 and "criteria" in bad.output

@@ -452,3 +452,32 @@ def test_vd_training_with_elbo_sparsifies(digits):
     assert masks.sparsity() == pytest.approx(ratios[-1])
     acc = evaluate(plain, digits.test)["acc"]
     assert acc == pytest.approx(hist[-1]["test_acc"]) and acc > dense_acc - 0.04
+
+
+def test_vd_options_from_a_study_config(tmp_path):
+    import json
+
+    from prunezoo.errors import ConfigError
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    base = {"name": "vd", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+            "finetune": {"epochs": 3, "batch_size": 64, "lr": 0.01}}
+    cfg = parse_config({**base, "methods": [
+        {"name": "elbo", "kind": "vd"},
+        {"name": "ramp", "kind": "vd", "options": {"schedule": "ramp", "ramp_to": 0.01, "ramp_length": 2,
+                                                   "ramp_cap": 0.005, "threshold": 2.0}}]})
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    hist = json.loads((res.directory / "histories.json").read_text())
+    n_train = len(load_dataset("digits").train)
+    assert [h["kl_weight"] for h in hist[rows["elbo"]["run_id"]]] == pytest.approx([1 / n_train] * 3)
+    # zoo-style ramp λ = min(cap, ramp_to · epoch / ramp_length): 0, 0.005, then held at the cap
+    assert [h["kl_weight"] for h in hist[rows["ramp"]["run_id"]]] == pytest.approx([0.0, 0.005, 0.005])
+    # the row's sparsity is the threshold-2 mask of the trained model (ratio logged by the loss callback)
+    assert rows["ramp"]["sparsity"] == pytest.approx(hist[rows["ramp"]["run_id"]][-1]["sparsity_ratio"], abs=1e-6)
+    for bad in ({"schedule": "cosine"}, {"thresold": 3}, {"threshold": "high"}):  # rejected before training
+        with pytest.raises(ConfigError) as err:
+            parse_config({**base, "methods": [{"name": "v", "kind": "vd", "options": bad}]})
+        assert err.value.field == "methods.0" and next(iter(bad)) in str(err.value)

@@ -211,6 +211,11 @@ def diagnose(
     out.print(table)
 
 
+from prunezoo.cli_quality import criteria_quality_command  # noqa: E402  (Spearman of criteria vs oracle)
+
+app.command("criteria-quality")(criteria_quality_command)
+
+
 @app.command("er-width")
 def er_width(
     widths: Annotated[str, typer.Option(help="target widths n_0,...,n_L")] = "784,128,10",

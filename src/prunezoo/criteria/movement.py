@@ -15,6 +15,10 @@ There is deliberately no registered ``"movement"`` criterion: names in the regis
 configs validate against and what ``prunezoo list`` shows as usable with ``prune(criterion=name)``,
 and a name that can only raise would pass validation and fail at run time. Pass
 ``tracker.criterion`` (a plain Criterion callable) instead.
+
+In study configs ``criterion: movement`` is accepted by the method kinds listed in
+``TRAINING_CRITERIA`` (``gmp``): the job puts a tracker made by :func:`make_tracker` in front of the
+schedule's callback and prunes with ``tracker.criterion``.
 """
 
 from __future__ import annotations
@@ -78,3 +82,15 @@ class MovementTracker(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state.get("meta", {}).get("steps", 0))
         self.scores = {n: t.detach().clone().float() for n, t in state.get("tensors", {}).items()}
+
+
+# Criteria scored from the training trajectory: name -> study method kinds that train with them.
+TRAINING_CRITERIA: dict[str, tuple[str, ...]] = {"movement": ("gmp",)}
+
+
+def make_tracker(name: str, *, include: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None) -> MovementTracker:
+    """The training callback accumulating the scores of training-time criterion ``name``."""
+    if name != "movement":
+        raise ConfigError("criterion", f"{name!r} is not a training-time criterion; known: {sorted(TRAINING_CRITERIA)}")
+    return MovementTracker(include=include, exclude=exclude)

@@ -116,6 +116,10 @@ def make_obs(
 
 register_criterion("obs")(make_obs())
 
+# ``options`` of a study's oneshot ``obs`` method: obs_prune's Fisher options, and ``update: false``
+# to mask by OBS saliency without correcting the survivors (an ablation).
+OBS_STUDY_OPTIONS = ("update", "block_size", "damp", "num_samples", "per_sample")
+
 
 def obs_prune(
     model: nn.Module,

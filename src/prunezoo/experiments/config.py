@@ -160,6 +160,13 @@ class MethodConfig(BaseModel):
             known = structured_criterion_names()  # channel criteria, slimming/thinet/merge, aliases
         else:
             from prunezoo.criteria import CRITERIA as known
+            from prunezoo.criteria import TRAINING_CRITERIA
+
+            if v in TRAINING_CRITERIA:  # scores come from the training trajectory (movement)
+                if info.data.get("kind") not in TRAINING_CRITERIA[v]:
+                    raise ValueError(f"criterion {v!r} needs training-time scores: use it with kind "
+                                     f"{' or '.join(map(repr, TRAINING_CRITERIA[v]))}")
+                return v
         if v not in known:
             raise ValueError(f"unknown criterion {v!r} for kind {info.data.get('kind')!r}; known: {sorted(known)}")
         return v
@@ -170,6 +177,15 @@ class MethodConfig(BaseModel):
             raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
         if self.kind == "imp" and self.levels < 1:
             raise ValueError("method kind 'imp' needs levels >= 1")
+        if self.kind == "oneshot" and self.criterion == "obs":
+            from prunezoo.criteria.obs import OBS_STUDY_OPTIONS
+
+            if unknown := sorted(set(self.options) - set(OBS_STUDY_OPTIONS)):
+                raise ValueError(f"unknown options {unknown} for oneshot 'obs'; known: {list(OBS_STUDY_OPTIONS)}")
+        if self.kind == "vd":
+            from prunezoo.reparam.variational_dropout import check_vd_options
+
+            check_vd_options(self.options)
         if self.branches and self.kind != "imp":
             raise ValueError("branches are only defined for method kind 'imp'")
         for b in self.branches:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunezoo.criteria import TRAINING_CRITERIA, make_tracker
 from prunezoo.data import load_dataset
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import BranchConfig, DataConfig, MethodConfig, ModelConfig
@@ -182,13 +183,34 @@ def _oneshot(ctx: JobContext, job: dict) -> dict:
     model = ctx.build_model()
     start = ctx.start_masks(model, method)
     model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
-    masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
-        model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
-        batches=ctx.score_batches(method.batches), **prune_options(method)))
+    if method.criterion == "obs" and method.options.get("update", True):
+        masks = _obs_pruned_once(ctx, model, method, 1.0 - sparsity, start)
+    else:
+        masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
+            model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
+            batches=ctx.score_batches(method.batches), **prune_options(method)))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
     save_state(ctx.directory / "final.safetensors", model.state_dict())
     return _one("", ctx.row(masks, history[-1], kind="oneshot", level=None, target_sparsity=sparsity), history, masks)
+
+
+def _obs_pruned_once(ctx: JobContext, model: nn.Module, method: MethodConfig, density: float,
+                     start: MaskSet | None) -> MaskSet:
+    """OBS prunes *and* corrects the surviving weights (joint update per Fisher block); the corrected
+    weights are saved before the masks, so a resumed job reloads both instead of re-deriving them."""
+    from prunezoo.criteria import obs_prune
+
+    weights, mask_path = ctx.directory / "obs-pruned.safetensors", ctx.directory / "masks.safetensors"
+    if mask_path.exists() and weights.exists():
+        model.load_state_dict(load_state(weights))
+        return MaskSet.load(mask_path)
+    opts = {k: v for k, v in method.options.items() if k != "update"}  # block_size, damp... (checked in config)
+    masks = obs_prune(model, density, ctx.score_batches(method.batches), scheme=method.scheme, masks=start,
+                      seed=ctx.seed, **opts, **prune_options(method))
+    save_state(weights, model.state_dict())
+    masks.save(mask_path)
+    return masks
 
 
 def _at_init(ctx: JobContext, job: dict) -> dict:
@@ -213,10 +235,14 @@ def _gmp(ctx: JobContext, job: dict) -> dict:
     sparsity = ctx.spec["sparsity"]
     method = ctx.method(job["method"], {"sparsities": [sparsity]})
     model = ctx.build_model()
+    criterion, trackers = method.criterion, []
+    if criterion in TRAINING_CRITERIA:  # movement: scores accumulated by a callback during this training
+        trackers = [make_tracker(criterion, **_selection(method))]
+        criterion = trackers[0].criterion
     sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * ctx.training.epochs,
-                                    criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
+                                    criterion=criterion, scheme=method.scheme, seed=ctx.seed,
                                     masks=ctx.start_masks(model, method), **prune_options(method))
-    history = ctx.fit(ctx.trainer(model, [sched]))
+    history = ctx.fit(ctx.trainer(model, [*trackers, sched]))
     masks = sched.masks
     masks.save(ctx.directory / "masks.safetensors")
     save_state(ctx.directory / "final.safetensors", model.state_dict())

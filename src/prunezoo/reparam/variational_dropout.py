@@ -275,3 +275,21 @@ class VariationalDropoutLoss(Callback):
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
         metrics["sparsity_ratio"] = sparsity_ratio(trainer.model)
         metrics["kl_weight"] = self.kl_weight(max(trainer.step - 1, 0), trainer.steps_per_epoch)
+
+
+# ``options`` of a study's ``vd`` method: the first go to to_variational, the rest to the loss.
+VD_LAYER_OPTIONS = ("log_sigma2_init", "threshold")
+VD_LOSS_OPTIONS = ("schedule", "ramp_to", "ramp_length", "ramp_unit", "ramp_cap")
+
+
+def check_vd_options(options: dict) -> None:
+    """Raise ValueError naming the option a study's ``vd`` method could not use (before training)."""
+    if unknown := sorted(set(options) - set(VD_LAYER_OPTIONS) - set(VD_LOSS_OPTIONS)):
+        raise ValueError(f"unknown vd options {unknown}; known: {[*VD_LAYER_OPTIONS, *VD_LOSS_OPTIONS]}")
+    for key in VD_LAYER_OPTIONS:
+        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], (int, float))):
+            raise ValueError(f"vd option {key!r} must be a number, got {options[key]!r}")
+    try:
+        VariationalDropoutLoss(1, **{k: v for k, v in options.items() if k in VD_LOSS_OPTIONS})
+    except TypeError as err:  # e.g. a string where a number belongs
+        raise ValueError(f"bad vd options {options}: {err}") from None

@@ -1,0 +1,46 @@
+"""``prunezoo criteria-quality``: the CLI face of :mod:`prunezoo.analysis.criteria_quality`
+(kept apart so ``prunezoo`` starts without importing torch or matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prunezoo.errors import ConfigError
+
+
+def criteria_quality_command(
+    study: Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")],
+    out_dir: Annotated[Path, typer.Option("--out", help="root directory holding the run store")] = Path("runs"),
+    criteria: Annotated[str | None, typer.Option(help="comma-separated criteria (default: all registered)")] = None,
+    state: Annotated[str, typer.Option(help="score the dense run's 'final' or 'init' weights")] = "final",
+    units: Annotated[str, typer.Option(help="'weight' or 'neuron' (a row / output channel)")] = "weight",
+    max_items: Annotated[int, typer.Option(help="oracle items sampled per layer (0 = all)")] = 200,
+    batches: Annotated[int, typer.Option(help="training batches for the oracle and the criteria")] = 4,
+    seed: Annotated[int | None, typer.Option(help="replicate seed (default: the first)")] = None,
+) -> None:
+    """Spearman correlation of each criterion with the oracle ΔL (true loss change of removing each
+    weight/unit) on the study's dense model; written to <study>/criteria-quality.json."""
+    from rich.table import Table
+
+    from prunezoo.analysis.criteria_quality import study_criteria_quality
+    from prunezoo.cli import _fail, _study_dir, out
+
+    try:
+        res = study_criteria_quality(_study_dir(study, out_dir), criteria.split(",") if criteria else None,
+                                     state=state, units=units, max_items=max_items or None, batches=batches,
+                                     seed=seed)
+    except ConfigError as err:
+        _fail(err)
+    layers = list(next(iter(res["criteria"].values()))["layers"])
+    table = Table(title=f"Spearman vs oracle ({res['state']} weights, {res['units']}s, {res['samples']} samples)")
+    for col in ("criterion", "pooled", *layers):
+        table.add_column(col, justify="left" if col == "criterion" else "right")
+    fmt = lambda v: "n/a" if v != v else f"{v:+.3f}"  # noqa: E731  (NaN: undefined, e.g. constant scores)
+    rank = lambda item: item[1]["spearman"] if item[1]["spearman"] == item[1]["spearman"] else -2.0  # noqa: E731
+    for name, q in sorted(res["criteria"].items(), key=rank, reverse=True):
+        table.add_row(name, fmt(q["spearman"]), *(fmt(q["layers"][n]) for n in layers))
+    out.print(table)
+    out.print(f"written: {Path(res['study']) / 'criteria-quality.json'}")
