@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from prunezoo.bench import aggregate, baseline_names, build_study, check_fairness, load_suite, published_results, run_bench
 from prunezoo.bench.reproduce import (
-    FAILS, FINDINGS, HOLDS, INCONCLUSIVE, PLANNED, _iterative_judge, _random_judge, _underfit_judge, finding_config,
-    overall, paired_verdict,
+    FAILS, FINDINGS, HOLDS, INCONCLUSIVE, PLANNED, _iterative_judge, _mp_vd_judge, _random_judge, _underfit_judge,
+    finding_config, overall, paired_verdict,
 )
 from prunezoo.bench.suites import BenchSuite
 from prunezoo.cli import app
@@ -179,14 +179,35 @@ def test_judges_follow_synthetic_numbers():
     assert loss.status == HOLDS and gain.status == HOLDS and math.isclose(gain.numbers["mean_diff"], 0.14)
 
 
-def test_findings_build_valid_studies_and_planned_ones_explain():
-    for name in FINDINGS:
+def test_findings_build_valid_studies():
+    for name, finding in FINDINGS.items():
         for quick in (True, False):
-            assert plan_study(finding_config(name, quick))
-    with pytest.raises(ConfigError, match="zoo"):
-        finding_config("mp-vs-vd")
+            if finding.study is not None:
+                assert plan_study(finding_config(name, quick))
     with pytest.raises(ConfigError, match="unknown finding"):
         finding_config("nope")
+
+
+def test_mp_vs_vd_judge_on_a_synthetic_zoo():
+    rows = []
+    for i in range(6):
+        acc = 0.80 + 0.02 * i
+        rows.append({"group": "original", "method": "original", "level": None, "model": f"m{i}", "original": f"m{i}",
+                     "test_acc": acc, "sparsity": 0.0})
+        for lv, drop in ((0.5, 0.01), (0.9, 0.30)):
+            rows.append({"group": f"mp-{lv}", "method": "mp", "level": lv, "model": f"m{i}", "original": f"m{i}",
+                         "test_acc": acc - drop - 0.001 * (i % 2), "sparsity": lv})
+        # VD lands at 70 %, where MP (interpolated: 0.5 -> 0.9) has lost 0.155; VD only 0.1
+        rows.append({"group": "vd", "method": "vd", "level": None, "model": f"m{i}", "original": f"m{i}",
+                     "test_acc": acc - 0.10 - 0.002 * (i % 3), "sparsity": 0.7})
+    first, corr = _mp_vd_judge(rows)
+    assert first.status == FAILS and first.numbers["n"] == 6  # VD beats MP below 80 %: the claim fails
+    assert math.isclose(first.numbers["mean_diff"], -0.055 - 0.0005 + 0.002, abs_tol=1e-3)
+    assert corr.status == HOLDS and corr.numbers["r"] > 0.99
+    for r in rows:
+        if r["method"] == "vd":
+            r["sparsity"] = 0.85  # above 80 %: the claim becomes "VD beats MP"
+    assert _mp_vd_judge(rows)[0].status == HOLDS
 
 
 # -- published table ------------------------------------------------------------------------------------
@@ -245,8 +266,8 @@ def test_cli_errors_and_listings(tmp_path):
     assert res.exit_code == 2 and "seeds" in res.output
     res = runner.invoke(app, ["reproduce", "--list"])
     assert res.exit_code == 0 and all(name in res.output for name in FINDINGS)
-    res = runner.invoke(app, ["reproduce", "mp-vs-vd", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "zoo" in res.output
+    res = runner.invoke(app, ["reproduce", "no-such-finding", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown finding" in res.output
     res = runner.invoke(app, ["published"])
     assert res.exit_code == 0 and "94.66%" in res.output
 
@@ -260,3 +281,12 @@ def test_reproduce_quick_prints_claim_measured_and_computed_verdict(tmp_path):
     v = data["verdicts"][0]
     assert v["status"] in (HOLDS, FAILS, INCONCLUSIVE) and v["numbers"]["n"] == 2
     assert data["overall"] == overall([type("V", (), {"status": x["status"]}) for x in data["verdicts"]])
+
+
+@pytest.mark.slow
+def test_reproduce_mp_vs_vd_quick_runs_a_zoo(tmp_path):
+    from prunezoo.bench.reproduce import reproduce
+
+    directory, verdicts = reproduce("mp-vs-vd", tmp_path, quick=True, workers=1, progress=False)
+    assert len(verdicts) == 2 and all(v.status in (HOLDS, FAILS, INCONCLUSIVE) for v in verdicts)
+    assert json.loads((directory / "reproduce.json").read_text())["verdicts"][0]["numbers"]["n"] == 4

@@ -82,8 +82,8 @@ def bench_command(
 def bench_rich_table(records: list[dict], title: str = "") -> Table:
     latency = any(r["latency_speedup"] is not None for r in records)
     table = Table(title=title)
-    cols = ["method", "target", "sparsity", "test acc mean ± std", "95% CI", "Δ dense", "nnz", "FLOP speed-up",
-            "train FLOPs"] + (["latency speed-up"] if latency else []) + ["n"]
+    cols = ["method", "target", "sparsity", "acc % ± std", "95% CI", "Δ pp", "nnz", "FLOP ×",
+            "train FLOPs"] + (["latency ×"] if latency else []) + ["n"]
     for col in cols:
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in records:
@@ -96,11 +96,11 @@ def bench_rich_table(records: list[dict], title: str = "") -> Table:
             f"{100 * r['sparsity']:.1f}%",
             f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}", ci,
             "" if r["kind"] == "dense" else f"{100 * r['delta_vs_dense']:+.2f}",
-            f"{round(r['nnz']):,}", f"{r['flop_speedup']:.2f}×", f"{r['train_flops_total']:.2g}",
-            *([("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}×")] if latency else []),
+            f"{round(r['nnz']):,}", f"{r['flop_speedup']:.1f}", f"{r['train_flops_total']:.2g}",
+            *([("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}")] if latency else []),
             str(r["n"]))
-    table.caption = "* baseline (always included); train FLOPs include the shared dense training for methods " \
-                    "that start from it"
+    table.caption = "* baseline (always included); 95% CI: t-interval over seeds; train FLOPs include the " \
+                    "shared dense training for methods that start from it"
     return table
 
 
@@ -115,7 +115,7 @@ def reproduce_command(
     """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
     measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
     from prunezoo.bench.published import published_results
-    from prunezoo.bench.reproduce import FINDINGS, overall, reproduce
+    from prunezoo.bench.reproduce import CRITERION, FINDINGS, overall, reproduce
 
     cli = _cli()
     if list_ or finding is None:
@@ -127,8 +127,9 @@ def reproduce_command(
         cli.out.print(table)
         return
     try:
-        result, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, force=force, progress=None,
-                                     log=lambda m: cli.console.log(m))
+        options = {"force": force, "log": lambda m: cli.console.log(m)} if FINDINGS.get(finding) and \
+            FINDINGS[finding].study is not None else {}
+        directory, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, progress=None, **options)
     except ConfigError as err:
         cli._fail(err)
     f = FINDINGS[finding]
@@ -140,9 +141,9 @@ def reproduce_command(
     for v in verdicts:
         table.add_row(v.claim, v.measured, f"[{colour.get(v.status, 'yellow')}]{v.status}[/]")
     cli.out.print(table)
-    cli.out.print(f"criterion: {verdicts[0].criterion}")
+    cli.out.print(f"criterion: {CRITERION}")
     cli.out.print(f"[bold]overall: {overall(verdicts)}[/]")
     pubs = published_results(finding)
     if pubs:
         cli.out.print(published_rich_table(pubs))
-    cli.out.print(f"results: {result.directory} (report: prunezoo report {result.directory})")
+    cli.out.print(f"results: {directory}")

@@ -31,10 +31,10 @@ def _target_compression(kind: str, key: float, rows: list[dict]) -> float:
     if kind == "dense":
         return 1.0
     if kind == "structured":  # key is the channel fraction removed; weights shrink with its square
-        return round(1 / (1 - key) ** 2, 3)
+        return round(1 / (1 - key) ** 2, 2)
     if kind in ("imp", "branch"):
         key = rows[0]["target_sparsity"]
-    return round(1 / (1 - key), 3)
+    return round(1 / (1 - key), 2)
 
 
 def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list[dict]:
