@@ -16,6 +16,7 @@ from prunezoo.criteria import (
     ScoringContext,
     criterion_quality,
     get_criterion,
+    make_grasp,
     make_obd,
     obs_prune,
     obs_update,
@@ -133,11 +134,19 @@ def test_grasp_matches_finite_difference_hessian_gradient_product():
     eps = 1e-5
     plus, minus = grad_at(g, eps), grad_at(g, -eps)
     hg = {n: (plus[n] - minus[n]) / (2 * eps) for n in names}
-    scores = get_criterion("grasp")(ctx_for(model, [(x, y)]))
+    scores = make_grasp(1.0)(ctx_for(model, [(x, y)]))
     for n in names:
         # sign convention: keep-score = +w ⊙ Hg (= -S_GraSP), prune GraSP's largest S
         assert torch.allclose(scores[n], params[n].detach() * hg[n], rtol=1e-5, atol=1e-9)
     assert any(bool((s < 0).any()) for s in scores.values())  # signed, not absolute
+    # the registered "grasp" is the authors' recipe: the same formula on logits / 200
+    tempered = get_criterion("grasp")(ctx_for(model, [(x, y)]))
+    by_hand = make_grasp(1.0)(ctx_for(model, [(x, y)], loss_fn=lambda z, t: F.cross_entropy(z / 200, t)))
+    assert all(torch.allclose(tempered[n], by_hand[n], rtol=1e-6, atol=1e-15) for n in names)
+    assert not all(torch.allclose(tempered[n] / tempered[n].abs().max(), scores[n] / scores[n].abs().max(),
+                                  atol=1e-3) for n in names)
+    with pytest.raises(ConfigError):
+        make_grasp(0.0)
 
 
 # -- SynFlow ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ and ``criterion_quality`` measure how well a criterion ranks the true loss chang
 from prunezoo.criteria import fisher, grasp, magnitude, obs, random, snip, synflow, taylor  # noqa: F401  (registers)
 from prunezoo.criteria.base import CRITERIA, Criterion, ScoringContext, get_criterion, register_criterion
 from prunezoo.criteria.fisher import diagonal_fisher, make_obd
+from prunezoo.criteria.grasp import make_grasp
 from prunezoo.criteria.movement import TRAINING_CRITERIA, MovementTracker, make_tracker
 from prunezoo.criteria.obs import fisher_inverse_blocks, make_obs, obs_prune, obs_saliency, obs_update
 from prunezoo.criteria.oracle import criterion_quality, oracle_scores
@@ -25,6 +26,7 @@ __all__ = [
     "diagonal_fisher",
     "fisher_inverse_blocks",
     "get_criterion",
+    "make_grasp",
     "make_obd",
     "make_obs",
     "make_tracker",

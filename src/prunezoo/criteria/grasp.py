@@ -9,8 +9,12 @@ least, or even increases it), as the authors' code does.
 Sign convention here: prunezoo keeps the highest scores, so this criterion returns
 ``w ⊙ Hg = -S``; keeping its top-k is exactly removing GraSP's top-S weights. The scores are
 signed (not absolute values). Hg is computed exactly by double backward (∇(∇L · g) with g held
-fixed). The paper's logit temperature (T=200) is not built in: pass
-``loss_fn=lambda z, y: F.cross_entropy(z / 200, y)`` to reproduce it.
+fixed).
+
+Temperature: the authors' code divides the logits by T = 200 before the loss, and the registered
+``"grasp"`` does the same (L = loss_fn(z / T, y)). It matters: on the digits MLP at 90% sparsity
+(``examples/methods-90.yaml``, one seed) GraSP without it trained to 66% test accuracy, with it
+to 96%. ``make_grasp(1.0)`` is the untempered formula.
 """
 
 from __future__ import annotations
@@ -25,13 +29,28 @@ from prunezoo.criteria._common import (
     summed_gradients,
     to_device,
 )
-from prunezoo.criteria.base import ScoringContext, register_criterion
+from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
+from prunezoo.errors import ConfigError
+
+TEMPERATURE = 200.0  # the authors' code
 
 
-@register_criterion("grasp")
-def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+def make_grasp(temperature: float = TEMPERATURE) -> Criterion:
+    """A GraSP criterion whose loss sees the logits divided by ``temperature``."""
+    if not temperature > 0:
+        raise ConfigError("temperature", f"must be > 0, got {temperature!r}")
+
+    def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        base = loss_function(ctx)
+        loss_fn = base if temperature == 1.0 else (lambda z, y: base(z / temperature, y))
+        return _grasp_scores(ctx, loss_fn)
+
+    grasp.__doc__ = f"GraSP keep-score w ⊙ Hg, logits / {temperature:g}."
+    return grasp
+
+
+def _grasp_scores(ctx: ScoringContext, loss_fn) -> dict[str, torch.Tensor]:
     batches = require_batches(ctx, "grasp")
-    loss_fn = loss_function(ctx)
     names = list(ctx.params)
     params = [ctx.params[n] for n in names]
     device = model_device(ctx)
@@ -48,3 +67,6 @@ def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
                 if h is not None:
                     acc.add_(h.detach())
     return {n: p.detach() * h for (n, p), h in zip(ctx.params.items(), hg)}
+
+
+register_criterion("grasp")(make_grasp())
