@@ -169,3 +169,22 @@ def test_er_width_cli_prints_fixture_and_plots(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(app, ["er-width", "--sparsity", "1.5"])
     assert bad.exit_code == 2
+
+
+def test_diagnose_study_val_entropy_and_level_to_level_interpolation(tmp_path):
+    from prunezoo.analysis.diagnostics import diagnose_study
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    cfg = parse_config({"name": "d", "dataset": {"name": "digits", "val_fraction": 0.2},
+                        "model": {"name": "mlp", "options": {"hidden": [16]}},
+                        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+                        "methods": [{"name": "imp", "kind": "imp", "levels": 2}]})
+    res = run_study(cfg, tmp_path, workers=1)
+    recs = {(r["method"], r["level"]): r for r in diagnose_study(res.directory, sharpness=False)}
+    assert all(r["val_entropy"] is not None and r["val_entropy"] > 0 for r in recs.values())
+    assert "interpolation" not in recs[("imp", 1)]  # no earlier level to start from
+    curve = recs[("imp", 2)]["interpolation"]
+    assert [p["position"] for p in curve] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    assert curve[0]["loss"] != curve[-1]["loss"]  # different weights at the two ends
+    assert recs[("imp", 2)]["interpolation_barrier"] >= 0.0  # endpoints lie on the reference line

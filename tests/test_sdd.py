@@ -56,3 +56,29 @@ def test_memorization_carried_into_summary():
     import math
 
     assert math.isnan(sdd_summary(_rows())[0]["memorization"])
+
+
+def test_noisy_train_and_test_errors_come_from_the_selected_level():
+    rows = _rows()
+    for r in rows:
+        r["train_eval_acc"] = 0.9 if r["level"] == 2 else 0.5
+        r["test_noisy_acc"] = 0.6 if r["level"] == 2 else 0.1
+    s = {x["point"]: x for x in sdd_summary(rows)}["w=100"]  # val selects level 2
+    assert s["train_error_noisy"] == pytest.approx(0.1) and s["test_error_noisy"] == pytest.approx(0.4)
+
+
+def test_noisy_test_labels_option_adds_a_noisy_test_evaluation(tmp_path):
+    from prunezoo.errors import ConfigError
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    base = {"name": "n", "dataset": {"name": "digits", "noise_rate": 0.3, "noisy_test": True},
+            "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "methods": [{"name": "imp", "kind": "imp", "levels": 1}]}
+    rows = run_study(parse_config(base), tmp_path, workers=1).rows
+    for r in rows:
+        # 30 % of the test labels are redrawn: accuracy on them is clearly below the clean one
+        assert 0 <= r["test_noisy_acc"] < r["test_acc"]
+    with pytest.raises(ConfigError, match="noisy_test"):
+        parse_config({**base, "dataset": {"name": "digits", "noisy_test": True}})

@@ -1,7 +1,10 @@
 """Per-run training diagnostics of a finished study (seed 001's underfitting checks).
 
-For every pruned model: final train cross-entropy, test output entropy (label-free convergence
-check), channel sparsity (share of all-zero output channels), mask IoU with the previous IMP level,
+For every pruned model: final train cross-entropy, test (and, with a validation split, validation)
+output entropy (label-free convergence check), channel sparsity (share of all-zero output channels),
+mask IoU with the previous IMP level, loss along the linear path from the previous IMP level's weights
+(BN statistics recomputed at every point; ``interpolation_barrier`` = largest rise above the straight
+line between the end losses),
 sharpness (top Hessian eigenvalue of the test loss over the unpruned weights, by HVP power
 iteration on a few batches) and test-set calibration: reliability bins (15, right-closed), class-wise
 reliability mean ± std over classes, histogram of predicted-class confidence.
@@ -16,7 +19,7 @@ import torch
 
 from prunezoo.experiments.jobs import JobContext
 from prunezoo.metrics.calibration import calibration, classwise_reliability, confidence_histogram
-from prunezoo.metrics.diagnostics import hessian_top_eigenvalue
+from prunezoo.metrics.diagnostics import hessian_top_eigenvalue, interpolation_curve
 from prunezoo.sparsity import MaskSet
 from prunezoo.training.checkpoint import load_state
 from prunezoo.training.evaluate import predict
@@ -40,14 +43,21 @@ def _calibration(model, dataset, n_bins: int = 15) -> dict:
             "histogram": confidence_histogram(probs, n_bins).tolist()}
 
 
+def _barrier(curve: list[dict]) -> float:
+    first, last = curve[0]["loss"], curve[-1]["loss"]
+    return max(p["loss"] - ((1 - p["position"]) * first + p["position"] * last) for p in curve)
+
+
 def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: int = 2,
-                   iterations: int = 20) -> list[dict]:
-    """Diagnostics for every run of a finished study; also written to ``diagnostics.json``."""
+                   iterations: int = 20, interpolation_points: int = 5) -> list[dict]:
+    """Diagnostics for every run of a finished study; also written to ``diagnostics.json``.
+    ``interpolation_points=0`` skips the IMP level-to-level interpolation."""
     study_dir = Path(study_dir)
     rows = json.loads((study_dir / "results.json").read_text())["rows"]
     histories = json.loads((study_dir / "histories.json").read_text())
     contexts: dict[str, JobContext] = {}
     previous_mask: dict[str, MaskSet] = {}
+    previous_state: dict[str, dict] = {}
     out = []
     for row in rows:
         job_id, _, rest = row["run_id"].partition("/")
@@ -59,7 +69,7 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
         rec = {
             "run_id": row["run_id"], "method": row["method"], "level": row["level"], "seed": row["seed"],
             "point": row["point"], "sparsity": row["sparsity"], "train_loss": row["train_loss"],
-            "test_entropy": last.get("test_entropy"),
+            "test_entropy": last.get("test_entropy"), "val_entropy": last.get("val_entropy"),
             "channel_sparsity": masks.global_channel_sparsity() if masks is not None else 0.0,
             "iou_previous_level": None, "sharpness": None,
         }
@@ -75,6 +85,18 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
             model = ctx.build_model()
             model.load_state_dict(load_state(weights))
             rec["calibration"] = _calibration(model, ctx.splits.test)
+            if row["kind"] == "imp" and interpolation_points >= 2:
+                state = {k: v.clone() for k, v in model.state_dict().items()}
+                prev = previous_state.get(job_id)
+                if prev is not None:
+                    test, train = ctx.splits.test, ctx.splits.train
+                    eval_b = [test.get_batch(torch.arange(0, min(256, len(test))))]
+                    bn_b = [train.get_batch(torch.arange(s, min(s + 128, len(train)))) for s in (0, 128)]
+                    curve = interpolation_curve(model, [prev, state], eval_b, points=interpolation_points,
+                                                bn_batches=bn_b)
+                    rec["interpolation"] = curve
+                    rec["interpolation_barrier"] = _barrier(curve)
+                previous_state[job_id] = state
         if sharpness and weights.exists():
             test = ctx.splits.test
             data = [test.get_batch(torch.arange(start, min(start + 256, len(test))))

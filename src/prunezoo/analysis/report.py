@@ -198,7 +198,7 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
     summary = sdd.sdd_summary(rows)
     head = ["point", "method", "selected on", "dense acc (%)", "best pruned acc (%)", "test-selected acc (%)",
             "best sparsity", "effective params", "dense params", "best small dense",
-            "noisy labels fit: dense → best", "seeds"]
+            "noisy labels fit: dense → best", "train err, noisy labels", "test err, noisy labels", "seeds"]
     body = [("", [
         s["point"] or "—", s["method"], s["selected_on"], f"{100 * s['dense_acc']:.2f}",
         f"{100 * s['best_acc']:.2f}" + (f" ± {100 * s['best_acc_std']:.2f}" if s["seeds"] > 1 else ""),
@@ -206,6 +206,8 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
         f"{s['effective_params']:,.0f}" + (f" ± {s['effective_params_std']:,.0f}" if s["seeds"] > 1 else ""),
         f"{s['dense_params']:,}", s["best_small_dense"] or "none",
         "–" if math.isnan(s["memorization"]) else f"{s['dense_memorization']:.0%} → {s['memorization']:.0%}",
+        "–" if math.isnan(s["train_error_noisy"]) else f"{100 * s['train_error_noisy']:.2f}%",
+        "–" if math.isnan(s["test_error_noisy"]) else f"{100 * s['test_error_noisy']:.2f}%",
         str(s["seeds"])]) for s in summary]
     parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", _table(head, body),
              figure("sdd", sdd.sdd_figure(rows), "Test error vs nonzero weights: dense models of the sweep "
@@ -247,13 +249,15 @@ def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
 
 def _diagnostics_section(records: list[dict]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity",
-            "IoU prev level", "sharpness"]
+    head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "val entropy",
+            "channel sparsity", "IoU prev level", "loss barrier from prev level", "sharpness"]
     body = [("", [r["point"] or "—", r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
-                  fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), f"{r['channel_sparsity']:.1%}",
-                  fmt(r["iou_previous_level"], ".3f"), fmt(r["sharpness"], ".3g")]) for r in records]
+                  fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), fmt(r.get("val_entropy"), ".3f"),
+                  f"{r['channel_sparsity']:.1%}", fmt(r["iou_previous_level"], ".3f"),
+                  fmt(r.get("interpolation_barrier"), ".3f"), fmt(r["sharpness"], ".3g")]) for r in records]
     return ("<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
-            "test output entropy, share of all-zero output channels, mask IoU with the previous IMP level and "
+            "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
+            "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
             "sharpness (top Hessian eigenvalue over the unpruned weights).</p>" + _table(head, body))
 
 

@@ -52,6 +52,8 @@ def best_pruned(rows: list[dict]) -> list[dict]:
             "test_selected_params": by_test["nnz"],
             "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
             "memorization": _clean(by_val.get("memorization")),
+            "train_noisy_acc": _clean(by_val.get("train_eval_acc")),  # fit to the noisy training labels
+            "test_noisy_acc": _clean(by_val.get("test_noisy_acc")),
             "dense_memorization": _clean(levels[0].get("memorization")) if levels[0]["level"] == 0 else None,
             "dense_params": levels[0]["prunable"],
         })
@@ -93,6 +95,8 @@ def sdd_summary(rows: list[dict]) -> list[dict]:
             "best_sparsity": statistics.fmean(b["sparsity"] for b in bs),
             "memorization": _mean_std([b["memorization"] for b in bs])[0],
             "dense_memorization": _mean_std([b["dense_memorization"] for b in bs])[0],
+            "train_error_noisy": 1 - _mean_std([b["train_noisy_acc"] for b in bs])[0],
+            "test_error_noisy": 1 - _mean_std([b["test_noisy_acc"] for b in bs])[0],
             "test_selected_acc": statistics.fmean(b["test_selected_acc"] for b in bs),
             "best_small_dense": small,
             "best_small_dense_params": next((n for a, n, p in dense_points if p == small), None),

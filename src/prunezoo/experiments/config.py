@@ -31,7 +31,15 @@ class DataConfig(BaseModel):
     noise_rate: float = Field(0.0, ge=0, le=1)
     noise_kind: str = "uniform-resample"
     noise_seed: int = 0
+    noisy_test: bool = Field(False, description="also evaluate on test labels corrupted like the training "
+                                                "labels (same rate/kind, seed noise_seed + 1): rows get test_noisy_acc")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _noisy_test(self) -> DataConfig:
+        if self.noisy_test and self.noise_rate <= 0:
+            raise ValueError("noisy_test needs noise_rate > 0 (it corrupts the test labels at that rate)")
+        return self
 
     @field_validator("name")
     @classmethod

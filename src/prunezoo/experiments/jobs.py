@@ -71,6 +71,14 @@ class JobContext:
             # corrupted ones: the quantities sparse double descent is about.
             self.eval_sets["train_eval"] = self.splits.train  # not "train": that prefix is the running metric
             self.eval_sets["noisy"] = self.splits.train.subset(noisy.nonzero().flatten())
+        data = DataConfig.model_validate(self.spec["dataset"])
+        if data.noisy_test:  # test error on noisy labels too (SDD papers report both)
+            from prunezoo.data import apply_label_noise
+
+            test = self.splits.test
+            noise = apply_label_noise(test.y, data.noise_rate, data.noise_kind, self.splits.num_classes,
+                                      seed=data.noise_seed + 1)
+            self.eval_sets["test_noisy"] = test.with_labels(noise.labels)
 
     def build_model(self, seed: int | None = None) -> nn.Module:
         seed_everything(self.seed if seed is None else seed)
@@ -133,6 +141,7 @@ class JobContext:
             "train_eval_acc": metrics.get("train_eval_acc"),
             "memorization": metrics.get("noisy_acc"),
             "train_eval_ece": metrics.get("train_eval_ece"),
+            "test_noisy_acc": metrics.get("test_noisy_acc"),
             "train_flops": self.train_flops,
             "flops_dense": self.total_flops,
             "flops_sparse": int(round(sparse)),

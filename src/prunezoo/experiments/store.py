@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS results (
     seed INTEGER,
     point TEXT,
     run_id TEXT,
+    test_noisy_acc REAL,
     PRIMARY KEY (study_id, row_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 RESULT_COLUMNS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
     "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "latency_ms", "latency_dense_ms",
-    "latency_speedup", "seed", "point", "run_id",
+    "latency_speedup", "seed", "point", "run_id", "test_noisy_acc",
 ]
 
 

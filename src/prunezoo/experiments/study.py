@@ -34,7 +34,7 @@ STORE_NAME = "index.sqlite"
 ROW_FIELDS = [
     "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression",
     "test_acc", "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup",
-    "latency_ms", "latency_dense_ms", "latency_speedup", "seed", "point", "run_id",
+    "latency_ms", "latency_dense_ms", "latency_speedup", "seed", "point", "run_id", "test_noisy_acc",
 ]
 
 

@@ -136,8 +136,8 @@ def apply_structured(
         else:
             done = _merge_all(model, ratio)
         if not done:
-            raise ConfigError("criterion", f"{crit!r} found no layer pair it can prune in this model "
-                                           f"({'Conv2d/Linear chains' if crit == 'thinet' else 'consecutive Linear layers'})")
+            needs = "Conv2d/Linear chains" if crit == "thinet" else "consecutive Linear layers"
+            raise ConfigError("criterion", f"{crit!r} found no layer pair it can prune in this model ({needs})")
         return StructuredResult(crit, "layer", before[0], count_parameters(model), before[1],
                                 dense_flops(model, shape), before[2], out_channels(model))
     if crit == "slimming":
