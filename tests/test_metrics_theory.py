@@ -188,3 +188,20 @@ def test_diagnose_study_val_entropy_and_level_to_level_interpolation(tmp_path):
     assert [p["position"] for p in curve] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
     assert curve[0]["loss"] != curve[-1]["loss"]  # different weights at the two ends
     assert recs[("imp", 2)]["interpolation_barrier"] >= 0.0  # endpoints lie on the reference line
+
+
+def test_diagnose_reports_gap_to_the_closed_form_posterior_on_gmm_data(tmp_path):
+    from prunezoo.analysis.diagnostics import diagnose_study
+    from prunezoo.data.gmm import bayes_error
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.study import run_study
+
+    cfg = parse_config({"name": "g", "dataset": {"name": "gmm-linear", "options": {"n_train": 400, "n_test": 200}},
+                        "model": {"name": "gmm-mlp", "options": {"hidden": [8]}},
+                        "training": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+                        "methods": [{"name": "imp", "kind": "imp", "levels": 1}]})
+    res = run_study(cfg, tmp_path, workers=1)
+    for rec in diagnose_study(res.directory, sharpness=False):
+        gap = rec["posterior_gap"]
+        assert 0 < gap["mean_abs_gap"] < 0.5 and gap["model_error"] >= gap["bayes_error"] - 0.02
+        assert gap["bayes_error"] == pytest.approx(bayes_error("linear", 0.2, 100), abs=0.015)  # 5000 fresh samples

@@ -7,7 +7,8 @@ mask IoU with the previous IMP level, loss along the linear path from the previo
 line between the end losses),
 sharpness (top Hessian eigenvalue of the test loss over the unpruned weights, by HVP power
 iteration on a few batches) and test-set calibration: reliability bins (15, right-closed), class-wise
-reliability mean ± std over classes, histogram of predicted-class confidence.
+reliability mean ± std over classes, histogram of predicted-class confidence. On GMM data also the
+gap to the closed-form posterior on fresh samples (mean |p − p*|, over-confidence, model vs Bayes error).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from prunezoo.experiments.jobs import JobContext
 from prunezoo.metrics.calibration import calibration, classwise_reliability, confidence_histogram
 from prunezoo.metrics.diagnostics import hessian_top_eigenvalue, interpolation_curve
+from prunezoo.metrics.posterior import posterior_gap
 from prunezoo.sparsity import MaskSet
 from prunezoo.training.checkpoint import load_state
 from prunezoo.training.evaluate import predict
@@ -85,6 +87,9 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
             model = ctx.build_model()
             model.load_state_dict(load_state(weights))
             rec["calibration"] = _calibration(model, ctx.splits.test)
+            meta = ctx.splits.meta or {}
+            if meta.get("source") == "prunezoo.data.gmm":  # closed-form posterior: |p_model − p*| on fresh samples
+                rec["posterior_gap"] = posterior_gap(model, meta["kind"], nu=meta["nu"], dim=meta["dim"], n=5000)
             if row["kind"] == "imp" and interpolation_points >= 2:
                 state = {k: v.clone() for k, v in model.state_dict().items()}
                 prev = previous_state.get(job_id)

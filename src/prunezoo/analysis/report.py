@@ -250,11 +250,16 @@ def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
 def _diagnostics_section(records: list[dict]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "val entropy",
-            "channel sparsity", "IoU prev level", "loss barrier from prev level", "sharpness"]
+            "channel sparsity", "IoU prev level", "loss barrier from prev level", "sharpness",
+            "GMM |p − p*|", "error: model / Bayes"]
     body = [("", [r["point"] or "—", r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
                   fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), fmt(r.get("val_entropy"), ".3f"),
                   f"{r['channel_sparsity']:.1%}", fmt(r["iou_previous_level"], ".3f"),
-                  fmt(r.get("interpolation_barrier"), ".3f"), fmt(r["sharpness"], ".3g")]) for r in records]
+                  fmt(r.get("interpolation_barrier"), ".3f"), fmt(r["sharpness"], ".3g"),
+                  fmt((r.get("posterior_gap") or {}).get("mean_abs_gap"), ".3f"),
+                  "–" if not r.get("posterior_gap") else
+                  f"{r['posterior_gap']['model_error']:.1%} / {r['posterior_gap']['bayes_error']:.1%}"])
+            for r in records]
     return ("<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
             "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
             "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
