@@ -59,7 +59,8 @@ def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list
                 dense_flops.get(g.point, 0.0) if g.kind in FROM_DENSE else 0.0),
             "latency_ms": mean("latency_ms"), "latency_speedup": mean("latency_speedup"),
             "test_acc_mean": acc, "test_acc_std": g.std("test_acc"),
-            "test_acc_ci95_low": ci[0] if ci else None, "test_acc_ci95_high": ci[1] if ci else None,
+            # an accuracy lies in [0, 1]; the t-interval can overshoot with few, spread seeds
+            "test_acc_ci95_low": max(ci[0], 0.0) if ci else None, "test_acc_ci95_high": min(ci[1], 1.0) if ci else None,
             "delta_vs_dense": None if acc is None or g.point not in dense else acc - dense[g.point],
             "n": g.n,
         })
@@ -134,7 +135,7 @@ def write_bench_report(study_dir: str | Path, suite_meta: dict, baselines: froze
         "<p class=note>Fair by construction: per seed, every method that prunes a trained model starts from the "
         "same dense checkpoint (the dense control below) and fine-tunes with the same budget; methods trained from "
         "initialisation use the dense control's training budget; all use the same data. Training FLOPs show what "
-        "each method spent. 95% CI: Student-t interval of the mean over seeds.</p>")
+        "each method spent. 95% CI: Student-t interval of the mean over seeds, clipped to [0, 100] %.</p>")
     parts.append(figure("accuracy", plots.accuracy_figure(series, dense),
                         "Measured mean test accuracy over seeds (band ±1 std); dashed: dense control."))
     parts.append("<h2>Measured (this run)</h2>")
