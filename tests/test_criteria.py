@@ -635,3 +635,35 @@ def test_criteria_quality_of_a_study_from_the_cli(tmp_path):
     assert init["criteria"]["snip"]["items"] == {"fc1.weight": 16, "fc2.weight": 10}
     bad = CliRunner().invoke(app, ["criteria-quality", str(study_dir), "--criteria", "movement"])
     assert bad.exit_code == 2 and "criteria" in bad.output
+
+
+def test_movement_pruning_while_fine_tuning_the_trained_model(tmp_path):
+    import json
+
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.plan import plan_study
+    from prunezoo.experiments.study import run_study
+
+    base = {"name": "mvft", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [32]}},
+            "training": {"epochs": 3, "batch_size": 64, "lr": 0.1}, "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.01}}
+    cfg = parse_config({**base, "methods": [
+        {"name": "mv", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5,
+         "options": {"from_dense": True}}]})
+    jobs = {j.method: j for j in plan_study(cfg)}
+    assert jobs["mv"].deps == (jobs["dense"].id,) and jobs["mv"].spec["parent"] == jobs["dense"].id
+    res = run_study(cfg, tmp_path, workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    hist = json.loads((res.directory / "histories.json").read_text())[rows["mv"]["run_id"]]
+    assert len(hist) == 2  # the fine-tuning budget, not the training one
+    from prunezoo.training.checkpoint import load_state
+
+    runs = res.directory / "runs"
+    dense_dir, mv_dir = runs / rows["dense"]["run_id"], runs / rows["mv"]["run_id"]
+    w = load_state(mv_dir / "final.safetensors")["fc1.weight"]
+    keep = MaskSet.load(mv_dir / "masks.safetensors")["fc1.weight"]
+    to_trained = (w - load_state(dense_dir / "final.safetensors")["fc1.weight"])[keep].norm()
+    to_init = (w - load_state(dense_dir / "init.safetensors")["fc1.weight"])[keep].norm()
+    assert to_trained < 0.5 * to_init  # started from the trained model, not from init
+    assert rows["mv"]["sparsity"] == pytest.approx(0.8, abs=2e-3)
+    with pytest.raises(ConfigError, match="from_dense"):
+        parse_config({**base, "methods": [{"name": "g", "kind": "gmp", "sparsities": [0.5], "options": {"from": 1}}]})

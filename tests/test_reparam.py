@@ -481,3 +481,16 @@ def test_vd_options_from_a_study_config(tmp_path):
         with pytest.raises(ConfigError) as err:
             parse_config({**base, "methods": [{"name": "v", "kind": "vd", "options": bad}]})
         assert err.value.field == "methods.0" and next(iter(bad)) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["vd", "structured"])
+def test_start_mask_is_rejected_where_a_kind_would_ignore_it(kind):
+    from prunezoo.errors import ConfigError
+    from prunezoo.experiments.config import parse_config
+
+    method = {"name": "m", "kind": kind, "start": {"density": 0.5}}
+    if kind == "structured":
+        method |= {"criterion": "l1", "sparsities": [0.5]}
+    with pytest.raises(ConfigError, match="start"):
+        parse_config({"methods": [method]})
+    parse_config({"methods": [{"name": "m", "kind": "str", "start": {"density": 0.5}}]})  # STR keeps it

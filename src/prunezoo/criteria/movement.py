@@ -18,7 +18,16 @@ and a name that can only raise would pass validation and fail at run time. Pass
 
 In study configs ``criterion: movement`` is accepted by the method kinds listed in
 ``TRAINING_CRITERIA`` (``gmp``): the job puts a tracker made by :func:`make_tracker` in front of the
-schedule's callback and prunes with ``tracker.criterion``.
+schedule's callback and prunes with ``tracker.criterion``; ``options: {from_dense: true}`` prunes
+while fine-tuning the trained dense model (the paper's setting) instead of while training from init.
+
+Difference from the paper: masks here zero the weights themselves and gradual schedules only ever
+remove weights, so a pruned weight's score stops changing and it cannot return; the paper's hard
+movement pruning keeps the dense weights, masks in the forward pass and lets scores of pruned weights
+move through a straight-through estimator. Measured on ``examples/methods-90.yaml`` (one seed):
+from init, movement 96.4% = magnitude GMP 96.4%; while fine-tuning the converged dense model for 5
+epochs, movement 32.8% vs magnitude 94.2% — near a minimum the gradients, hence the scores, are tiny
+and noisy (the paper fine-tunes a model pre-trained on a *different* task).
 """
 
 from __future__ import annotations

@@ -190,6 +190,10 @@ class MethodConfig(BaseModel):
 
             if unknown := sorted(set(self.options) - set(OBS_STUDY_OPTIONS)):
                 raise ValueError(f"unknown options {unknown} for oneshot 'obs'; known: {list(OBS_STUDY_OPTIONS)}")
+        if self.kind == "gmp" and (unknown := sorted(set(self.options) - {"from_dense"})):
+            raise ValueError(f"unknown options {unknown} for kind 'gmp'; known: ['from_dense']")
+        if self.start is not None and self.kind in ("vd", "structured"):  # would be silently ignored
+            raise ValueError(f"method kind {self.kind!r} does not take a sparse-to-sparse 'start' mask")
         if self.kind == "vd":
             from prunezoo.reparam.variational_dropout import check_vd_options
 

@@ -244,14 +244,19 @@ def _gmp(ctx: JobContext, job: dict) -> dict:
     sparsity = ctx.spec["sparsity"]
     method = ctx.method(job["method"], {"sparsities": [sparsity]})
     model = ctx.build_model()
+    start = ctx.start_masks(model, method)
+    from_dense = bool(method.options.get("from_dense"))  # prune while fine-tuning the trained dense model
+    if from_dense:
+        model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
     criterion, trackers = method.criterion, []
     if criterion in TRAINING_CRITERIA:  # movement: scores accumulated by a callback during this training
         trackers = [make_tracker(criterion, **_selection(method))]
         criterion = trackers[0].criterion
-    sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * ctx.training.epochs,
-                                    criterion=criterion, scheme=method.scheme, seed=ctx.seed,
-                                    masks=ctx.start_masks(model, method), **prune_options(method))
-    history = ctx.fit(ctx.trainer(model, [*trackers, sched]))
+    epochs = (ctx.finetune if from_dense else ctx.training).epochs
+    sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * epochs,
+                                    criterion=criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
+                                    **prune_options(method))
+    history = ctx.fit(ctx.trainer(model, [*trackers, sched], finetune=from_dense))
     masks = sched.masks
     masks.save(ctx.directory / "masks.safetensors")
     save_state(ctx.directory / "final.safetensors", model.state_dict())

@@ -64,6 +64,10 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
                     for s in m.sparsities:
                         add(m.kind, m.name, f"{m.name}@{s:g}",
                             {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
+                elif m.kind == "gmp" and m.options.get("from_dense"):  # gradual pruning while fine-tuning it
+                    for s in m.sparsities:
+                        add("gmp", m.name, f"{m.name}@{s:g}",
+                            {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
                 elif m.kind == "vd":  # sparsity emerges; starts from the trained dense model
                     add("vd", m.name, m.name, {"method": mspec, "finetune": finetune, "parent": dense.id}, (dense.id,))
                 elif m.kind == "str":  # sparsity emerges from the learned thresholds
