@@ -188,3 +188,36 @@ def test_study_accepts_issue_names_procedures_and_sensitivity_allocation(tmp_pat
     assert (html.parent / "structured.png").stat().st_size > 0 and "vs measured CPU latency" in html.read_text()
     with pytest.raises(ConfigError, match="criterion"):
         parse_config({"methods": [{"name": "x", "kind": "structured", "criterion": "l3-filter", "sparsities": [0.5]}]})
+
+
+def test_structured_zero_masked_resnet_compacts_to_equal_outputs(tmp_path):
+    from prunezoo.structured import compact_zero_channels, load_compact, save_compact
+
+    torch.manual_seed(0)
+    masked = build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8).eval()
+    _randomize_bn(masked)
+    x = torch.randn(4, 3, 16, 16)
+
+    def zero(conv: str, bn: str, idx: list[int]) -> None:
+        with torch.no_grad():
+            masked.get_submodule(conv).weight[idx] = 0
+            masked.get_submodule(bn).weight[idx] = 0
+            masked.get_submodule(bn).bias[idx] = 0
+
+    zero("layer2.0.conv1", "layer2.0.bn1", [0, 3, 5])  # inside a block: feeds only conv2
+    for conv, bn in (("conv1", "bn1"), ("layer1.0.conv2", "layer1.0.bn2")):  # both sides of stage 1's sum
+        zero(conv, bn, [1, 2])
+    zero("layer3.0.conv2", "layer3.0.bn2", [7])  # one side of a residual sum only: must stay
+    with torch.no_grad():
+        ref = masked(x)
+    compact = copy.deepcopy(masked)
+    res = compact_zero_channels(compact, x[:1])
+    assert res.channels_after["layer2.0.conv1"] == 29 and res.channels_after["conv1"] == 14
+    assert res.channels_after["layer1.0.conv2"] == 14 and res.channels_after["layer3.0.conv2"] == 64
+    assert res.params_after < res.params_before and res.flops_after < res.flops_before
+    with torch.no_grad():
+        assert torch.allclose(compact(x), ref, atol=1e-5)
+    save_compact(compact, tmp_path / "c", {"model": "resnet-cifar", "num_classes": 10, "input_shape": [3, 16, 16],
+                                            "options": {"depth": 8}})
+    with torch.no_grad():
+        assert torch.equal(load_compact(tmp_path / "c")(x), compact(x))

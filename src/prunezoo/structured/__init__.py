@@ -21,6 +21,7 @@ from prunezoo.structured.prune import (
     SensitivityScan,
     StructuredResult,
     allocate_from_sensitivity,
+    compact_zero_channels,
     out_channels,
     prune_channels,
     sensitivity_scan,
@@ -35,5 +36,6 @@ __all__ = [
     "StructuredResult", "ThiNetResult", "allocate_from_sensitivity", "cluster_neurons", "get_channel_criterion",
     "layer_shapes", "load_compact", "measure_latency", "merge_neurons", "out_channels", "prune_channels",
     "register_channel_criterion", "save_compact", "apply_structured", "canonical_structured_criterion",
+    "compact_zero_channels",
     "structured_criterion_names", "sensitivity_scan", "slim", "thinet_prune",
 ]

@@ -258,3 +258,63 @@ def allocate_from_sensitivity(
         _, name, r = max(steps)
         alloc[name] = r
     return {n: r for n, r in alloc.items() if r > 0}
+
+
+def _zero_outputs(module: nn.Module, handler, idxs: Sequence[int]) -> torch.Tensor | None:
+    """Which of ``idxs`` output channels of ``module`` are identically zero (None: not an output layer)."""
+    idx = torch.as_tensor(list(idxs), dtype=torch.long)
+    if handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+        w = module.weight.detach()[idx].flatten(1)
+        zero = (w == 0).all(1)
+        return zero & (module.bias.detach()[idx] == 0) if module.bias is not None else zero
+    if handler is tp.prune_batchnorm_out_channels:
+        if not module.affine:
+            return torch.zeros(len(idx), dtype=torch.bool)  # normalises a zero input to -μ/σ, not zero
+        return (module.weight.detach()[idx] == 0) & (module.bias.detach()[idx] == 0)
+    return None
+
+
+@torch.no_grad()
+def compact_zero_channels(model: nn.Module, example_input: torch.Tensor, *,
+                          ignored_layers: Sequence[str | nn.Module] | None = None) -> StructuredResult:
+    """Physically remove every output channel a *structured-zero* masked model has zeroed, in place.
+
+    A channel goes when it is zero in every layer Torch-Pruning couples to it: the Conv/Linear row
+    (and bias) and, where one follows, the BatchNorm's γ and β — then it outputs exactly 0 and the
+    compact model computes what the masked one did. Channels zero in only some coupled layers (one
+    side of a residual sum) stay. The result's ``removed`` maps each group's root layer to the indices.
+    """
+    ignored = [_module(model, x, "ignored_layers") if isinstance(x, str) else x
+               for x in (default_ignored(model) if ignored_layers is None else ignored_layers)]
+    input_shape = tuple(example_input.shape[1:])
+    before = (count_parameters(model), dense_flops(model, input_shape), out_channels(model))
+    names = {m: n for n, m in model.named_modules()}
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():  # Torch-Pruning traces through autograd
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1])
+        plan = []
+        for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE):
+            n = len(group[0][1])
+            zero = torch.ones(n, dtype=torch.bool)
+            for i, (dep, idxs) in enumerate(group):
+                z = _zero_outputs(dep.target.module, dep.handler, idxs)
+                root = group[i].root_idxs
+                if z is None or any(r is None for r in root):
+                    continue
+                keep = torch.zeros(n, dtype=torch.bool)
+                keep[torch.as_tensor(root, dtype=torch.long)[~z]] = True
+                zero &= ~keep
+            idx = zero.nonzero().flatten().tolist()
+            idx = idx[1:] if len(idx) == n else idx  # an all-zero layer keeps one (zero) channel
+            if idx:
+                plan.append((group[0][0].target.module, group[0][0].handler, idx))
+        for module, handler, idx in plan:
+            dg.get_pruning_group(module, handler, idx).prune()
+    finally:
+        for m, t in modes:
+            m.training = t
+    removed = {names[m]: idx for m, _, idx in plan}
+    return StructuredResult("zero", "layer", before[0], count_parameters(model), before[1],
+                            dense_flops(model, input_shape), before[2], out_channels(model), removed)
