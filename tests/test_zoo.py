@@ -287,3 +287,12 @@ def test_batched_mp_twins_match_loop_twins(zoo):
             torch.testing.assert_close(v, layout.load_state(ref)[k], atol=1e-4, rtol=1e-4)
     with pytest.raises(ConfigError, match="method.trainer"):
         parse_twin_method({"name": "v", "kind": "vd", "trainer": "batched"})
+
+
+def test_zoo_example_is_valid():
+    from pathlib import Path
+
+    from prunezoo.zoo.generate import load_zoo_config
+
+    cfg = load_zoo_config(Path(__file__).resolve().parents[1] / "examples" / "zoo-mnist5k.yaml")
+    assert len(cfg.members()) == 32 and cfg.trainer == "batched"
