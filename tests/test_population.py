@@ -224,3 +224,20 @@ def test_model_without_dropout_option_rejects_dropout_member():
     with pytest.raises(ConfigError) as err:
         train_population("mlp", {"hidden": [4]}, data, [MemberSpec(seed=0, dropout=0.2)], epochs=0)
     assert err.value.field == "members[0].dropout"
+
+
+@pytest.mark.parametrize("model, shape", [("cnn-s", (1, 28, 28)), ("conv1d", (1, 40))])
+def test_im2col_convolution_matches_grouped(model, shape):
+    data = _splits(n_train=20, n_test=10, shape=shape)
+    members = [MemberSpec(seed=1, activation="relu", init=None), MemberSpec(seed=2, activation="relu", init=None)]
+    runs = []
+    for conv in ("grouped", "im2col"):
+        states, _, cb = _collect()
+        train_population(model, {}, data, members, epochs=1, on_epoch=cb, conv=conv)
+        runs.append(states)
+    for key, state in runs[0].items():
+        for name, w in state.items():
+            torch.testing.assert_close(runs[1][key][name], w, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError) as err:
+        train_population(model, {}, data, members, epochs=0, conv="fft")
+    assert err.value.field == "conv"

@@ -48,6 +48,9 @@ GRAPH_FIELDS = ("optimizer", "activation", "dropout")
 MODEL_FIELDS = ("activation", "init", "dropout")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+# How convolutions run under vmap: "grouped" (vmap's own batching rule: one grouped convolution
+# with groups=M) or "im2col" (unfold + batched matmul; see _use_im2col).
+CONV_IMPLS = ("grouped", "im2col")
 # Samples (over all members) per evaluation chunk: bounds activation memory of batched evaluation.
 EVAL_SAMPLES = 16384
 
@@ -149,6 +152,7 @@ def train_population(
     eval_splits: Sequence[str] | None = None,
     steps: int | None = None,
     evaluate: bool = True,
+    conv: str = "grouped",
 ) -> list[dict]:
     """Train every member; returns the final metrics per member (in ``members`` order).
 
@@ -168,10 +172,14 @@ def train_population(
             ``<split>_loss/_acc/_entropy/_ece`` (``train`` is reported as ``train_eval_*``).
         steps: stop after this many optimizer steps (benchmarks); the partial epoch is reported.
         evaluate: False skips every evaluation (metrics then hold the running train loss/acc only).
+        conv: ``"grouped"`` (default) or ``"im2col"``: how Conv1d/Conv2d layers run batched
+            (same numbers up to float rounding; speed compared by ``benchmarks/bench_population.py``).
     """
     members, eval_splits = _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, data)
     if not evaluate:
         eval_splits = []
+    if conv not in CONV_IMPLS:
+        raise ConfigError("conv", f"unknown convolution implementation {conv!r}; known: {list(CONV_IMPLS)}")
     modules = [build_member(model, model_options, data, m, i) for i, m in enumerate(members)]
     if next(iter(modules[0].buffers()), None) is not None:
         raise ConfigError("model", f"{model!r} has buffers (BatchNorm); population training supports "
@@ -191,7 +199,8 @@ def train_population(
         groups.setdefault(m.graph_key(), []).append(i)
     results: list[dict | None] = [None] * len(members)
     for index in groups.values():
-        group = _Group([modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index])
+        group = _Group([modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index],
+                       conv=conv)
         for j, metrics in enumerate(group.fit(data, epochs, batch_size, eval_splits, steps, evaluate,
                                               _forward_callback(on_epoch, index))):
             results[index[j]] = metrics
@@ -221,15 +230,62 @@ def _check_mask(i: int, module: nn.Module, mask) -> dict[str, Tensor] | None:
     return out
 
 
+def _im2col_conv2d(self: nn.Conv2d, x: Tensor) -> Tensor:
+    # unfold + matmul: under vmap the matmul becomes one batched GEMM over members (backward: two
+    # more GEMMs plus fold). Kept as an option: on CNN-s it measured slower than the grouped conv.
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x.unsqueeze(0)
+    n, _, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+    out = self.weight.flatten(1) @ cols
+    if self.bias is not None:
+        out = out + self.bias[:, None]
+    out = out.view(n, -1, oh, ow)
+    return out[0] if squeeze else out
+
+
+def _im2col_conv1d(self: nn.Conv1d, x: Tensor) -> Tensor:
+    # Conv1d as a (L x 1) Conv2d through the same unfold + GEMM path.
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x.unsqueeze(0)
+    (k,), (s,), (p,), (d,) = self.kernel_size, self.stride, self.padding, self.dilation
+    cols = F.unfold(x.unsqueeze(-1), (k, 1), dilation=(d, 1), padding=(p, 0), stride=(s, 1))
+    out = self.weight.flatten(1) @ cols
+    if self.bias is not None:
+        out = out + self.bias[:, None]
+    return out[0] if squeeze else out
+
+
+def _use_im2col(module: nn.Module) -> None:
+    """Run the (population copy's) plain convolutions as unfold + GEMM; others stay as they are."""
+    import types
+
+    for m in module.modules():
+        plain = getattr(m, "groups", None) == 1 and getattr(m, "padding_mode", None) == "zeros" \
+            and not isinstance(getattr(m, "padding", None), str)
+        if type(m) is nn.Conv2d and plain:
+            m.forward = types.MethodType(_im2col_conv2d, m)
+        elif type(m) is nn.Conv1d and plain:
+            m.forward = types.MethodType(_im2col_conv1d, m)
+
+
 class _Group:
     """Members sharing one computation graph, with their stacked parameters and optimizer state."""
 
-    def __init__(self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None]):
+    def __init__(self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None],
+                 conv: str = "grouped"):
         from torch.func import functional_call, vmap
 
         self.specs = specs
         self.size = len(specs)
         self.base = copy.deepcopy(modules[0])
+        if conv == "im2col":
+            _use_im2col(self.base)
         self.names = [n for n, _ in self.base.named_parameters()]
         per_member = [dict(m.named_parameters()) for m in modules]
         self.params = {n: torch.stack([p[n].detach() for p in per_member]).requires_grad_(True) for n in self.names}
