@@ -184,7 +184,8 @@ def test_synflow_ignores_weight_signs_unlike_the_signed_network():
     assert all(torch.allclose(scores[n], again[n], rtol=1e-5) for n in scores)
     params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
     out = model(torch.ones(1, 12)).sum()  # no abs: R of the signed network
-    signed = {n: (p * g_).abs().detach() for (n, p), g_ in zip(params.items(), torch.autograd.grad(out, list(params.values())))}
+    grads = torch.autograd.grad(out, list(params.values()))
+    signed = {n: (p * g_).abs().detach() for (n, p), g_ in zip(params.items(), grads)}
     assert not all(torch.allclose(scores[n], signed[n], rtol=1e-3) for n in scores)
     signed_keep = prune(model, 0.2, criterion=lambda ctx: signed)
     assert signed_keep.iou(prune(model, 0.2, criterion="synflow")) < 0.9
@@ -554,6 +555,11 @@ def test_movement_is_a_study_criterion_for_gmp(tmp_path):
     by_movement = MaskSet.load(runs / rows["movement"]["run_id"] / "masks.safetensors")
     by_magnitude = MaskSet.load(runs / rows["gmp"]["run_id"] / "masks.safetensors")
     assert by_movement.iou(by_magnitude) < 0.9  # same training, other scores: another mask
+    again = run_study(cfg, tmp_path / "again", workers=1)  # same seed: same scores, same mask
+    row = next(r for r in again.rows if r["method"] == "movement")
+    repeat = MaskSet.load(again.directory / "runs" / row["run_id"] / "masks.safetensors")
+    assert all(torch.equal(repeat[n], by_movement[n]) for n in by_movement)
+    assert row["test_acc"] == rows["movement"]["test_acc"]
     for kind in ("oneshot", "at-init", "dst"):  # no training trajectory to score: rejected up front
         with pytest.raises(ConfigError, match="training-time") as err:
             parse_config({**base, "methods": [{"name": "m", "kind": kind, "criterion": "movement",
@@ -583,7 +589,8 @@ def test_oneshot_obs_in_a_study_applies_the_weight_update(tmp_path):
 
     cfg = parse_config({
         "name": "obs", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
-        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05}, "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
         "methods": [{"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
                      "options": {"block_size": 16}},
                     {"name": "obs-select", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
@@ -616,7 +623,8 @@ def test_criteria_quality_of_a_study_from_the_cli(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({"name": "q", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
+    cfg = parse_config({"name": "q", "dataset": {"name": "digits"},
+                        "model": {"name": "mlp", "options": {"hidden": [16]}},
                         "training": {"epochs": 3, "batch_size": 64, "lr": 0.1}, "methods": []})
     study_dir = run_study(cfg, tmp_path, workers=1).directory
     res = CliRunner().invoke(app, ["criteria-quality", str(study_dir), "--criteria", "magnitude,random,taylor",
@@ -645,7 +653,8 @@ def test_movement_pruning_while_fine_tuning_the_trained_model(tmp_path):
     from prunezoo.experiments.study import run_study
 
     base = {"name": "mvft", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [32]}},
-            "training": {"epochs": 3, "batch_size": 64, "lr": 0.1}, "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.01}}
+            "training": {"epochs": 3, "batch_size": 64, "lr": 0.1},
+            "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.01}}
     cfg = parse_config({**base, "methods": [
         {"name": "mv", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5,
          "options": {"from_dense": True}}]})
