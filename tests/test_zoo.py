@@ -296,3 +296,13 @@ def test_zoo_example_is_valid():
 
     cfg = load_zoo_config(Path(__file__).resolve().parents[1] / "examples" / "zoo-mnist5k.yaml")
     assert len(cfg.members()) == 32 and cfg.trainer == "batched"
+
+
+@pytest.mark.slow  # starting a local Ray takes tens of seconds
+def test_ray_executor_matches_inline(zoo, tmp_path):
+    pytest.importorskip("ray")
+    cfg = parse_zoo_config(TINY | {"lr": 1e-2, "seeds": [1]})
+    out = generate_zoo(cfg, tmp_path / "ray", executor="ray", workers=1, progress=False)
+    assert out["done"] == 1
+    [m] = layout.list_models(tmp_path / "ray")
+    assert _states_equal(layout.load_state(m), layout.load_state(zoo / m.name))
