@@ -290,3 +290,4 @@ def test_reproduce_mp_vs_vd_quick_runs_a_zoo(tmp_path):
     directory, verdicts = reproduce("mp-vs-vd", tmp_path, quick=True, workers=1, progress=False)
     assert len(verdicts) == 2 and all(v.status in (HOLDS, FAILS, INCONCLUSIVE) for v in verdicts)
     assert json.loads((directory / "reproduce.json").read_text())["verdicts"][0]["numbers"]["n"] == 4
+    assert directory.name.startswith("reproduce-mp-vs-vd-quick-")

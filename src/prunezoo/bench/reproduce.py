@@ -18,7 +18,8 @@ from typing import Any
 from prunezoo.experiments.summary import t_interval
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
-CRITERION = ("each claim 'A beats B' is tested on per-seed paired differences d = A − B: holds if the 95% "
+CRITERION = ("each claim 'A beats B' is tested on paired differences d = A − B per seed (per model for a zoo): "
+             "holds if the 95% "
              "t-interval of mean d is above 0; does not hold if its upper end is below the margin (0.5 pp for "
              "accuracy, 0 for training loss); otherwise inconclusive")
 ACC_MARGIN = 0.005  # 0.5 percentage points: smaller accuracy gaps are not a practical advantage
@@ -220,7 +221,7 @@ def _interp(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
-MP_LEVELS = [0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+MP_LEVELS = [0.3, 0.6, 0.8, 0.9]
 
 
 def _zoo_config(quick: bool) -> dict:
@@ -228,7 +229,7 @@ def _zoo_config(quick: bool) -> dict:
     return {"name": "reproduce-mp-vs-vd", "dataset": {"name": "mnist5k", "max_train": 300 if quick else 1000,
                                                       "max_test": 300 if quick else 1000},
             "model": {"name": "cnn-s"}, "epochs": 1 if quick else 5, "batch_size": 10, "trainer": "batched",
-            "chunk_size": 16, "seeds": {"start": 1, "count": 4 if quick else 16}, "activation": "tanh",
+            "chunk_size": 16, "seeds": {"start": 1, "count": 4 if quick else 12}, "activation": "tanh",
             "init": "kaiming_uniform", "optimizer": "adam", "lr": 1e-3}
 
 
@@ -241,16 +242,23 @@ def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, 
     from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
     from prunezoo.zoo.twins import parse_twin_method
 
-    directory = Path(out_root) / (f"reproduce-{name}" + ("-quick" if quick else ""))
-    opts = {k: run_options[k] for k in ("workers", "progress") if k in run_options}
-    epochs = 1 if quick else 3
-    generate_zoo(parse_zoo_config(_zoo_config(quick)), directory, **opts)
+    import hashlib
+    import json
+
     from prunezoo.zoo.twins import make_twins
 
-    make_twins(directory, parse_twin_method({"name": "mp", "trainer": "batched", "epochs": epochs},
-                                            levels=[0.5, 0.9] if quick else MP_LEVELS), **opts)
-    make_twins(directory, parse_twin_method({"name": "vd", "kind": "vd", "epochs": 2 * epochs, "lr_scale": 1.0}),
-               **opts)
+    zoo_cfg = _zoo_config(quick)
+    mp = parse_twin_method({"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2},
+                           levels=[0.5, 0.9] if quick else MP_LEVELS)
+    vd = parse_twin_method({"name": "vd", "kind": "vd", "epochs": 2 if quick else 4, "lr_scale": 1.0})
+    # content-addressed like a study directory: another setting never meets stale twins
+    digest = hashlib.sha256(json.dumps([zoo_cfg, mp.model_dump(mode="json"), vd.model_dump(mode="json")],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    directory = Path(out_root) / (f"reproduce-{name}" + ("-quick" if quick else "") + f"-{digest}")
+    opts = {k: run_options[k] for k in ("workers", "progress") if k in run_options}
+    generate_zoo(parse_zoo_config(zoo_cfg), directory, **opts)
+    make_twins(directory, mp, **opts)
+    make_twins(directory, vd, **opts)
     return directory, analyze_zoo(directory, compare=False).models
 
 
