@@ -73,9 +73,9 @@ def test_aliases_and_procedures_are_study_criterion_names():
 
 def test_alias_prunes_exactly_like_canonical_and_slimming_is_global_gamma():
     torch.manual_seed(0)
-    base = build_model("resnet20", input_shape=(3, 32, 32)).eval()
+    base = build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8).eval()
     _randomize_bn(base)
-    x = torch.zeros(1, 3, 32, 32)
+    x = torch.zeros(1, 3, 16, 16)
     a, b = copy.deepcopy(base), copy.deepcopy(base)
     ra = apply_structured(a, x, 0.5, "l1-filter")
     rb = apply_structured(b, x, 0.5, "l1")
