@@ -221,3 +221,13 @@ def test_structured_zero_masked_resnet_compacts_to_equal_outputs(tmp_path):
                                             "options": {"depth": 8}})
     with torch.no_grad():
         assert torch.equal(load_compact(tmp_path / "c")(x), compact(x))
+
+
+def test_round_to_keeps_channel_counts_multiples_of_it():
+    model = build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8, width=16)
+    res = prune_channels(model, torch.zeros(1, 3, 16, 16), 0.3, round_to=8)
+    counts = {n: c for n, c in res.channels_after.items() if n != "fc"}
+    assert all(c % 8 == 0 for c in counts.values()) and res.flops_after < res.flops_before
+    plain = prune_channels(build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8, width=16),
+                           torch.zeros(1, 3, 16, 16), 0.3)
+    assert any(c % 8 for n, c in plain.channels_after.items() if n != "fc")  # 16 -> 11 without rounding
