@@ -20,11 +20,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import DataConfig, ModelConfig, StudyConfig, _format_validation_error
+from prunezoo.experiments.config import DataConfig, ModelConfig, StudyConfig, _format_validation_error, read_yaml_mapping
 from prunezoo.training.config import TrainingConfig
 
 SUITE_DIR = Path(__file__).parent / "suites"
@@ -99,14 +98,7 @@ def load_suite(name_or_path: str | Path, overrides: dict[str, Any] | None = None
             raise ConfigError("suite", f"unknown suite {str(name_or_path)!r}; bundled: {sorted(known)} "
                                        "(or pass a YAML file)")
         path = known[str(name_or_path)]
-    if not path.exists():
-        raise ConfigError("suite", f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError("suite", f"{path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("suite", f"{path} must contain a mapping at top level")
+    data = read_yaml_mapping(path, "suite")
     data.setdefault("name", path.stem)
     data.update(overrides or {})
     try:

@@ -315,18 +315,27 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     _assign(data, key, yaml.safe_load(raw))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError("config", f"file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config", f"{path} must contain a mapping at top level")
+def read_yaml_mapping(path: str | Path, field: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name ``field`` and the path."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(field, f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(field, f"{path} must contain a mapping at top level")
+    return data
+
+
+def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw mapping of a config YAML (``None``: empty) with ``--set key=value`` overrides applied."""
+    data = read_yaml_mapping(path) if path is not None else {}
     for assignment in overrides or []:
         set_override(data, assignment)
-    return parse_config(data)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    return parse_config(read_config_data(path, overrides))

@@ -107,8 +107,9 @@ def _run_pool(todo: list[Job], root: str, workers: int, threads: int, on_done) -
     return results
 
 
-def _run_ray(todo: list[Job], root: str, workers: int | None, threads: int, address: str | None,
-             on_done) -> dict[str, dict]:
+def start_ray(workers: int | None, address: str | None):
+    """``(ray, started_here)``: connect to ``address`` or start a local Ray with ``workers`` CPUs,
+    unless Ray is already initialised (then the caller must not shut it down)."""
     try:
         import ray
     except ImportError:
@@ -119,6 +120,12 @@ def _run_ray(todo: list[Job], root: str, workers: int | None, threads: int, addr
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
+    return ray, started_here
+
+
+def _run_ray(todo: list[Job], root: str, workers: int | None, threads: int, address: str | None,
+             on_done) -> dict[str, dict]:
+    ray, started_here = start_ray(workers, address)
     remote = ray.remote(num_cpus=threads, max_retries=0)(execute_job)
     results: dict[str, dict] = {}
     pending = {job.id: job for job in todo}

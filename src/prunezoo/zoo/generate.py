@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
@@ -146,22 +145,9 @@ def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
 
 def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZooConfig:
     """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides."""
-    from prunezoo.experiments.config import set_override
+    from prunezoo.experiments.config import read_config_data
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError("config", f"file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config", f"{path} must contain a mapping at top level")
-    for assignment in overrides or []:
-        set_override(data, assignment)
-    return parse_zoo_config(data)
+    return parse_zoo_config(read_config_data(path, overrides))
 
 
 # ------------------------------------------------------------------------------------- members

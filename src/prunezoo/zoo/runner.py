@@ -105,16 +105,9 @@ def _run_pool(fn, tasks, labels, workers, threads, done) -> None:
 
 
 def _run_ray(fn, tasks, labels, workers, threads, address, done) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("executor", "the Ray executor needs Ray: pip install 'prunezoo[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    from prunezoo.experiments.executors import start_ray
+
+    ray, started_here = start_ray(workers, address)
     remote = ray.remote(num_cpus=threads, max_retries=0)(fn)
     running = {remote.remote(*task, threads): i for i, task in enumerate(tasks)}
     try:
