@@ -11,7 +11,7 @@ from prunezoo.sparsity import MaskSet
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks
 from prunezoo.models import build_model
-from prunezoo.zoo.population import MemberSpec, train_member, train_population
+from prunezoo.zoo.population import MemberSpec, _Group, build_member, train_member, train_population
 
 
 @pytest.fixture(autouse=True)
@@ -226,18 +226,54 @@ def test_model_without_dropout_option_rejects_dropout_member():
     assert err.value.field == "members[0].dropout"
 
 
+@pytest.mark.parametrize("model, shape", [("cnn-s", (1, 28, 28)), ("conv1d", (1, 40)), ("mlp", (1, 8, 8))])
+def test_stacked_is_adopted_for_zoo_models(model, shape):
+    data = _splits(n_train=8, n_test=4, shape=shape)
+    members = [MemberSpec(seed=s, activation="relu", init=None) for s in (1, 2, 3)]
+    group = _Group([build_member(model, {}, data, m, i) for i, m in enumerate(members)], members, [None] * 3)
+    assert group.impl == "grouped"  # vmap until a probe has shown the stacked path agrees
+    group._adopt_stacked(data.train.prepare(data.train.x[:4]))
+    assert group.impl == "stacked"
+
+
+class _MixesChannels(torch.nn.Module):
+    """Supported layers, but a forward that averages over channels: not expressible stacked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 3)
+        self.fc = torch.nn.Linear(36, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc((h - h.mean(1, keepdim=True)).flatten(1))
+
+
+def test_stacked_falls_back_to_vmap_when_the_forward_mixes_channels():
+    data = _splits(n_train=8, n_test=4, shape=(1, 8, 8))
+    members = [MemberSpec(seed=s) for s in (1, 2)]
+    modules = []
+    for m in members:
+        torch.manual_seed(m.seed)
+        modules.append(_MixesChannels())
+    group = _Group(modules, members, [None, None])
+    group._adopt_stacked(data.train.prepare(data.train.x[:4]))
+    assert group.impl == "grouped"
+
+
 @pytest.mark.parametrize("model, shape", [("cnn-s", (1, 28, 28)), ("conv1d", (1, 40))])
-def test_im2col_convolution_matches_grouped(model, shape):
+def test_convolution_paths_give_the_same_weights(model, shape):
     data = _splits(n_train=20, n_test=10, shape=shape)
     members = [MemberSpec(seed=1, activation="relu", init=None), MemberSpec(seed=2, activation="relu", init=None)]
     runs = []
-    for conv in ("grouped", "im2col"):
+    for conv in ("grouped", "im2col", "stacked"):
         states, _, cb = _collect()
         train_population(model, {}, data, members, epochs=1, on_epoch=cb, conv=conv)
         runs.append(states)
-    for key, state in runs[0].items():
-        for name, w in state.items():
-            torch.testing.assert_close(runs[1][key][name], w, rtol=1e-4, atol=1e-5)
+    for other in runs[1:]:
+        for key, state in runs[0].items():
+            for name, w in state.items():
+                torch.testing.assert_close(other[key][name], w, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError) as err:
         train_population(model, {}, data, members, epochs=0, conv="fft")
     assert err.value.field == "conv"

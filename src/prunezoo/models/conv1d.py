@@ -31,7 +31,8 @@ class Conv1dNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # Accept (N, L) as well as (N, C, L): MNIST-1D arrays often come without a channel axis.
-        x = x.reshape(x.shape[0], self.in_channels, -1)
+        if x.ndim == 2:  # (N, C*L): a (N, C, L) input is used as it is (population training stacks C)
+            x = x.reshape(x.shape[0], self.in_channels, -1)
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
         return self.act3(self.conv3(x))

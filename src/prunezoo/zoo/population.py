@@ -48,9 +48,10 @@ GRAPH_FIELDS = ("optimizer", "activation", "dropout")
 MODEL_FIELDS = ("activation", "init", "dropout")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-# How convolutions run under vmap: "grouped" (vmap's own batching rule: one grouped convolution
-# with groups=M) or "im2col" (unfold + batched matmul; see _use_im2col).
-CONV_IMPLS = ("grouped", "im2col")
+# How the population runs: "stacked" (members stacked along channels, one grouped convolution in
+# channels-last memory, linear layers as one bmm; see _Stacked), "grouped" (vmap's own batching rule:
+# one grouped convolution with groups=M, NCHW) or "im2col" (vmap, unfold + batched matmul).
+CONV_IMPLS = ("stacked", "grouped", "im2col")
 # Samples (over all members) per evaluation chunk: bounds activation memory of batched evaluation.
 EVAL_SAMPLES = 16384
 
@@ -152,7 +153,7 @@ def train_population(
     eval_splits: Sequence[str] | None = None,
     steps: int | None = None,
     evaluate: bool = True,
-    conv: str = "grouped",
+    conv: str = "stacked",
 ) -> list[dict]:
     """Train every member; returns the final metrics per member (in ``members`` order).
 
@@ -172,8 +173,10 @@ def train_population(
             ``<split>_loss/_acc/_entropy/_ece`` (``train`` is reported as ``train_eval_*``).
         steps: stop after this many optimizer steps (benchmarks); the partial epoch is reported.
         evaluate: False skips every evaluation (metrics then hold the running train loss/acc only).
-        conv: ``"grouped"`` (default) or ``"im2col"``: how Conv1d/Conv2d layers run batched
-            (same numbers up to float rounding; speed compared by ``benchmarks/bench_population.py``).
+        conv: ``"stacked"`` (default; models made only of Conv1d/Conv2d, Linear and parameter-free
+            element-wise/pooling/dropout layers, checked on a probe batch against vmap, else vmap's
+            ``"grouped"`` is used), ``"grouped"`` or ``"im2col"``: how the members run batched (same
+            numbers up to float rounding; speed compared by ``benchmarks/bench_population.py``).
     """
     members, eval_splits = _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, data)
     if not evaluate:
@@ -274,11 +277,103 @@ def _use_im2col(module: nn.Module) -> None:
             m.forward = types.MethodType(_im2col_conv1d, m)
 
 
+# Parameter-free layers that act per channel or per element, so they run unchanged on members
+# stacked along the channel dimension (conv layout) or the leading dimension (linear layout).
+_PER_CHANNEL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d,
+                nn.AvgPool2d, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU,
+                nn.Softplus, nn.Flatten, nn.Sequential)
+
+
+class _Stacked:
+    """The population as one network: member m's channels are block m of the channel dimension.
+
+    Conv layers run as one grouped convolution (``groups=M``) on ``(B, M*C, H, W)`` kept in
+    channels-last memory (oneDNN's grouped convolution is ~2x faster there than on vmap's NCHW
+    layout); ``flatten(1)`` then yields each member's features as block m, and Linear layers run as
+    one ``bmm`` on ``(M, B, F)``. Element-wise and pooling layers need nothing. The model's own
+    ``forward`` is reused with patched layers, so this works for models whose forward only
+    flattens along dim 1 between such layers: ``agrees_with`` checks it against vmap on a probe.
+    """
+
+    def __init__(self, base: nn.Module, size: int, layers: dict[str, nn.Module]):
+        import types
+
+        self.base, self.size, self.layers = base, size, layers
+        for m in layers.values():
+            m.forward = types.MethodType(_stacked_linear if isinstance(m, nn.Linear) else _stacked_conv, m)
+
+    @classmethod
+    def build(cls, base: nn.Module, size: int) -> _Stacked | None:
+        base = copy.deepcopy(base)
+        layers = {}
+        for name, m in base.named_modules():
+            if type(m) in (nn.Conv1d, nn.Conv2d):
+                if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+                    return None
+                layers[name] = m
+            elif type(m) is nn.Linear:
+                layers[name] = m
+            elif not (m is base or isinstance(m, _PER_CHANNEL)):
+                return None
+        return cls(base, size, layers)
+
+    def _bind(self, params: Mapping[str, Tensor]) -> None:
+        for name, m in self.layers.items():
+            prefix = f"{name}." if name else ""
+            m.stacked = (params[prefix + "weight"], params.get(prefix + "bias"))
+
+    def _run(self, params, x: Tensor) -> Tensor:
+        self._bind(params)
+        out = self.base(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
+        if out.ndim != 3:
+            raise RuntimeError("the stacked population forward must end in a Linear layer")
+        return out
+
+    def forward_train(self, params, xb: Tensor) -> Tensor:
+        """``xb``: ``(M, B, *sample)`` -> logits ``(M, B, K)``."""
+        m, b = xb.shape[:2]
+        return self._run(params, xb.transpose(0, 1).reshape(b, m * xb.shape[2], *xb.shape[3:]))
+
+    def forward_eval(self, params, x: Tensor) -> Tensor:
+        """``x``: ``(N, *sample)`` shared by every member -> logits ``(M, N, K)``."""
+        n = x.shape[0]
+        xs = x.unsqueeze(1).expand(n, self.size, *x.shape[1:])
+        return self._run(params, xs.reshape(n, self.size * x.shape[1], *x.shape[2:]))
+
+    @torch.no_grad()
+    def agrees_with(self, vmapped_eval, params: Mapping[str, Tensor], x: Tensor) -> bool:
+        """Same logits as the vmapped model on the probe ``x`` (eval mode)?"""
+        self.base.eval()
+        try:
+            ours = self.forward_eval({n: p.detach() for n, p in params.items()}, x)
+        except (RuntimeError, ValueError):  # a forward that does more than flatten(1) between layers
+            return False
+        finally:
+            self.base.train()
+        theirs = vmapped_eval({n: p.detach() for n, p in params.items()}, x)
+        return ours.shape == theirs.shape and torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def _stacked_conv(self, x: Tensor) -> Tensor:
+    w, b = self.stacked  # (M, C_out, C_in, *k), (M, C_out)
+    conv = F.conv2d if w.ndim == 5 else F.conv1d
+    return conv(x, w.flatten(0, 1), None if b is None else b.flatten(), self.stride, self.padding,
+                self.dilation, groups=w.shape[0])
+
+
+def _stacked_linear(self, x: Tensor) -> Tensor:
+    w, b = self.stacked  # (M, out, in), (M, out)
+    if x.ndim == 2:  # (B, M*F) straight after flatten(1) of the conv layout or of the input
+        x = x.reshape(x.shape[0], w.shape[0], -1).transpose(0, 1)
+    out = torch.bmm(x, w.transpose(1, 2))
+    return out if b is None else out + b.unsqueeze(1)
+
+
 class _Group:
     """Members sharing one computation graph, with their stacked parameters and optimizer state."""
 
     def __init__(self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None],
-                 conv: str = "grouped"):
+                 conv: str = "stacked"):
         from torch.func import functional_call, vmap
 
         self.specs = specs
@@ -312,6 +407,22 @@ class _Group:
 
         self.forward_train = vmap(forward, in_dims=(0, 0), randomness=randomness)
         self.forward_eval = vmap(forward, in_dims=(0, None), randomness=randomness)
+        # The stacked path is adopted in fit(), once a probe batch has shown it equals vmap.
+        self.stacked = _Stacked.build(self.base, self.size) if conv == "stacked" else None
+        self.impl = "grouped" if conv == "stacked" else conv  # what runs now; "stacked" once adopted
+
+    def _adopt_stacked(self, x: Tensor) -> None:
+        if self.stacked is not None:
+            self.base.eval()
+            try:
+                agrees = self.stacked.agrees_with(self.forward_eval, self.params, x)
+            finally:
+                self.base.train()
+            if agrees:
+                self.forward_train, self.forward_eval = self.stacked.forward_train, self.stacked.forward_eval
+                self.base = self.stacked.base  # train()/eval() now switch the stacked copy
+                self.impl = "stacked"
+            self.stacked = None
 
     def _vec(self, v: Tensor, like: Tensor) -> Tensor:
         return v.view(-1, *([1] * (like.ndim - 1)))
@@ -387,6 +498,7 @@ class _Group:
         from prunezoo.data.loader import epoch_seed
 
         train = data.train
+        self._adopt_stacked(train.prepare(train.x[:4]))
         loaders = [BatchLoader(train, batch_size, shuffle=True, seed=s.seed) for s in self.specs]
         n_batches = len(loaders[0])
         # Dropout draws come from the global RNG under vmap: seed it from the members' seeds.
