@@ -295,7 +295,7 @@ def test_zoo_example_is_valid():
     from prunezoo.zoo.generate import load_zoo_config
 
     cfg = load_zoo_config(Path(__file__).resolve().parents[1] / "examples" / "zoo-mnist5k.yaml")
-    assert len(cfg.members()) == 32 and cfg.trainer == "batched"
+    assert len(cfg.members()) == 64 and cfg.trainer == "batched"
 
 
 @pytest.mark.slow  # starting a local Ray takes tens of seconds
