@@ -32,6 +32,15 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def check_executor_options(executor: str, workers: int | None, threads: int) -> None:
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError("workers", f"must be >= 1, got {workers}")
+    if threads < 1:
+        raise ConfigError("threads", f"must be >= 1, got {threads}")
+
+
 def run_jobs(
     jobs: list[Job],
     root: str | Path,
@@ -43,12 +52,7 @@ def run_jobs(
     on_done: Callable[[Job, dict], None] = lambda job, result: None,
 ) -> dict[str, dict]:
     """Execute every job once (finished ones are read back); returns ``{job id: result}``."""
-    if executor not in EXECUTORS:
-        raise ConfigError("executor", f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:
-        raise ConfigError("workers", f"must be >= 1, got {workers}")
-    if threads < 1:
-        raise ConfigError("threads", f"must be >= 1, got {threads}")
+    check_executor_options(executor, workers, threads)
     todo = unique_jobs(jobs)
     root = str(root)
     if executor == "ray":

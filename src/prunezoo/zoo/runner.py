@@ -16,10 +16,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from prunezoo.errors import ConfigError
-
-EXECUTORS = ("local", "ray")
-
 
 class TaskFailed(RuntimeError):
     def __init__(self, label: str, cause: BaseException):
@@ -44,14 +40,9 @@ def run_tasks(
 
     ``weights`` (models per task, default 1) drive the progress bar, which counts models.
     """
-    from prunezoo.experiments.executors import default_workers
+    from prunezoo.experiments.executors import check_executor_options, default_workers
 
-    if executor not in EXECUTORS:
-        raise ConfigError("executor", f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:
-        raise ConfigError("workers", f"must be >= 1, got {workers}")
-    if threads < 1:
-        raise ConfigError("threads", f"must be >= 1, got {threads}")
+    check_executor_options(executor, workers, threads)
     labels = list(labels or [f"task {i}" for i in range(len(tasks))])
     weights = list(weights or [1] * len(tasks))
     results: list[Any] = [None] * len(tasks)
