@@ -26,21 +26,11 @@ from prunezoo.structured import (
     sensitivity_scan,
     thinet_prune,
 )
+from helpers import randomize_bn
 
 
 def _score(name: str, module: nn.Module, **kw) -> torch.Tensor:
     return CHANNEL_CRITERIA[name].fn(ChannelContext("m", module, module.weight, **kw))
-
-
-def _randomize_bn(model: nn.Module) -> None:
-    # Fresh BNs are identities (γ=1, β=0, μ=0, σ²=1); random statistics make equality tests meaningful.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_(1, 0.3)
-                m.bias.normal_(0, 0.1)
 
 
 # ---------------------------------------------------------------------------------------- criteria
@@ -231,7 +221,7 @@ def test_merge_exact_and_scaled_duplicates_preserves_outputs():
 def test_thinet_refit_reduces_reconstruction_error():
     torch.manual_seed(0)
     model = build_model("vgg16-cifar", input_shape=(3, 32, 32), width_multiplier=0.125).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     xs = [torch.randn(4, 3, 32, 32) for _ in range(2)]
     seen = {}
     model.features.conv3.register_forward_hook(lambda m, i, o: seen.__setitem__("y", o.detach()))
@@ -257,7 +247,7 @@ def test_thinet_refit_reduces_reconstruction_error():
 def test_export_round_trip_resnet20(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet20", input_shape=(3, 32, 32)).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     x = torch.randn(4, 3, 32, 32)
     prune_channels(model, x[:1], 0.5)
     save_compact(model, tmp_path / "r20", {"model": "resnet20", "num_classes": 10, "input_shape": [3, 32, 32]})

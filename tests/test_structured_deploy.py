@@ -22,22 +22,13 @@ from prunezoo.structured import (
     sensitivity_scan,
     structured_criterion_names,
 )
-
-
-def _randomize_bn(model: nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_(1, 0.3)
-                m.bias.normal_(0, 0.1)
+from helpers import randomize_bn
 
 
 def test_deploy_folds_every_bn_of_compact_resnet_and_keeps_outputs():
     torch.manual_seed(0)
     model = build_model("resnet20", input_shape=(3, 32, 32)).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     x = torch.randn(4, 3, 32, 32)
     prune_channels(model, x[:1], 0.5)
     out = deploy(model)
@@ -74,7 +65,7 @@ def test_aliases_and_procedures_are_study_criterion_names():
 def test_alias_prunes_exactly_like_canonical_and_slimming_is_global_gamma():
     torch.manual_seed(0)
     base = build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8).eval()
-    _randomize_bn(base)
+    randomize_bn(base)
     x = torch.zeros(1, 3, 16, 16)
     a, b = copy.deepcopy(base), copy.deepcopy(base)
     ra = apply_structured(a, x, 0.5, "l1-filter")
@@ -195,7 +186,7 @@ def test_structured_zero_masked_resnet_compacts_to_equal_outputs(tmp_path):
 
     torch.manual_seed(0)
     masked = build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8).eval()
-    _randomize_bn(masked)
+    randomize_bn(masked)
     x = torch.randn(4, 3, 16, 16)
 
     def zero(conv: str, bn: str, idx: list[int]) -> None:

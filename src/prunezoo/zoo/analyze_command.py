@@ -42,15 +42,14 @@ def analyze(
     """
     from rich.table import Table
 
-    from prunezoo.cli import console, out as stdout
+    from prunezoo.cli import _fail, console, out as stdout
     from prunezoo.zoo.analysis import analyze_zoo
 
     try:
         result = analyze_zoo(zoo, epoch=epoch, compare=compare, max_samples=max_samples,
                              progress=not quiet and console.is_terminal)
     except ConfigError as err:
-        console.print(f"[bold red]error[/]: {err}")
-        raise typer.Exit(code=2) from None
+        _fail(err)
     directory = out or zoo / "analysis"
     paths = result.write(directory)
     if report:

@@ -29,8 +29,9 @@ def _console():
 
 
 def _fail(err: Exception) -> None:
-    _console().print(f"[bold red]error[/]: {err}")
-    raise typer.Exit(code=2)
+    from prunezoo.cli import _fail as fail  # the shared error exit (code 2)
+
+    fail(err)
 
 
 def _task_failed(err: Exception) -> None:
