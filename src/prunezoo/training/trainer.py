@@ -81,7 +81,7 @@ class Trainer:
         if not 0 <= start_step <= self.total_steps:
             raise ValueError(f"start_step={start_step} outside [0, {self.total_steps}]")
         self.start_step = self.step = start_step
-        spe, cfg = self.steps_per_epoch, self.config
+        spe = self.steps_per_epoch
         self.model.train()
         self.callbacks.on_train_begin(self)
         if eval_initial and start_step == 0:
