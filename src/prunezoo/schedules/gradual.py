@@ -2,6 +2,12 @@
 
 s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n Δt))^3 at t = t0, t0+Δt, ..., t0+nΔt; pruned weights
 never return. Start/end may be given in epochs so the schedule stretches with training length.
+
+The final sparsity is always reached exactly: the ramp ends at the last pruning event that fits in
+training, n = floor((end - t0) / Δt) with ``end`` at most the last training step (``total_steps - 1``;
+the default when ``end_epoch`` is None), so t0 + nΔt is a step that runs; later steps fine-tune the
+final mask. When fewer than Δt steps separate t0 and ``end`` (n = 0), the ramp collapses into one
+pruning event at t0, straight to the final sparsity.
 """
 
 from __future__ import annotations
@@ -11,10 +17,10 @@ from prunezoo.schedules.base import MaskingSchedule
 
 def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int) -> float:
     """Target sparsity at ``step`` for a cubic ramp from ``initial`` at ``start`` to ``final`` at ``end``."""
+    if step >= end:  # first: a ramp with start == end is one event at the final sparsity
+        return final
     if step <= start:
         return initial
-    if step >= end:
-        return final
     frac = (step - start) / (end - start)
     return final + (initial - final) * (1.0 - frac) ** 3
 
@@ -41,13 +47,17 @@ class GradualMagnitudePruning(MaskingSchedule):
         self.prune_steps: list[int] = []
 
     def on_train_begin(self, trainer) -> None:
-        super().on_train_begin(trainer)
-        spe = trainer.steps_per_epoch
+        spe, last = trainer.steps_per_epoch, trainer.total_steps - 1
         self.t0 = int(round(self.start_epoch * spe))
-        end = trainer.total_steps if self.end_epoch is None else int(round(self.end_epoch * spe))
-        n = max(1, (end - self.t0) // self.frequency)
+        if self.t0 > last:
+            raise ValueError(f"start_epoch={self.start_epoch} is step {self.t0}, but training has only "
+                             f"{trainer.total_steps} steps: the pruning schedule would never run")
+        # the last event must be a step that runs (a step == total_steps never does)
+        end = last if self.end_epoch is None else min(last, int(round(self.end_epoch * spe)))
+        n = max(0, (end - self.t0) // self.frequency)
         self.t_end = self.t0 + n * self.frequency
         self.prune_steps = [self.t0 + i * self.frequency for i in range(n + 1)]
+        super().on_train_begin(trainer)
         if trainer.step > self.t0 and self.restored is None:
             # resumed without saved masks: re-prune to the target of the last pruning event
             self._prune_at(trainer, max(t for t in self.prune_steps if t < trainer.step))

