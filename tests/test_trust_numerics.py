@@ -85,3 +85,50 @@ def test_gmp_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     assert resumed.masks.sparsity() == full.masks.sparsity()
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# -- item 4: NaN scores never break the exact top-k count ------------------------------------------
+def test_keep_top_k_ranks_nan_lowest_and_keeps_the_exact_count():
+    from prunezoo.sparsity.topk import keep_top_k
+
+    nan = float("nan")
+    assert keep_top_k(torch.tensor([nan, 1.0, 2.0, 3.0]), 2).tolist() == [False, False, True, True]
+    # NaN below -inf: a restricted (-inf) entry is kept before a NaN one
+    assert keep_top_k(torch.tensor([nan, float("-inf"), 5.0]), 2).tolist() == [False, True, True]
+    # more kept than there are numbers: NaNs fill the rest in index order
+    assert keep_top_k(torch.tensor([nan, 1.0, nan, nan]), 3).tolist() == [True, True, True, False]
+    assert int(keep_top_k(torch.tensor([nan] * 5), 2).sum()) == 2
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        s = torch.tensor([3.0, nan, 1.0, 2.0, nan], dtype=dtype)
+        assert keep_top_k(s, 2).tolist() == [True, False, False, True, False]
+
+
+def test_float64_scores_keep_exactly_k_when_float32_would_tie():
+    from prunezoo.sparsity.topk import global_keep_masks, keep_top_k
+
+    s = torch.tensor([1 + 1e-12, 1 + 3e-12, 1 + 2e-12, 0.0], dtype=torch.float64)  # all 1.0 in float32
+    assert keep_top_k(s, 1).tolist() == [False, True, False, False]
+    out = global_keep_masks({"a": s[:2], "b": s[2:]}, 2)
+    assert out["a"].tolist() == [False, True] and out["b"].tolist() == [True, False]
+
+
+def test_prune_and_global_selection_keep_exact_counts_with_a_nan_score():
+    from prunezoo.sparsity import prune
+    from prunezoo.sparsity.topk import global_keep_masks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 10))  # 200 prunable weights
+
+    def crit(ctx):
+        scores = {n: p.detach().abs().clone() for n, p in ctx.params.items()}
+        scores["0.weight"][3, 4] = float("nan")
+        return scores
+
+    for scheme in ("global", "uniform", "erk"):
+        with pytest.warns(RuntimeWarning, match=r"0\.weight"):
+            masks = prune(model, 0.5, criterion=crit, scheme=scheme)
+        assert masks.nnz() == 100, scheme
+        assert not bool(masks["0.weight"][3, 4])
+    scores = {"a": torch.tensor([float("nan"), 1.0, 2.0]), "b": torch.tensor([0.5, float("nan")])}
+    out = global_keep_masks(scores, 3)
+    assert out["a"].tolist() == [False, True, True] and out["b"].tolist() == [True, False]

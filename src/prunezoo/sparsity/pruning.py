@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -12,7 +13,7 @@ from prunezoo.criteria import ScoringContext, get_criterion
 from prunezoo.errors import ConfigError
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
-from prunezoo.sparsity.topk import global_keep_masks, keep_count, keep_top_k, restrict_scores
+from prunezoo.sparsity.topk import global_keep_masks, keep_count, keep_top_k, nan_layers, restrict_scores
 
 
 def prune(
@@ -49,6 +50,9 @@ def prune(
     scores = get_criterion(criterion)(ctx)
     if masks is not None:
         scores = restrict_scores(scores, masks)
+    if bad := nan_layers(scores):  # ranked below every number (counts stay exact), but worth a look
+        warnings.warn(f"NaN pruning scores (pruned first) in {bad}: check the criterion and the model",
+                      RuntimeWarning, stacklevel=2)
 
     total = sum(p.numel() for p in params.values())
     if scheme == "global" and not alloc_options:
