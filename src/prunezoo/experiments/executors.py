@@ -7,8 +7,13 @@ parallel it ran. With Ray on several machines, ``root`` must be on a shared file
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -86,12 +91,46 @@ def _run_inline(todo: list[Job], root: str, threads: int, on_done) -> dict[str, 
     return results
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """The local process pool of study and zoo runners: spawned workers that die with this process.
+
+    Workers are spawned from the thread that submits, so drive the pool from one thread that
+    outlives it (Linux delivers the parent-death signal when the spawning *thread* exits).
+    """
+    # spawn, not fork: forking a process that already ran torch ops can deadlock in OpenMP.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end this worker when the process that started the pool dies, even
+    by kill -9 (otherwise orphaned workers keep running and holding their memory)."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed: reparented already
+        os._exit(1)
+    if not armed:  # elsewhere: poll
+        threading.Thread(target=_watch_parent, args=(parent,), name="prunezoo-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, interval: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
 def _run_pool(todo: list[Job], root: str, workers: int, threads: int, on_done) -> dict[str, dict]:
     results: dict[str, dict] = {}
     pending = {job.id: job for job in todo}
     running: dict[Future, Job] = {}
-    # spawn, not fork: forking a process that already ran torch ops can deadlock in OpenMP.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         try:
             while pending or running:
                 for job in _ready(pending, results):

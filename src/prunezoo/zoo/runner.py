@@ -10,10 +10,9 @@ threads, so numbers do not depend on the executor.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
 
@@ -76,8 +75,9 @@ def _run_inline(fn, tasks, labels, threads, done) -> None:
 
 
 def _run_pool(fn, tasks, labels, workers, threads, done) -> None:
-    # spawn, not fork: forking a process that already ran torch ops can deadlock in OpenMP.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from prunezoo.experiments.executors import process_pool  # spawned workers that die with this process
+
+    with process_pool(workers) as pool:
         running = {pool.submit(fn, *task, threads): i for i, task in enumerate(tasks)}
         try:
             while running:
