@@ -306,3 +306,42 @@ def test_ray_executor_matches_inline(zoo, tmp_path):
     assert out["done"] == 1
     [m] = layout.list_models(tmp_path / "ray")
     assert _states_equal(layout.load_state(m), layout.load_state(zoo / m.name))
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a hostile checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_import_skips_a_malicious_checkpoint_and_imports_the_rest(tmp_path):
+    from prunezoo.cli import app
+
+    states = _public_fixture(tmp_path / "public")
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "public" / "NN_evil"  # sorts before the good ones: later models must still come in
+    evil.mkdir()
+    (evil / "params.json").write_text("{}")
+    (evil / "checkpoint_000000").mkdir()
+    torch.save({"module_list.0.weight": torch.zeros(2), "payload": _RunsCode(marker)},
+               evil / "checkpoint_000000" / "checkpoints")
+    res = CliRunner().invoke(app, ["zoo", "import", str(tmp_path / "public"), str(tmp_path / "imported")])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+    assert not marker.exists()  # never unpickled
+    assert "imported 2 models" in res.output and "3 skipped" not in res.output
+    assert "NN_evil: refused checkpoint_000000/checkpoints" in res.output and "GLOBAL" in res.output
+    assert "weights_only" not in res.output  # torch's advice to load it unsafely is not passed on
+    assert "not_a_cnn" in res.output
+    models = layout.list_models(tmp_path / "imported")
+    assert [m.name for m in models] == sorted({k[0] for k in states})
+    assert not (tmp_path / "imported" / "NN_evil").exists()
+    clean = CliRunner().invoke(app, ["zoo", "import", str(tmp_path / "public"), str(tmp_path / "again"),
+                                     "--model", "cnn-s"])  # a bad model gives exit 1 even when the rest is fine
+    assert clean.exit_code == 1 and "imported 2 models" in clean.output

@@ -116,8 +116,11 @@ def import_(
         summary = import_zoo(source, dest, model=model, dataset=dataset)
     except ConfigError as err:
         _fail(err)
-    typer.echo(f"imported {summary['imported']} models into {dest} ({summary['skipped']} skipped: "
-               f"{', '.join(summary['skipped_reasons'][:3]) or '-'})")
+    typer.echo(f"imported {summary['imported']} models into {dest} ({summary['skipped']} skipped)")
+    if summary["skipped"]:  # the good models are imported; the bad ones are listed and the exit code says so
+        for reason in summary["skipped_reasons"]:
+            _console().print(f"[bold red]skipped[/] {reason}", markup=True, highlight=False)
+        raise typer.Exit(code=1)
 
 
 from prunezoo.zoo.analyze_command import analyze  # noqa: E402  (light module; heavy imports inside)

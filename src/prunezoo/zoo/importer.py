@@ -12,12 +12,15 @@ shift with dropout). The importer:
 - maps the public tensors onto prunezoo's named layers in module order, checking every shape;
 - loads checkpoints with ``torch.load(weights_only=True)`` (no arbitrary unpickling) and writes
   safetensors, copies the result lines (``epoch`` added), keeps the original params under
-  ``"public"`` and writes ``done.json``. Models that cannot be mapped are skipped with a reason.
+  ``"public"`` and writes ``done.json``. Models that cannot be read or mapped (including checkpoints
+  holding anything but tensors: refused, never unpickled) are skipped with a reason; the others are
+  imported.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,22 @@ def _public_params(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _load(source: Path, epoch: int) -> dict[str, torch.Tensor]:
+    try:
+        return layout.load_state(source, epoch)
+    except pickle.UnpicklingError as err:  # weights_only refused a global: not a plain state dict
+        path = layout.checkpoint_dir(source, epoch) / layout.PUBLIC_STATE_FILE
+        raise ValueError(f"refused {path.relative_to(source)}: it holds objects other than tensors, so it was "
+                         f"not unpickled ({_unpickling_detail(err)})") from None
+
+
+def _unpickling_detail(err: Exception) -> str:
+    # torch's message wraps the one useful line in advice to retry with weights_only=False: drop that.
+    boiler = ("Weights only load failed", "Check the documentation", "Please file an issue", "In PyTorch")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith(boiler)]
+    return (lines[0].removeprefix("WeightsUnpickler error:").strip() if lines else "") or "unsafe pickle"
+
+
 def import_model(source: Path, dest: Path, *, model: str | None = None, dataset: dict | None = None) -> None:
     """Import one public model directory into ``dest`` (a model directory)."""
     from prunezoo.models.layers import ACTIVATIONS
@@ -84,7 +103,7 @@ def import_model(source: Path, dest: Path, *, model: str | None = None, dataset:
     epochs = layout.list_epochs(source)
     if not epochs:
         raise ValueError("no checkpoint_NNNNNN/checkpoints")
-    first = layout.load_state(source, epochs[0])
+    first = _load(source, epochs[0])
     name = model or detect_model(first)
     if name is None:
         raise ValueError("unknown architecture (pass --model)")
@@ -109,7 +128,7 @@ def import_model(source: Path, dest: Path, *, model: str | None = None, dataset:
     layout.clear_model_dir(dest)
     layout.write_params(dest, params)
     for epoch in epochs:
-        layout.save_state(dest, epoch, map_state(layout.load_state(source, epoch), target))
+        layout.save_state(dest, epoch, map_state(_load(source, epoch), target))
     rows = layout.read_results(source)
     layout.write_results(dest, rows)
     layout.mark_done(dest, rows or [{"epoch": epochs[-1]}], imported=True)
@@ -142,9 +161,10 @@ def import_zoo(source: str | Path, dest: str | Path, *, model: str | None = None
         try:
             import_model(src, dest / src.name, model=model, dataset=ds)
             imported.append(src.name)
-        except (ValueError, RuntimeError, KeyError, OSError, ConfigError) as err:
+        except Exception as err:  # noqa: BLE001  one bad (or hostile) model must not stop the others
             layout.clear_model_dir(dest / src.name)
-            skipped.append(f"{src.name}: {err}")
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            skipped.append(f"{src.name}: {reason}")
     layout.write_zoo_config(dest, {"kind": "zoo", "name": source.name, "dataset": ds, "imported_from": str(source),
                                    "model": {"name": model} if model else None, "members": imported},
                             f"# Imported zoo {source.name}\n\nImported from {source} by `prunezoo zoo import`.\n")
