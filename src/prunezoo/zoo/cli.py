@@ -119,7 +119,9 @@ def import_(
     typer.echo(f"imported {summary['imported']} models into {dest} ({summary['skipped']} skipped)")
     if summary["skipped"]:  # the good models are imported; the bad ones are listed and the exit code says so
         for reason in summary["skipped_reasons"]:
-            _console().print(f"[bold red]skipped[/] {reason}", markup=True, highlight=False)
+            from rich.markup import escape
+
+            _console().print(f"[bold red]skipped[/] {escape(reason)}", highlight=False)
         raise typer.Exit(code=1)
 
 
