@@ -309,10 +309,11 @@ def test_obd_falls_back_with_a_warning_when_vmap_cannot_run_the_model():
     model = conv_bn().train()  # BatchNorm in train mode: no per-sample gradients via vmap
     b = [batch(6, 0, 5, 0, shape=(1, 8, 8))]
     with pytest.warns(RuntimeWarning, match="per-batch"):
-        auto = get_criterion("obd")(ctx_for(model, b))
+        auto = make_obd(mode="train")(ctx_for(model, b))  # "obd" scores in eval mode, where vmap runs
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        explicit = make_obd(per_sample=False)(ctx_for(model, b))
+        explicit = make_obd(per_sample=False, mode="train")(ctx_for(model, b))
+        get_criterion("obd")(ctx_for(model, b))  # eval mode: per-sample gradients, no fallback
     assert all(torch.allclose(auto[n], explicit[n]) for n in auto)
 
 

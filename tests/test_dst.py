@@ -2,13 +2,16 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
 from prunezoo.data import load_dataset
+from prunezoo.data.datasets import ArrayDataset
 from prunezoo.models import build_model
 from prunezoo.schedules import SET, DynamicSparseTraining, RigL, drop_fraction
-from prunezoo.sparsity import random_er_masks
+from prunezoo.sparsity import MaskSet, random_er_masks
 from prunezoo.training import Callback, Trainer, TrainingConfig, seed_everything
 
 
@@ -107,7 +110,8 @@ def _controlled(sched, digits, optimizer="sgd", seed=0):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_rigl_update_drops_smallest_weights_and_grows_largest_gradients(digits, optimizer):
-    sched = RigL(0.7, scheme="uniform", delta_t=10)
+    # prunezoo's earlier rule, kept as an option: no regrowth of just-dropped weights, k = round(f·n)
+    sched = RigL(0.7, scheme="uniform", delta_t=10, regrow_dropped=False, drop_count="round")
     model, trainer, grads = _controlled(sched, digits, optimizer)
     name = "fc1.weight"
     p, old = dict(model.named_parameters())[name], sched.masks[name].clone()
@@ -140,6 +144,58 @@ def test_rigl_update_drops_smallest_weights_and_grows_largest_gradients(digits, 
     assert event["changed"] == sum(int(m.sum()) for m in sched.last_grown.values())
     nnz, changed = sched.masks.nnz(), event["changed"]
     assert event["iou"] == pytest.approx((nnz - changed) / (nnz + changed))  # |both| / |either|
+
+
+def _reference_update(mask, weights, score_grow, drop_fraction):
+    """NumPy port of google-research/rigl ``SparseSETOptimizer._get_update_op`` (no drop noise, grow_init
+    zeros, initial_acc_scale 0): returns the new mask, the new weights and where momentum is reset."""
+    mask, w, sg = mask.reshape(-1).astype(np.float32), weights.reshape(-1).copy(), score_grow.reshape(-1)
+    n_total, n_ones = mask.size, int(mask.sum())
+    n_prune = int(np.float32(n_ones) * np.float32(drop_fraction))  # tf.cast(float32 -> int32) truncates
+    n_keep = n_ones - n_prune
+    order = np.argsort(-np.abs(mask * w), kind="stable")  # tf.nn.top_k: ties in index order
+    mask1 = np.zeros(n_total, np.float32)
+    mask1[order[:n_keep]] = 1
+    lifted = np.where(mask1 == 1, sg.min() - 1, sg)  # only the kept weights are lifted out of growth
+    order = np.argsort(-lifted, kind="stable")
+    mask2 = np.zeros(n_total, np.float32)
+    mask2[order[:n_prune]] = 1
+    assert (mask1 * mask2).sum() == 0
+    new_connections = (mask2 == 1) & (mask == 0)
+    w = np.where(new_connections, 0.0, w)
+    shape = weights.shape
+    return (mask1 + mask2).reshape(shape).astype(bool), w.reshape(shape), new_connections.reshape(shape)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.55])
+def test_rigl_update_matches_a_port_of_the_reference_rule(fraction):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 6, bias=False)
+    data = ArrayDataset(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))
+    trainer = Trainer(model, data, TrainingConfig(steps=1, batch_size=4, lr=0.1))
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(6, 8, generator=g) < 0.5
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(6, 8, generator=g))
+    grad = torch.randn(6, 8, generator=g)
+    # the weakest active weight gets the largest gradient: the reference regrows it in the same update
+    active = mask.flatten().nonzero().squeeze(1)
+    weakest = active[model.weight.detach().flatten()[active].abs().argmin()]
+    grad.view(-1)[weakest] = 100.0
+    sched = RigL(masks=MaskSet({"weight": mask}), alpha=fraction, decay="constant", t_end=10, delta_t=1)
+    sched.on_train_begin(trainer)
+    model.weight.grad = grad.clone()
+    trainer.optimizer.state[model.weight]["momentum_buffer"] = torch.ones(6, 8)
+    before = model.weight.detach().clone()
+    ref_mask, ref_w, reset = _reference_update(mask.numpy(), before.numpy(), grad.abs().numpy(), fraction)
+    sched.update_masks(trainer, 1)
+    assert torch.equal(sched.masks["weight"], torch.from_numpy(ref_mask))
+    assert torch.equal(model.weight.detach(), torch.from_numpy(ref_w * ref_mask).float())
+    assert bool(sched.masks["weight"].view(-1)[weakest])  # dropped and regrown: kept its value
+    assert model.weight.detach().view(-1)[weakest] == before.view(-1)[weakest]
+    momentum = trainer.optimizer.state[model.weight]["momentum_buffer"]
+    assert torch.equal(momentum == 0, torch.from_numpy(reset))
+    assert int(sched.masks["weight"].sum()) == int(mask.sum())
 
 
 def test_set_grows_at_random_seeded(digits):

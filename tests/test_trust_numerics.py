@@ -132,3 +132,96 @@ def test_prune_and_global_selection_keep_exact_counts_with_a_nan_score():
     scores = {"a": torch.tensor([float("nan"), 1.0, 2.0]), "b": torch.tensor([0.5, float("nan")])}
     out = global_keep_masks(scores, 3)
     assert out["a"].tolist() == [False, True, True] and out["b"].tolist() == [True, False]
+
+
+# -- item 5: each criterion scores in its paper's train/eval mode -----------------------------------
+def _bn_cnn():
+    seed_everything(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3))
+    from helpers import randomize_bn
+
+    randomize_bn(model)
+    return model
+
+
+def _bn_batches():
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 2, 6, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name,mode", [("snip", "eval"), ("grasp", "train"), ("taylor", "train"),
+                                       ("obd", "eval"), ("obs", "eval"), ("synflow", "eval")])
+def test_criteria_score_in_their_papers_mode_whatever_mode_the_model_is_in(name, mode):
+    from prunezoo.criteria import SCORING_MODES, ScoringContext, criterion_with_mode, get_criterion
+    from prunezoo.sparsity.selection import prunable_parameters
+
+    assert SCORING_MODES[name] == mode
+    model, batches = _bn_cnn(), _bn_batches()
+
+    def scores(criterion, model_mode):
+        model.train(model_mode == "train")
+        ctx = ScoringContext(model=model, params=prunable_parameters(model), batches=batches,
+                             generator=torch.Generator().manual_seed(0))
+        out = get_criterion(criterion)(ctx)
+        assert model.training == (model_mode == "train")  # the caller's mode is restored
+        assert all(m.training == model.training for m in model.modules())
+        return out
+
+    default_from_train, default_from_eval = scores(name, "train"), scores(name, "eval")
+    explicit = scores(criterion_with_mode(name, mode), "train")
+    other = scores(criterion_with_mode(name, "train" if mode == "eval" else "eval"), "train")
+    for n in default_from_train:
+        assert torch.equal(default_from_train[n], default_from_eval[n]), n
+        assert torch.equal(default_from_train[n], explicit[n]), n
+    if name != "synflow":  # SynFlow feeds all-ones input: BN batch statistics of one sample differ too
+        assert any(not torch.allclose(default_from_train[n], other[n]) for n in other)
+
+
+def test_score_mode_errors_name_the_field():
+    from prunezoo.criteria import criterion_with_mode
+    from prunezoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="score_mode"):
+        criterion_with_mode("snip", "inference")
+    with pytest.raises(ConfigError, match="magnitude"):
+        criterion_with_mode("magnitude", "eval")
+    assert criterion_with_mode("magnitude", None) == "magnitude"
+
+
+def test_obs_prune_scores_in_eval_mode_by_default():
+    from prunezoo.criteria import obs_prune
+
+    masks = []
+    for model_mode in (True, False):
+        model = _bn_cnn()
+        model.train(model_mode)
+        masks.append(obs_prune(model, 0.5, _bn_batches(), block_size=8))
+        assert model.training == model_mode
+    assert masks[0].iou(masks[1]) == 1.0
+
+
+def test_study_method_score_mode_option_is_validated_and_used():
+    from pydantic import ValidationError
+
+    from prunezoo.criteria import ScoringContext, get_criterion, make_snip
+    from prunezoo.experiments.config import MethodConfig
+    from prunezoo.experiments.jobs import scoring_criterion
+    from prunezoo.sparsity.selection import prunable_parameters
+
+    method = MethodConfig(name="snip-train", kind="at-init", criterion="snip", sparsities=[0.5],
+                          options={"score_mode": "train"})
+    assert scoring_criterion(MethodConfig(name="s", kind="oneshot", criterion="snip", sparsities=[0.5])) == "snip"
+    model, batches = _bn_cnn(), _bn_batches()
+    model.eval()
+    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)  # noqa: E731
+    got = get_criterion(scoring_criterion(method))(ctx())
+    want = make_snip("train")(ctx())
+    paper = get_criterion("snip")(ctx())
+    assert all(torch.equal(got[n], want[n]) for n in got)
+    assert not all(torch.equal(got[n], paper[n]) for n in got)
+    for options, needle in [({"score_mode": "inference"}, "score_mode"), ({"score_mode": "eval"}, "magnitude")]:
+        with pytest.raises(ValidationError, match=needle):
+            MethodConfig(name="m", kind="oneshot", criterion="snip" if needle == "score_mode" else "magnitude",
+                         sparsities=[0.5], options=options)
+    MethodConfig(name="o", kind="oneshot", criterion="obs", sparsities=[0.5], options={"score_mode": "train"})

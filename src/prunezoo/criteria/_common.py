@@ -41,13 +41,25 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+MODES = ("train", "eval")
+
+
+def check_mode(mode: str | None, field: str = "mode") -> str | None:
+    if mode is not None and mode not in MODES:
+        raise ConfigError(field, f"must be 'train' or 'eval' (the mode the model is scored in), got {mode!r}")
+    return mode
+
+
 @contextmanager
-def preserved(ctx: ScoringContext, *, eval_mode: bool = False) -> Iterator[None]:
+def preserved(ctx: ScoringContext, *, mode: str | None = None) -> Iterator[None]:
     """Score inside this block: afterwards the model is as it was found.
 
-    Restored: every module's train/eval flag, every parameter's ``requires_grad`` and ``.grad``,
-    every buffer (a forward pass in train mode updates BatchNorm running statistics), and the
-    global RNG (dropout draws come from a generator seeded by ``ctx.generator``, so scores are
+    ``mode`` ("train" or "eval") sets every module's train/eval flag for the scoring passes
+    (BatchNorm batch vs running statistics, dropout on or off); None scores in the caller's mode.
+    Each criterion passes its paper's mode, so a score does not depend on the mode the model
+    happens to be in. Restored: every module's train/eval flag, every parameter's
+    ``requires_grad`` and ``.grad``, every buffer (a forward pass in train mode updates BatchNorm
+    running statistics), and the global RNG (dropout draws come from a generator seeded by ``ctx.generator``, so scores are
     reproducible given the pruning seed and the caller's random stream is untouched).
     """
     model = ctx.model
@@ -62,8 +74,8 @@ def preserved(ctx: ScoringContext, *, eval_mode: bool = False) -> Iterator[None]
         try:
             for p in ctx.params.values():
                 p.requires_grad_(True)
-            if eval_mode:
-                model.eval()
+            if check_mode(mode) is not None:
+                model.train(mode == "train")
             yield
         finally:
             with torch.no_grad():

@@ -15,6 +15,9 @@ Temperature: the authors' code divides the logits by T = 200 before the loss, an
 ``"grasp"`` does the same (L = loss_fn(z / T, y)). It matters: on the digits MLP at 90% sparsity
 (``examples/methods-90.yaml``, one seed) GraSP without it trained to 66% test accuracy, with it
 to 96%. ``make_grasp(1.0)`` is the untempered formula.
+
+Mode: train mode (BatchNorm batch statistics, dropout on), as the authors' code scores the network
+it is about to train, whatever mode the model is in; ``make_grasp(mode="eval")`` uses eval mode.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from prunezoo.criteria._common import (
+    check_mode,
     loss_function,
     model_device,
     preserved,
@@ -33,28 +37,30 @@ from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
 from prunezoo.errors import ConfigError
 
 TEMPERATURE = 200.0  # the authors' code
+MODE = "train"  # the authors' code
 
 
-def make_grasp(temperature: float = TEMPERATURE) -> Criterion:
-    """A GraSP criterion whose loss sees the logits divided by ``temperature``."""
+def make_grasp(temperature: float = TEMPERATURE, mode: str = MODE) -> Criterion:
+    """A GraSP criterion whose loss sees the logits divided by ``temperature``, scored in ``mode``."""
     if not temperature > 0:
         raise ConfigError("temperature", f"must be > 0, got {temperature!r}")
+    check_mode(mode)
 
     def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         base = loss_function(ctx)
         loss_fn = base if temperature == 1.0 else (lambda z, y: base(z / temperature, y))
-        return _grasp_scores(ctx, loss_fn)
+        return _grasp_scores(ctx, loss_fn, mode)
 
-    grasp.__doc__ = f"GraSP keep-score w ⊙ Hg, logits / {temperature:g}."
+    grasp.__doc__ = f"GraSP keep-score w ⊙ Hg, logits / {temperature:g}, scored in {mode} mode."
     return grasp
 
 
-def _grasp_scores(ctx: ScoringContext, loss_fn) -> dict[str, torch.Tensor]:
+def _grasp_scores(ctx: ScoringContext, loss_fn, mode: str | None = MODE) -> dict[str, torch.Tensor]:
     batches = require_batches(ctx, "grasp")
     names = list(ctx.params)
     params = [ctx.params[n] for n in names]
     device = model_device(ctx)
-    with preserved(ctx):
+    with preserved(ctx, mode=mode):
         g = summed_gradients(ctx, batches, loss_fn)  # fixed vector: no graph through it
         hg = [torch.zeros_like(p) for p in params]
         for batch in batches:

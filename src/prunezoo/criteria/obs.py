@@ -13,6 +13,9 @@ rounding; :func:`obs_prune` then writes exact zeros) and minimises the quadratic
 the block's survivors. Selection uses the single-weight saliencies (as WoodFisher's one-shot
 variant), not a joint search over subsets.
 
+Mode: eval mode (BatchNorm running statistics, no dropout), as WoodFisher's code computes the
+Fisher of the trained network; ``mode="train"`` in :func:`make_obs`/:func:`obs_prune` changes it.
+
 Cost: the inverse blocks take ``numel × block_size`` float64 per layer (64× the weights at the
 default), fine for the small models prunezoo studies, too much for ImageNet-scale layers.
 """
@@ -24,9 +27,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from prunezoo.criteria._common import iter_sample_gradients, loss_function, preserved, require_batches
+from prunezoo.criteria._common import check_mode, iter_sample_gradients, loss_function, preserved, require_batches
 from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
 from prunezoo.errors import ConfigError
+
+
+MODE = "eval"  # WoodFisher's code
 
 
 def _check(block_size: int, damp: float) -> None:
@@ -52,16 +58,18 @@ def fisher_inverse_blocks(
     damp: float = 1e-4,
     num_samples: int | None = None,
     per_sample: bool | None = None,
+    mode: str | None = MODE,
 ) -> dict[str, torch.Tensor]:
     """``{name: (num_blocks, B, B)}`` float64 inverses of λI + (1/m) Σ g gᵀ per block."""
     _check(block_size, damp)
+    check_mode(mode)
     batches = require_batches(ctx, "obs")
     acc = {
         n: torch.zeros(-(-p.numel() // block_size), block_size, block_size, dtype=torch.float64, device=p.device)
         for n, p in ctx.params.items()
     }
     m = 0
-    with preserved(ctx):
+    with preserved(ctx, mode=mode):
         for chunk in iter_sample_gradients(ctx, batches, loss_function(ctx), per_sample=per_sample,
                                            num_samples=num_samples):
             for n, g in chunk.items():
@@ -100,25 +108,30 @@ def obs_update(weight: torch.Tensor, finv: torch.Tensor, pruned: torch.Tensor) -
 
 
 def make_obs(
-    block_size: int = 64, damp: float = 1e-4, num_samples: int | None = None, per_sample: bool | None = None
+    block_size: int = 64,
+    damp: float = 1e-4,
+    num_samples: int | None = None,
+    per_sample: bool | None = None,
+    mode: str = MODE,
 ) -> Criterion:
-    """An OBS saliency criterion with the given Fisher-block options."""
+    """An OBS saliency criterion with the given Fisher-block options, scored in ``mode``."""
     _check(block_size, damp)
+    check_mode(mode)
 
     def obs(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         finv = fisher_inverse_blocks(ctx, block_size=block_size, damp=damp, num_samples=num_samples,
-                                     per_sample=per_sample)
+                                     per_sample=per_sample, mode=mode)
         return {n: obs_saliency(p, finv[n]).to(p.dtype) for n, p in ctx.params.items()}
 
-    obs.__doc__ = f"OBS saliency w²/(2[F⁻¹]_kk), block_size={block_size}, damp={damp}."
+    obs.__doc__ = f"OBS saliency w²/(2[F⁻¹]_kk), block_size={block_size}, damp={damp}, {mode} mode."
     return obs
 
 
 register_criterion("obs")(make_obs())
 
-# ``options`` of a study's oneshot ``obs`` method: obs_prune's Fisher options, and ``update: false``
-# to mask by OBS saliency without correcting the survivors (an ablation).
-OBS_STUDY_OPTIONS = ("update", "block_size", "damp", "num_samples", "per_sample")
+# ``options`` of a study's oneshot ``obs`` method: obs_prune's Fisher options, ``update: false``
+# to mask by OBS saliency without correcting the survivors (an ablation), and ``score_mode``.
+OBS_STUDY_OPTIONS = ("update", "block_size", "damp", "num_samples", "per_sample", "score_mode")
 
 
 def obs_prune(
@@ -136,6 +149,7 @@ def obs_prune(
     per_sample: bool | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    mode: str = MODE,
     **alloc,
 ):
     """Prune ``model`` in place to ``density`` by OBS saliency and apply the joint OBS update.
@@ -151,7 +165,7 @@ def obs_prune(
     ctx = ScoringContext(model=model, params=params, batches=list(batches) if batches is not None else None,
                          loss_fn=loss_fn, generator=torch.Generator().manual_seed(seed))
     finv = fisher_inverse_blocks(ctx, block_size=block_size, damp=damp, num_samples=num_samples,
-                                 per_sample=per_sample)
+                                 per_sample=per_sample, mode=mode)
     scores = {n: obs_saliency(p, finv[n]) for n, p in params.items()}
     keep = prune(model, density, criterion=lambda _: scores, scheme=scheme, masks=masks, seed=seed,
                  include=include, exclude=exclude, **alloc)

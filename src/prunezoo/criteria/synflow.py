@@ -27,8 +27,8 @@ import math
 import torch
 from torch import nn
 
-from prunezoo.criteria._common import model_device, preserved
-from prunezoo.criteria.base import ScoringContext, register_criterion
+from prunezoo.criteria._common import check_mode, model_device, preserved
+from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
 from prunezoo.errors import ConfigError
 
 _MAX_SCORE = 1e30
@@ -46,8 +46,21 @@ def _input_shape(ctx: ScoringContext) -> tuple[int, ...]:
     raise ConfigError("batches", "synflow needs one batch to know the input shape")
 
 
-@register_criterion("synflow")
-def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+MODE = "eval"  # the reference code's default (its prune_train_mode flag is off)
+
+
+def make_synflow(mode: str = MODE) -> Criterion:
+    """A SynFlow criterion running the linearised network in ``mode`` ("eval", the default, or "train")."""
+    check_mode(mode)
+
+    def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return _synflow_scores(ctx, mode)
+
+    synflow.__doc__ = f"SynFlow |w| ⊙ ∂R/∂|w|, {mode} mode."
+    return synflow
+
+
+def _synflow_scores(ctx: ScoringContext, mode: str) -> dict[str, torch.Tensor]:
     from torch.func import functional_call
 
     model = ctx.model
@@ -61,7 +74,7 @@ def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         state[n] = t.detach().abs().double() if t.is_floating_point() else t
     for n in names:
         state[n].requires_grad_(True)
-    with preserved(ctx, eval_mode=True):
+    with preserved(ctx, mode=mode):
         out = functional_call(model, state, (torch.ones(shape, dtype=torch.float64, device=device),))
         grads = torch.autograd.grad(out.sum(), [state[n] for n in names], allow_unused=True)
     scores = {
@@ -73,3 +86,6 @@ def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         scale = 2.0 ** -math.floor(math.log2(top))
         scores = {n: s * scale for n, s in scores.items()}
     return {n: s.to(ctx.params[n].dtype) for n, s in scores.items()}
+
+
+register_criterion("synflow")(make_synflow())

@@ -192,6 +192,13 @@ class MethodConfig(BaseModel):
                 raise ValueError(f"unknown options {unknown} for oneshot 'obs'; known: {list(OBS_STUDY_OPTIONS)}")
         if self.kind == "gmp" and (unknown := sorted(set(self.options) - {"from_dense"})):
             raise ValueError(f"unknown options {unknown} for kind 'gmp'; known: ['from_dense']")
+        if "score_mode" in self.options:  # a bad mode, or a criterion without one, fails here and not in a job
+            from prunezoo.criteria import criterion_with_mode
+
+            try:
+                criterion_with_mode(self.criterion, self.options["score_mode"])
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
         if self.start is not None and self.kind in ("vd", "structured"):  # would be silently ignored
             raise ValueError(f"method kind {self.kind!r} does not take a sparse-to-sparse 'start' mask")
         if self.kind == "vd":

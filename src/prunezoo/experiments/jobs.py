@@ -161,6 +161,13 @@ def prune_options(method: MethodConfig) -> dict:
     return opts
 
 
+def scoring_criterion(method: MethodConfig):
+    """The method's criterion, scoring in ``options.score_mode`` when given (else its paper's mode)."""
+    from prunezoo.criteria import criterion_with_mode
+
+    return criterion_with_mode(method.criterion, method.options.get("score_mode"))
+
+
 def _masks_once(path: Path, make: Callable[[], MaskSet]) -> MaskSet:
     # Masks are computed once and saved before training, so a resumed job never re-derives them.
     if path.exists():
@@ -196,8 +203,8 @@ def _oneshot(ctx: JobContext, job: dict) -> dict:
         masks = _obs_pruned_once(ctx, model, method, 1.0 - sparsity, start)
     else:
         masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune(
-            model, 1.0 - sparsity, criterion=method.criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
-            batches=ctx.score_batches(method.batches), **prune_options(method)))
+            model, 1.0 - sparsity, criterion=scoring_criterion(method), scheme=method.scheme, seed=ctx.seed,
+            masks=start, batches=ctx.score_batches(method.batches), **prune_options(method)))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
     save_state(ctx.directory / "final.safetensors", model.state_dict())
@@ -215,6 +222,8 @@ def _obs_pruned_once(ctx: JobContext, model: nn.Module, method: MethodConfig, de
         model.load_state_dict(load_state(weights))
         return MaskSet.load(mask_path)
     opts = {k: v for k, v in method.options.items() if k != "update"}  # block_size, damp... (checked in config)
+    if "score_mode" in opts:
+        opts["mode"] = opts.pop("score_mode")
     masks = obs_prune(model, density, ctx.score_batches(method.batches), scheme=method.scheme, masks=start,
                       seed=ctx.seed, **opts, **prune_options(method))
     save_state(weights, model.state_dict())
@@ -231,9 +240,9 @@ def _at_init(ctx: JobContext, job: dict) -> dict:
     model = ctx.build_model()
     start = ctx.start_masks(model, method)
     masks = _masks_once(ctx.directory / "masks.safetensors", lambda: prune_iteratively(
-        model, 1.0 - sparsity, criterion=method.criterion, rounds=method.rounds, scheme=method.scheme,
-        seed=ctx.seed, masks=start, batches=ctx.score_batches(method.batches), **method.options,
-        **prune_options(method)))
+        model, 1.0 - sparsity, criterion=scoring_criterion(method), rounds=method.rounds, scheme=method.scheme,
+        seed=ctx.seed, masks=start, batches=ctx.score_batches(method.batches),
+        **{k: v for k, v in method.options.items() if k != "score_mode"}, **prune_options(method)))
     masks.apply(model)
     history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)]))
     save_state(ctx.directory / "final.safetensors", model.state_dict())

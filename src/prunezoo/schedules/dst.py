@@ -5,12 +5,19 @@ Sparse from step 0 at a fixed per-layer density (random initial mask, ERK densit
 a given ``masks=`` for sparse-to-sparse). Every ΔT steps, for t < T_end, each layer l with n_l
 active weights
 
-    drops  k_l = round(f(t) n_l) active weights with the smallest |w|,
-    grows  k_l inactive weights: largest |∂L/∂w| (RigL, dense gradient) or uniformly at random (SET),
+    drops  k_l = floor(f(t) n_l) active weights with the smallest |w|,
+    grows  k_l weights outside the kept ones: largest |∂L/∂w| (RigL, dense gradient) or uniformly
+           at random (SET),
     f(t) = (α/2)(1 + cos(π t / T_end))            (cosine decay; α = 0.3, ΔT = 100, T_end = 0.75 T).
 
-Weights dropped in an update cannot be grown back by the same update, grown weights start at exactly
-0 with zeroed optimizer state (momentum, Adam moments), so per-layer nnz is exactly constant.
+This is the reference implementation's rule (google-research/rigl, ``sparse_optimizers.py``,
+``_get_update_op``): n_prune = int(f·n), and only the *kept* weights are excluded from growth, so a
+weight dropped by an update can be grown back by it; it then keeps its value and optimizer state.
+Newly grown weights (inactive before the update) start at exactly 0 with zeroed optimizer state
+(momentum, Adam moments); per-layer nnz is exactly constant. ``regrow_dropped=False`` and
+``drop_count="round"`` give prunezoo's earlier rule (grow only among weights inactive before the
+update; k = round(f·n)). Not ported: the reference's 1e-5 noise on the drop scores (ties here are
+broken by index) and its skipping of the optimizer step on update iterations.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class DynamicSparseTraining(MaskingSchedule):
         end_fraction: float = 0.75,
         t_end: int | None = None,
         decay: Literal["cosine", "constant"] = "cosine",
+        regrow_dropped: bool = True,
+        drop_count: Literal["floor", "round"] = "floor",
         scheme: str = "erk",
         masks: MaskSet | None = None,
         seed: int = 0,
@@ -74,10 +83,16 @@ class DynamicSparseTraining(MaskingSchedule):
                              f"got {delta_t}, {alpha}, {end_fraction}")
         if decay not in ("cosine", "constant"):
             raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
+        if not isinstance(regrow_dropped, bool):
+            raise ValueError(f"regrow_dropped must be true or false, got {regrow_dropped!r}")
+        if drop_count not in ("floor", "round"):
+            raise ValueError(f"drop_count must be 'floor' (the reference's int(f·n)) or 'round', got {drop_count!r}")
+        self.regrow_dropped, self.drop_count = regrow_dropped, drop_count
         self.sparsity, self.grow, self.delta_t, self.alpha = sparsity, grow, delta_t, alpha
         self.end_fraction, self.t_end_steps, self.decay = end_fraction, t_end, decay
         self.t_end = 0
-        self.last_grown: dict[str, torch.Tensor] = {}  # positions grown by the latest update (inspection)
+        # net changes of the latest update (inspection): newly active / newly inactive positions
+        self.last_grown: dict[str, torch.Tensor] = {}
         self.last_dropped: dict[str, torch.Tensor] = {}
 
     # -- setup ------------------------------------------------------------------------------------
@@ -115,24 +130,28 @@ class DynamicSparseTraining(MaskingSchedule):
             p = params[name]
             grad = grads[name] if grads is not None else p.grad
             n_active = int(mask.sum())
-            k = min(int(math.floor(frac * n_active + 0.5)), mask.numel() - n_active)  # grow pool bounds k
+            k = int(frac * n_active) if self.drop_count == "floor" else int(math.floor(frac * n_active + 0.5))
+            if not self.regrow_dropped:
+                k = min(k, mask.numel() - n_active)  # the grow pool (inactive weights) bounds k
             if k == 0 or (self.grow == "gradient" and grad is None):
                 new[name] = mask
                 continue
             neg_inf = torch.tensor(float("-inf"), device=mask.device)
             # drop: the k active weights with the smallest |w| (top-k of -|w|; inactive never chosen)
             dropped = keep_top_k(torch.where(mask, -p.detach().abs().float(), neg_inf), k)
-            # grow: among weights inactive *before* this update, so just-dropped ones cannot return
+            kept = mask & ~dropped
             if self.grow == "gradient":
                 score = grad.detach().abs().float().to(mask.device)
             else:
                 score = torch.rand(mask.shape, generator=gen).to(mask.device)
-            grown = keep_top_k(torch.where(mask, neg_inf, score), k)
-            new[name] = (mask & ~dropped) | grown
-            p.masked_fill_(grown.to(p.device), 0.0)  # grown weights start at exactly 0
-            _zero_optimizer_state(trainer.optimizer, p, grown)
-            self.last_grown[name], self.last_dropped[name] = grown, dropped
-            changed += k
+            # grow: outside the kept weights (reference), or only among weights inactive before the update
+            grown = keep_top_k(torch.where(kept if self.regrow_dropped else mask, neg_inf, score), k)
+            new[name] = kept | grown
+            fresh = grown & ~mask  # regrown ones were active: they keep their value and optimizer state
+            p.masked_fill_(fresh.to(p.device), 0.0)  # new weights start at exactly 0
+            _zero_optimizer_state(trainer.optimizer, p, fresh)
+            self.last_grown[name], self.last_dropped[name] = fresh, dropped & ~grown
+            changed += int(fresh.sum())
         new_masks = MaskSet(new)
         self.handle.update(new_masks)  # zeroes the dropped weights
         event = {"step": step, "fraction": frac, "changed": changed, "iou": new_masks.iou(old),
