@@ -277,5 +277,37 @@ app.command("published")(_bench_cli.published_command)
 app.command("reproduce")(_bench_cli.reproduce_command)
 
 
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (job.json + final.safetensors)")],
+    sparse: Annotated[bool, typer.Option("--sparse", help="export onto sparse kernels (CSR/BSR, 2:4)")] = False,
+    out_path: Annotated[Path | None, typer.Option("--out", help="output .pt (default <run>/sparse-export.pt)")] = None,
+    batch: Annotated[int, typer.Option(help="batch size the kernels are chosen and timed for")] = 1,
+    threads: Annotated[int, typer.Option(help="intra-op threads the kernels are chosen and timed with")] = 1,
+    level: Annotated[int | None, typer.Option(help="imp runs: the level to export")] = None,
+) -> None:
+    """Export a run's pruned model for inference: --sparse puts each pruned Linear/Conv on the fastest
+    measured sparse kernel (dense fallback per layer) and reports latency vs dense kernels."""
+    if not sparse:
+        _fail(ConfigError("--sparse", "the only export so far is --sparse (structured runs are saved compact)"))
+    if threads < 1:
+        _fail(ConfigError("--threads", f"must be >= 1, got {threads}"))
+    from prunezoo.deploy.run_export import export_run
+
+    try:
+        rec = export_run(run_dir, out_path, batch=batch, threads=threads, level=level)
+    except ConfigError as err:
+        _fail(err)
+    table = Table(title=f"sparse export of {run_dir} (batch {batch}, {threads} thread(s))")
+    for col in ("layer", "density", "format", "layer speed-up", "note"):
+        table.add_column(col, justify="left" if col in ("layer", "format", "note") else "right")
+    for name, e in rec["deploy_report"]["layers"].items():
+        table.add_row(name, f"{e['density']:.3f}", e["format"], f"{e['speedup']:.2f}x" if "speedup" in e else "",
+                      e.get("reason", ""))
+    out.print(table)
+    out.print(f"model latency {rec['latency_ms']:.3f} ms vs dense kernels {rec['latency_dense_ms']:.3f} ms: "
+              f"{rec['latency_speedup']:.2f}x  →  {rec['out']} (+ .json)")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

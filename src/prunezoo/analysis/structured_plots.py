@@ -22,7 +22,8 @@ def accuracy_cost_figure(rows: list[dict]) -> Figure:
         rs = sorted(rs, key=lambda r: r["flops_sparse"])
         acc = [100 * r["test_acc"] for r in rs]
         for ax, x in ((ax_f, [r["flops_sparse"] for r in rs]), (ax_t, [r["latency_ms"] for r in rs])):
-            ax.plot(x, acc, marker=marker(i), color=color(i), label=name, linestyle="-" if len(rs) > 1 else "none")
+            label = name if rs[0].get("kind") == "structured" else f"{name} (sparse export)"  # masked + sparse kernels
+            ax.plot(x, acc, marker=marker(i), color=color(i), label=label, linestyle="-" if len(rs) > 1 else "none")
     dense = [r for r in rows if r.get("method") == "dense" and r.get("test_acc") is not None]
     lat_dense = sorted(r["latency_dense_ms"] for rs in by_method.values() for r in rs)
     if dense:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,8 +92,12 @@ class BranchConfig(BaseModel):
     rewind_step: int = Field(0, ge=0)
 
 
-SPARSITY_KINDS = ("oneshot", "at-init", "gmp", "dst", "acdc", "edge-popup", "structured")
+SPARSITY_KINDS = ("oneshot", "at-init", "gmp", "dst", "acdc", "edge-popup", "structured", "sr-ste")
 METHOD_KINDS = (*SPARSITY_KINDS, "imp", "str", "vd")
+
+
+# Method kinds whose masks come from prune() (N:M-constrained selection) or SR-STE.
+PATTERN_KINDS = ("oneshot", "at-init", "gmp", "imp", "sr-ste")
 
 
 class StartConfig(BaseModel):
@@ -118,7 +123,8 @@ class MethodConfig(BaseModel):
 
     model_config = _STRICT
     name: str
-    kind: Literal["oneshot", "at-init", "imp", "gmp", "dst", "acdc", "str", "edge-popup", "vd", "structured"]
+    kind: Literal["oneshot", "at-init", "imp", "gmp", "dst", "acdc", "str", "edge-popup", "vd", "structured",
+                  "sr-ste"]
     criterion: str = "magnitude"
     scheme: str = "global"
     sparsities: list[float] = Field(default_factory=list, description="oneshot/gmp target sparsities")
@@ -139,6 +145,36 @@ class MethodConfig(BaseModel):
     start: StartConfig | None = Field(None, description="sparse-to-sparse: start from a random ER mask")
     options: dict[str, Any] = Field(default_factory=dict, description="method-specific constructor options")
     branches: list[BranchConfig] = Field(default_factory=list, description="imp: ablation branches")
+    sparse_export: bool = Field(False, description="also export each result to sparse kernels (prunezoo.deploy) "
+                                                   "and record its measured latency_ms vs dense")
+    pattern: str | None = Field(None, description="N:M sparsity ('2:4', '1:4', '4:8'): exactly n nonzeros in "
+                                                  "every m consecutive weights; kinds " + ", ".join(PATTERN_KINDS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pattern_sparsity(cls, data: Any) -> Any:
+        # A pattern fixes the sparsity (1 - n/m): fill 'sparsities' in when it is left out.
+        if isinstance(data, dict) and isinstance(data.get("pattern"), str) and not data.get("sparsities"):
+            from prunezoo.sparsity.nm import pattern_density
+
+            try:
+                data = {**data, "sparsities": [1.0 - pattern_density(data["pattern"])]}
+            except ConfigError:
+                pass  # reported by the field validator below
+        return data
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from prunezoo.sparsity.nm import parse_pattern
+
+        try:
+            n, m = parse_pattern(v)
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("pattern: ")) from None
+        return f"{n}:{m}"
 
     @field_validator("sparsities")
     @classmethod
@@ -207,11 +243,37 @@ class MethodConfig(BaseModel):
             check_vd_options(self.options)
         if self.branches and self.kind != "imp":
             raise ValueError("branches are only defined for method kind 'imp'")
+        self._check_pattern()
+        if self.sparse_export and self.kind == "structured":
+            raise ValueError("sparse_export: structured runs are compacted and timed already (latency_ms)")
         for b in self.branches:
             bad = [lv for lv in b.levels if not 1 <= lv <= self.levels]
             if bad:
                 raise ValueError(f"branch {b.name!r}: levels {bad} outside 1..{self.levels}")
         return self
+
+    def _check_pattern(self) -> None:
+        if self.pattern is None:
+            if self.kind == "sr-ste":
+                raise ValueError("method kind 'sr-ste' needs a 'pattern' such as '2:4'")
+            return
+        if self.kind not in PATTERN_KINDS:  # their masks come from thresholds, grow/drop or channels
+            raise ValueError(f"pattern: N:M is not supported for method kind {self.kind!r}; "
+                             f"kinds that take it: {', '.join(PATTERN_KINDS)}")
+        if self.start is not None:
+            raise ValueError("pattern: a random sparse-to-sparse 'start' mask cannot hold an N:M pattern")
+        n, m = (int(v) for v in self.pattern.split(":"))
+        target = 1.0 - n / m
+        if self.kind == "imp":
+            need = math.ceil(math.log(n / m) / math.log(1.0 - self.fraction) - 1e-9)
+            if self.levels != need:
+                raise ValueError(f"pattern {self.pattern}: imp with fraction {self.fraction} reaches exactly "
+                                 f"{self.pattern} at level {need}; set levels: {need}")
+            if any(b.kind == "random-mask" for b in self.branches):
+                raise ValueError(f"pattern {self.pattern}: a 'random-mask' branch would break the pattern")
+        elif bad := [s for s in self.sparsities if abs(s - target) > 1e-9]:
+            raise ValueError(f"pattern {self.pattern} fixes the sparsity at {target:g}; sparsities {bad} "
+                             "cannot hold it (leave 'sparsities' out to use the pattern's)")
 
 
 def _default_methods() -> list[MethodConfig]:

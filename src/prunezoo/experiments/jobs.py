@@ -158,6 +158,8 @@ def prune_options(method: MethodConfig) -> dict:
         opts["keep_dense"] = method.keep_dense
     if method.overrides:
         opts["overrides"] = method.overrides
+    if method.pattern is not None:  # N:M: every prune() of the method keeps the pattern
+        opts["pattern"] = method.pattern
     return opts
 
 
@@ -476,11 +478,48 @@ def _branch(ctx: JobContext, job: dict) -> dict:
     return _one("", row, history, masks)
 
 
+def _srste(ctx: JobContext, job: dict) -> dict:
+    """SR-STE (Zhou et al. 2021): train N:M from init with the pattern recomputed from the dense
+    weights every step, then bake the final N:M mask into the weights."""
+    from prunezoo.reparam.srste import apply_srste, squash_srste
+
+    sparsity = ctx.spec["sparsity"]
+    method = ctx.method(job["method"], {"sparsities": [sparsity]})
+    model = ctx.build_model()
+    try:
+        apply_srste(model, method.pattern, **_selection(method), **method.options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"methods[{method.name}].options", str(err)) from None
+    history = ctx.fit(ctx.trainer(model))
+    masks = squash_srste(model)
+    save_state(ctx.directory / "final.safetensors", model.state_dict())
+    masks.save(ctx.directory / "masks.safetensors")
+    return _one("", ctx.row(masks, history[-1], kind="sr-ste", level=None, target_sparsity=sparsity), history, masks)
+
+
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
     "dense": _dense, "oneshot": _oneshot, "at-init": _at_init, "gmp": _gmp, "imp": _imp, "branch": _branch,
     "dst": _dynamic, "acdc": _dynamic, "structured": _structured, "str": _reparam, "edge-popup": _reparam,
-    "vd": _vd,
+    "vd": _vd, "sr-ste": _srste,
 }
+
+
+def _with_sparse_latency(runner: Callable[[JobContext, dict], dict]) -> Callable[[JobContext, dict], dict]:
+    """Methods with ``sparse_export: true``: every row also gets the measured latency of its sparse export."""
+
+    @functools.wraps(runner)
+    def run(ctx: JobContext, job: dict) -> dict:
+        result = runner(ctx, job)
+        if (ctx.spec.get("method") or {}).get("sparse_export"):
+            from prunezoo.deploy.run_export import add_sparse_latency
+
+            add_sparse_latency(ctx, result)
+        return result
+
+    return run
+
+
+RUNNERS.update({k: _with_sparse_latency(v) for k, v in RUNNERS.items() if k not in ("dense", "branch", "structured")})
 
 
 def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict:

@@ -147,7 +147,8 @@ def _preflight(cfg: StudyConfig) -> None:
             densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
             for density in densities:
                 try:
-                    allocate(model, density, method.scheme, **prune_options(method))
+                    alloc = {k: v for k, v in prune_options(method).items() if k != "pattern"}  # N:M: prune() only
+                    allocate(model, density, method.scheme, **alloc)
                     if method.kind in ("dst", "acdc"):  # options reach the allocator at prune time
                         cb = schedule_callback(method, 1 - density)
                         allocate(model, density, cb.scheme, **cb.prune_options)

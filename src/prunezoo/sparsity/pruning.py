@@ -28,6 +28,7 @@ def prune(
     loss_fn: Callable | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    pattern: str | None = None,
     **alloc_options,
 ) -> MaskSet:
     """Masks keeping a ``density`` fraction of the prunable weights, ranked by ``criterion``.
@@ -36,6 +37,12 @@ def prune(
     (``uniform``, ``erk``, ``balanced``, ``pyramidal``, ``explicit``) fixes per-layer densities first
     and ranks within each layer. With ``masks`` given, the result is a subset of them (pruned
     weights never return). The model is not modified: call ``MaskSet.apply``/``attach``.
+
+    ``pattern="n:m"`` (e.g. ``"2:4"``) constrains the selection to N:M (:mod:`prunezoo.sparsity.nm`):
+    the ``n`` best-scored weights of every group of ``m`` are always kept and the remaining budget is
+    ranked as usual (``scheme``) among the rest, so a gradual schedule shrinks towards the pattern;
+    ``density`` <= n/m gives exactly N:M in every layer that can hold it, whatever the scheme (the
+    pattern is its own uniform allocation). Layers that cannot hold the pattern stay dense.
     """
     if not (isinstance(density, (int, float)) and 0.0 < density <= 1.0):
         raise ConfigError("density", f"must be in (0, 1], got {density!r}")
@@ -53,10 +60,20 @@ def prune(
     if bad := nan_layers(scores):  # ranked below every number (counts stay exact), but worth a look
         warnings.warn(f"NaN pruning scores (pruned first) in {bad}: check the criterion and the model",
                       RuntimeWarning, stacklevel=2)
+    forced = None
+    if pattern is not None:  # N:M: the pattern's core is kept (+inf score); the rest competes as usual
+        from prunezoo.sparsity.nm import nm_core
+        from prunezoo.sparsity.nm import pattern_density as nm_density
+
+        forced = nm_core(scores, pattern)
+        scores = {n: s.float().masked_fill(forced[n], float("inf")) for n, s in scores.items()}
 
     total = sum(p.numel() for p in params.values())
-    if scheme == "global" and not alloc_options:
-        keep = global_keep_masks(scores, keep_count(density, total))
+    floor = lambda n: int(forced[n].sum()) if forced is not None else 0  # noqa: E731
+    if forced is not None and density <= nm_density(pattern) + 1e-9:
+        keep = forced  # at (or past) the pattern's own density: exactly N:M, whatever the scheme
+    elif scheme == "global" and not alloc_options:
+        keep = global_keep_masks(scores, max(keep_count(density, total), sum(floor(n) for n in scores)))
     else:
         # Per-layer budgets first (also for "global" with keep_dense/overrides), then rank per layer.
         from prunezoo.allocation import layer_densities
@@ -64,7 +81,7 @@ def prune(
         if scheme == "global":
             alloc_options["scores"] = scores
         dens = layer_densities(model, density, scheme, include=include, exclude=exclude, **alloc_options)
-        keep = {n: keep_top_k(scores[n], keep_count(dens[n], p.numel())) for n, p in params.items()}
+        keep = {n: keep_top_k(scores[n], max(keep_count(dens[n], p.numel()), floor(n))) for n, p in params.items()}
     if masks is not None:
         # Never resurrect: a layer asked to keep more than it still has keeps what it has.
         keep = {n: k & masks[n].to(k.device) if n in masks else k for n, k in keep.items()}

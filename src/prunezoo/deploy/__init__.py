@@ -1,0 +1,18 @@
+"""Deployment of pruned models: sparse inference export (CSR/BSR on CPU, 2:4 semi-structured on CUDA).
+
+See :mod:`prunezoo.deploy.sparse`; the run-directory export behind ``prunezoo export --sparse`` is
+:func:`prunezoo.deploy.run_export.export_run`.
+"""
+
+from prunezoo.deploy.sparse import (
+    SparseConv2d,
+    SparseLinear,
+    deploy_report,
+    paired_speedup,
+    semi_structured_available,
+    sparse_export,
+    sparse_layer_count,
+)
+
+__all__ = ["SparseConv2d", "SparseLinear", "deploy_report", "paired_speedup", "semi_structured_available",
+           "sparse_export", "sparse_layer_count"]
