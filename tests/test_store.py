@@ -41,3 +41,66 @@ def test_queries_and_replace(tmp_path):
     assert df["test_acc"].tolist() == [0.95]
     assert store.resolve("12") == "a-123"
     assert store.metrics("a-123").empty
+
+
+def _files(directory):
+    """Every file in ``directory`` with its bytes and mtime: any write shows up here."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+def test_readonly_store_reads_everything_and_writes_nothing(tmp_path):
+    import pytest
+
+    path = tmp_path / "index.sqlite"
+    RunStore(path).record_study("a-123", "a", "123", "p", {"x": 1}, "complete",
+                                [{"method": "dense", "test_acc": 0.9}], {"dense": [{"epoch": 1, "test_acc": 0.8}]})
+    before = _files(tmp_path)
+    assert list(before) == ["index.sqlite"]  # the writer checkpointed and removed its WAL on close
+    store = RunStore(path, readonly=True)
+    assert store.studies()["study_id"].tolist() == ["a-123"]
+    assert store.results("a-123")["test_acc"].tolist() == [0.9]
+    assert store.metrics("a-123")["test_acc"].tolist() == [0.8]
+    assert store.resolve("12") == "a-123"
+    with pytest.raises(PermissionError) as err:
+        store.record_study("b-1", "b", "1", "p", {}, "running")
+    assert err.value.filename == str(path)
+    assert _files(tmp_path) == before  # no -wal/-shm, no schema migration, no new rows
+    with pytest.raises(FileNotFoundError):
+        RunStore(tmp_path / "missing.sqlite", readonly=True)
+    assert _files(tmp_path) == before
+
+
+def _limit_pages(monkeypatch):
+    """From now on the store cannot grow: SQLite answers SQLITE_FULL, as on a full disk."""
+    import sqlite3
+
+    connect = RunStore._connect
+
+    def full(self) -> sqlite3.Connection:
+        con = connect(self)
+        (pages,) = con.execute("PRAGMA page_count").fetchone()
+        con.execute(f"PRAGMA max_page_count={pages}")
+        return con
+
+    monkeypatch.setattr(RunStore, "_connect", full)
+
+
+def test_full_disk_is_an_enospc_error_naming_the_store_and_keeps_what_was_there(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    path = tmp_path / "index.sqlite"
+    store = RunStore(path)
+    store.record_study("a-1", "a", "1", "p", {}, "complete", [{"method": "dense", "test_acc": 0.9}])
+    _limit_pages(monkeypatch)
+    rows = [{"method": "gm", "test_acc": 0.5, "point": "x" * 200} for _ in range(2000)]
+    # Before: SQLite rolled back itself, so the store's own ROLLBACK raised "cannot rollback" instead.
+    with pytest.raises(OSError) as err:
+        store.record_study("b-2", "b", "2", "p", {}, "complete", rows)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    monkeypatch.undo()
+    assert store.studies()["study_id"].tolist() == ["a-1"]  # all or nothing
+    assert store.results()["test_acc"].tolist() == [0.9]
+    store.record_study("b-2", "b", "2", "p", {}, "complete", rows)  # space again: the same write succeeds
+    assert len(store.results("b-2")) == 2000

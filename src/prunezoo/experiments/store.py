@@ -3,16 +3,25 @@
 WAL journal + busy timeout + ``BEGIN IMMEDIATE`` write transactions (retried while another
 process holds the write lock) make it safe for many concurrent writer processes; readers never
 block writers. Queries return pandas DataFrames.
+
+``RunStore(path, readonly=True)`` never writes: not the database, not its ``-wal``/``-shm`` files,
+not the directory (so it works on read-only media and for other users' stores). SQLite errors from
+a full disk or an unwritable store are raised as :class:`OSError` naming the store's path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -74,26 +83,87 @@ RESULT_COLUMNS = [
 
 
 class RunStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connection() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
-            # Stores written by an older prunezoo lack newer result columns: add them (NULL there).
-            have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
-            for col in RESULT_COLUMNS:
-                if col not in have:
-                    con.execute(f"ALTER TABLE results ADD COLUMN {col}")
+        self.readonly = readonly
+        self._snapshot: Path | None = None
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(errno.ENOENT, "no run store", str(self.path))
+            return
+        with self._storage_errors():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.connection() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+                # Stores written by an older prunezoo lack newer result columns: add them (NULL there).
+                have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+                for col in RESULT_COLUMNS:
+                    if col not in have:
+                        con.execute(f"ALTER TABLE results ADD COLUMN {col}")
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return self._connect_readonly()
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         con.execute("PRAGMA busy_timeout=60000")
         con.execute("PRAGMA synchronous=NORMAL")
         return con
 
-    @staticmethod
-    def _write(con: sqlite3.Connection, fn, retries: int = 200) -> None:
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A connection that cannot write anything, whatever the directory allows.
+
+        No ``-wal`` file: every commit is in the database file, read as immutable (``mode=ro`` would
+        create ``-wal``/``-shm`` and leave them). A ``-wal`` (a writer is active, or one was killed):
+        ``mode=ro`` reads it through the existing ``-shm``; if that is impossible (e.g. no ``-shm`` in
+        a read-only directory), the database and its WAL are read from a private temporary copy.
+        (An immutable read racing a writer that starts and checkpoints meanwhile may fail or miss
+        that write: read-only commands can simply be repeated.)
+        """
+        if self._snapshot is not None:
+            return sqlite3.connect(self._snapshot, isolation_level=None)
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = "file:" + quote(str(self.path.absolute()))
+        if not wal.exists():
+            return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
+        con = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60.0, isolation_level=None)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+        tmp = tempfile.TemporaryDirectory(prefix="prunezoo-store-")
+        weakref.finalize(self, tmp.cleanup)
+        snapshot = Path(tmp.name) / self.path.name
+        shutil.copyfile(self.path, snapshot)
+        if wal.exists():
+            shutil.copyfile(wal, snapshot.with_name(snapshot.name + "-wal"))
+        self._snapshot = snapshot
+        return sqlite3.connect(snapshot, isolation_level=None)
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """SQLite's storage failures as OSErrors naming this store (its messages name no file)."""
+        try:
+            yield
+        except sqlite3.OperationalError as err:
+            msg = str(err).lower()
+            if "disk is full" in msg:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from err
+            if "disk i/o error" in msg:
+                try:
+                    full = shutil.disk_usage(self.path.parent).free < 1 << 20
+                except OSError:
+                    full = False
+                code = errno.ENOSPC if full else errno.EIO
+                raise OSError(code, "No space left on device" if full else "Disk I/O error", str(self.path)) from err
+            if "readonly" in msg or "read-only" in msg or "unable to open database" in msg:
+                raise PermissionError(errno.EACCES, "Cannot write the run store (read-only?)", str(self.path)) from err
+            raise
+
+    def _write(self, con: sqlite3.Connection, fn, retries: int = 200) -> None:
+        if self.readonly:
+            raise PermissionError(errno.EACCES, "Run store opened read-only", str(self.path))
         for attempt in range(retries):
             try:
                 con.execute("BEGIN IMMEDIATE")
@@ -107,7 +177,13 @@ class RunStore:
                 con.execute("COMMIT")
                 return
             except BaseException:
-                con.execute("ROLLBACK")
+                # After SQLITE_FULL / IOERR SQLite may have rolled back already: a second ROLLBACK
+                # would raise "cannot rollback" and hide the real error.
+                if con.in_transaction:
+                    try:
+                        con.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
 
     @contextmanager
@@ -146,7 +222,7 @@ class RunStore:
             )
             con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)", metric_rows)
 
-        with self.connection() as con:
+        with self._storage_errors(), self.connection() as con:
             self._write(con, tx)
 
     # -- queries -----------------------------------------------------------------------------------
@@ -161,8 +237,13 @@ class RunStore:
 
     def results(self, study_id: str | None = None):
         if study_id is None:
-            return self.query("SELECT * FROM results ORDER BY study_id, row_index")
-        return self.query("SELECT * FROM results WHERE study_id=? ORDER BY row_index", (study_id,))
+            df = self.query("SELECT * FROM results ORDER BY study_id, row_index")
+        else:
+            df = self.query("SELECT * FROM results WHERE study_id=? ORDER BY row_index", (study_id,))
+        for col in RESULT_COLUMNS:  # an older store opened read-only was not migrated
+            if col not in df.columns:
+                df[col] = None
+        return df
 
     def metrics(self, study_id: str, run: str | None = None):
         """Per-epoch metrics, one row per (run, epoch), one column per metric."""
