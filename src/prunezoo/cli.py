@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,45 @@ from rich.table import Table
 
 from prunezoo.errors import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prune neural networks and study pruned populations.")
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "operation not permitted", errno.EIO: "disk I/O error"}
+
+
+def storage_error_message(err: BaseException) -> str | None:
+    """One line for a storage failure (full disk, read-only or unwritable file, I/O error), else None."""
+    import sqlite3
+
+    if isinstance(err, OSError) and err.errno in _STORAGE_ERRNOS:
+        text = _STORAGE_ERRNOS[err.errno] + (f": {err.filename}" if err.filename else f" ({err})")
+        space = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    elif isinstance(err, sqlite3.OperationalError) and "full" in str(err):
+        text, space = f"no space left on device (SQLite: {err})", True
+    elif isinstance(err, sqlite3.OperationalError) and ("I/O" in str(err) or "readonly" in str(err)):
+        text, space = f"cannot write (SQLite: {err})", False
+    else:
+        return None
+    return text + ("; finished work is kept: free space and run the same command again" if space else "")
+
+
+class _Commands(typer.core.TyperGroup):
+    """Every command: a full disk or an unwritable file is one line on stderr and exit 1, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            message = storage_error_message(err)
+            if message is None:
+                raise
+            from rich.markup import escape
+
+            console.print(f"[bold red]error[/]: {escape(message)}", highlight=False)
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Commands,
+                  help="Prune neural networks and study pruned populations.")
 # Non-TTY output (CI logs, pipes) would otherwise wrap tables at 80 columns.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120, log_path=False)
 out = Console(width=None if sys.stdout.isatty() else 120)
@@ -106,7 +145,7 @@ def _store(out_dir: Path):
     path = out_dir / STORE_NAME
     if not path.exists():
         _fail(ConfigError("--out", f"no run store at {path}; run a study first"))
-    return RunStore(path)
+    return RunStore(path, readonly=True)  # never writes: works on read-only media
 
 
 @runs_app.command("ls")
@@ -169,8 +208,26 @@ def report(
     bands, per-layer densities, tables with compression, speed-up, nnz and the dense control."""
     from prunezoo.analysis import write_report
 
-    path = write_report(_study_dir(study, out_dir), output)
+    directory = _study_dir(study, out_dir)
+    target = output if output is not None else directory / "report" / "report.html"
+    _need_writable(target.parent, "the report", "" if output is not None else "; pass --output PATH elsewhere")
+    path = write_report(directory, output)
     out.print(f"report: {path}")
+
+
+def _need_writable(directory: Path, what: str, hint: str = "") -> None:
+    """Exit 1 before any work when ``directory`` (or the ancestor that would create it) is not writable."""
+    import os
+
+    from rich.markup import escape
+
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        console.print(f"[bold red]error[/]: cannot write {what}: {escape(str(existing))} is read-only{escape(hint)}",
+                      highlight=False)
+        raise typer.Exit(code=1)
 
 
 def _study_dir(study: str, out_dir: Path) -> Path:
@@ -198,7 +255,9 @@ def diagnose(
     sharpness. Written to <study>/diagnostics.json and shown in the report."""
     from prunezoo.analysis.diagnostics import diagnose_study
 
-    records = diagnose_study(_study_dir(study, out_dir), sharpness=sharpness)
+    directory = _study_dir(study, out_dir)
+    _need_writable(directory, f"{directory / 'diagnostics.json'}")
+    records = diagnose_study(directory, sharpness=sharpness)
     table = Table(title="diagnostics")
     cols = ["method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity", "IoU prev", "sharpness"]
     for col in cols:

@@ -105,9 +105,11 @@ def run_study(
         write_json(directory / "events.json", events)
     write_json(directory / "layers.json", layers)
     write_text(directory / "results.csv", rows_to_csv(rows))
-    write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
+    # The index before results.json: if it cannot be written (disk full), the study is not marked
+    # complete and the next run redoes both (otherwise the index would say "running" for good).
     store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "complete",
                        rows, histories)
+    write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
     return StudyResult(cfg, directory, rows)
 
 
