@@ -82,3 +82,21 @@ def test_noisy_test_labels_option_adds_a_noisy_test_evaluation(tmp_path):
         assert 0 <= r["test_noisy_acc"] < r["test_acc"]
     with pytest.raises(ConfigError, match="noisy_test"):
         parse_config({**base, "dataset": {"name": "digits", "noisy_test": True}})
+
+
+def test_figure_without_sweep_or_second_point_has_no_sweep_curve_or_box_panel():
+    # one model size under label noise: the trajectory alone, no "dense (sweep)" line, no one-box panel
+    rows = [r for r in _rows() if r["point"] == "w=100"]
+    for r in rows:
+        r["memorization"] = 0.5
+    fig = sdd_figure(rows)
+    assert len(fig.axes) == 1
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert labels == ["w=100"] and not any("sweep" in lbl for lbl in labels)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test error"
+    fig.canvas.draw()
+    assert all(t.get_text().endswith("%") for t in ax.get_yticklabels() if t.get_text())
+    # two sizes: the dense sweep curve is drawn and labelled as such
+    labels = [t.get_text() for legend in sdd_figure(_rows()).legends for t in legend.get_texts()]
+    assert labels[0] == "dense models of the sweep"

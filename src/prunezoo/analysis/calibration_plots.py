@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 
 def calibration_figure(records: list[dict], labels: list[str]) -> Figure:
@@ -20,7 +21,7 @@ def calibration_figure(records: list[dict], labels: list[str]) -> Figure:
         centers = [(i + 0.5) / m for i in range(m)]
         pts = [(c, a) for c, a in zip(cal["confidence"], cal["accuracy"]) if a is not None]
         line = rel.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
-                        label=f"{label} (ECE {cal['ece']:.3f})")[0]
+                        label=f"{label} (ECE {100 * cal['ece']:.2f}%)")[0]
         mean = [(x, mu, sd or 0.0) for x, mu, sd in zip(centers, cal["classwise_mean"], cal["classwise_std"])
                 if mu is not None]
         cls.plot([p[0] for p in mean], [p[1] for p in mean], color=line.get_color(), label=label)
@@ -32,5 +33,8 @@ def calibration_figure(records: list[dict], labels: list[str]) -> Figure:
             ylabel="frequency of the class")
     hist.set(title="predicted-class confidence", xlabel="confidence", ylabel="share of test samples")
     hist.grid(alpha=0.3)
+    # Probabilities, accuracies and shares in percent, like every other figure of the report.
+    for axis in (rel.xaxis, rel.yaxis, cls.xaxis, cls.yaxis, hist.xaxis, hist.yaxis):
+        axis.set_major_formatter(PercentFormatter(1.0))
     rel.legend(fontsize=7, loc="upper left")
     return fig

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import (EngFormatter, FixedLocator, LogLocator, MaxNLocator, NullFormatter, NullLocator,
+                               PercentFormatter)
 
 DPI = 100
 DENSE_COLOR = "#222222"
@@ -174,11 +175,13 @@ def layer_density_figure(layers: list[str], bars: Sequence[tuple[str, str, dict[
         ax.set_ylim(min(values) * 0.5, 1.3)
     else:
         ax.set_ylim(0, min(1.05, 1.15 * max(values, default=1.0)))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax.yaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels would mix in plain fractions
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels([name.removesuffix(".weight") for name in layers], rotation=40, ha="right",
                        rotation_mode="anchor", fontsize=8)
     ax.set_xlim(-0.6, len(layers) - 0.4)
-    ax.set_ylabel("density (kept fraction)" + (", log scale" if log else ""))
+    ax.set_ylabel("density (weights kept)" + (", log scale" if log else ""))
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "per-layer density (dotted: overall density)", fontsize=11)
     _legend(fig, *ax.get_legend_handles_labels())

@@ -27,9 +27,12 @@ h1{font-size:1.6em;margin:0 0 .3em}h2{font-size:1.3em;margin:1.6em 0 .5em;border
 padding-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .4em;color:#38404f}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.2em;margin:.6em 0 1em}
 dl.meta dt{font-weight:600;color:#5a6272}dl.meta dd{margin:0;font-family:ui-monospace,monospace}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
-th,td{padding:.3em .75em;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
+div.tw{max-width:100%;overflow-x:auto;margin:.5em 0 1em}
+table{border-collapse:collapse;font-size:.9em}
+th,td{padding:.3em .6em;border-bottom:1px solid #e3e6ea;text-align:right}
+td{white-space:nowrap}th{white-space:normal;min-width:4em;vertical-align:bottom}
 th{background:#f0f2f5;font-weight:600}td:first-child,th:first-child,td.l,th.l{text-align:left}
+td.l{white-space:normal;overflow-wrap:break-word}
 td{font-variant-numeric:tabular-nums}tr.dense td{background:#fafbfc;font-style:italic}
 figure{margin:.8em 0 1.4em}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#5a6272;margin-top:.3em}
@@ -92,17 +95,21 @@ def _target(g: Group) -> str:
         return "—"
     if g.kind in ("imp", "branch") and all(r.get("level") is not None for r in g.rows):
         return f"level {int(g.key)}"
-    return f"{100 * g.key:g}%"
+    return f"{100 * g.key:.4g}%"  # STR/VD report their realized sparsity as target: no long decimals
 
 
-def _table(head: list[str], body: list[tuple[str, list[str]]]) -> str:
-    ths = "".join(f'<th{" class=l" if i < 3 else ""}>{escape(h)}</th>' for i, h in enumerate(head))
+def _table(head: list[str], body: list[tuple[str, list[str]]], text: int | set[int] = 3) -> str:
+    """HTML table; text columns (the first ``text``, or those indices) are left-aligned and may wrap,
+    the others hold numbers and never wrap."""
+    left = set(range(text)) if isinstance(text, int) else text
+    ths = "".join(f'<th{" class=l" if i in left else ""}>{escape(h)}</th>' for i, h in enumerate(head))
     trs = "".join(
-        f'<tr class="{cls}">' + "".join(f'<td{" class=l" if i < 3 else ""}>{escape(c)}</td>'
+        f'<tr class="{cls}">' + "".join(f'<td{" class=l" if i in left else ""}>{escape(c)}</td>'
                                         for i, c in enumerate(cells)) + "</tr>"
         for cls, cells in body
     )
-    return f"<table><thead><tr>{ths}</tr></thead><tbody>{trs}</tbody></table>"
+    # The wrapper scrolls a table that is still wider than the page instead of letting it overflow the page.
+    return f"<div class=tw><table><thead><tr>{ths}</tr></thead><tbody>{trs}</tbody></table></div>"
 
 
 def _results_table(groups: list[Group]) -> str:
@@ -120,12 +127,27 @@ def _results_table(groups: list[Group]) -> str:
     return _table(head, body)
 
 
-def _best_table(groups: list[Group], multi: bool) -> str:
+def reaches_sparsity(g: Group, threshold: float, layer_counts: dict[str, int] | None = None) -> bool:
+    """Whether a group counts as pruned to ``threshold``: its target sparsity reaches it, or it keeps at most
+    one weight per layer more than the threshold allows (per-layer rounding: 90 % of 2,368 weights in one
+    layer keeps 237, a realized 89.99 %). Structured targets are channel fractions, so only the second applies.
+    ``layer_counts`` maps run ids to their number of prunable layers (default: one)."""
+    if g.kind == "dense":
+        return False
+    if g.kind != "structured" and g.mean("target_sparsity") >= threshold - 1e-9:
+        return True
+    layers = max((layer_counts or {}).get(str(r.get("run_id")), 1) for r in g.rows)
+    kept, total = g.mean("nnz"), g.mean("prunable")
+    if math.isnan(kept) or math.isnan(total):
+        return g.mean("sparsity") >= threshold - 1e-9
+    return kept <= (1 - threshold) * total + layers + 1e-9
+
+
+def _best_table(groups: list[Group], multi: bool, layer_counts: dict[str, int] | None = None) -> str:
     dense = {g.point: g for g in groups if g.kind == "dense"}
     best: dict[tuple[str, str], Group] = {}
     for g in groups:
-        # Realized sparsity can land a hair under the target; tolerate rounding.
-        if g.kind == "dense" or g.mean("sparsity") < BEST_MIN_SPARSITY - 1e-6 or math.isnan(g.mean("test_acc")):
+        if not reaches_sparsity(g, BEST_MIN_SPARSITY, layer_counts) or math.isnan(g.mean("test_acc")):
             continue
         cur = best.get((g.point, g.method))
         if cur is None or g.mean("test_acc") > cur.mean("test_acc"):
@@ -141,7 +163,7 @@ def _best_table(groups: list[Group], multi: bool) -> str:
         body.append(("", ([point or "—"] if multi else []) + [
             g.method, g.kind, f"{100 * g.mean('sparsity'):.2f}%", _acc(g), delta,
             f"{g.mean('compression'):.1f}×", f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
-    return _table(head, body)
+    return _table(head, body, text=3 if multi else 2)
 
 
 class _Figures:
@@ -193,31 +215,65 @@ def _layer_bars(rows: list[dict], methods: list[str], layers: dict[str, dict[str
 
 
 def _sdd_section(rows: list[dict], figure: _Figures) -> str:
+    """Best pruned IMP models and the sparse-double-descent figure; "best small dense" only with a size
+    sweep, the label-noise table only under label noise, so that every table fits the page."""
     from prunezoo.analysis import sdd
 
     summary = sdd.sdd_summary(rows)
-    head = ["point", "method", "selected on", "dense acc (%)", "best pruned acc (%)", "test-selected acc (%)",
-            "best sparsity", "effective params", "dense params", "best small dense",
-            "noisy labels fit: dense → best", "train err, noisy labels", "test err, noisy labels", "seeds"]
-    body = [("", [
-        s["point"] or "—", s["method"], s["selected_on"], f"{100 * s['dense_acc']:.2f}",
-        f"{100 * s['best_acc']:.2f}" + (f" ± {100 * s['best_acc_std']:.2f}" if s["seeds"] > 1 else ""),
-        f"{100 * s['test_selected_acc']:.2f}", f"{100 * s['best_sparsity']:.1f}%",
-        f"{s['effective_params']:,.0f}" + (f" ± {s['effective_params_std']:,.0f}" if s["seeds"] > 1 else ""),
-        f"{s['dense_params']:,}", s["best_small_dense"] or "none",
-        "–" if math.isnan(s["memorization"]) else f"{s['dense_memorization']:.0%} → {s['memorization']:.0%}",
-        "–" if math.isnan(s["train_error_noisy"]) else f"{100 * s['train_error_noisy']:.2f}%",
-        "–" if math.isnan(s["test_error_noisy"]) else f"{100 * s['test_error_noisy']:.2f}%",
-        str(s["seeds"])]) for s in summary]
-    parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", _table(head, body),
-             figure("sdd", sdd.sdd_figure(rows), "Test error vs nonzero weights: dense models of the sweep "
-                    "(dashed) and each starting point's mean IMP trajectory; right: effective parameters of the "
-                    "best pruned models over seeds. Noisy labels fit = share of corrupted training samples predicted as "
-                    "their wrong label (memorisation).")]
-    if any(r.get("test_ece") is not None for r in rows):
-        parts.append(figure("calibration", sdd.calibration_figure(rows),
-                            "Expected calibration error (15 bins) along the IMP levels."))
+    multi = len({s["point"] for s in summary}) > 1
+    sweep, noisy = sdd.size_sweep(rows), sdd.label_noise(rows)
+    selected = {s["selected_on"] for s in summary}
+    seeds = lambda s, m, sd: m + (f" ± {sd}" if s["seeds"] > 1 else "")  # noqa: E731
+    key = [*([("point", lambda s: s["point"] or "—")] if multi else []), ("method", lambda s: s["method"])]
+    cols: list[tuple[str, Any]] = [
+        *key,
+        *([("selected on", lambda s: s["selected_on"])] if len(selected) > 1 else []),
+        ("dense acc (%)", lambda s: f"{100 * s['dense_acc']:.2f}"),
+        ("best pruned acc (%)", lambda s: seeds(s, f"{100 * s['best_acc']:.2f}", f"{100 * s['best_acc_std']:.2f}")),
+        ("test-selected acc (%)", lambda s: f"{100 * s['test_selected_acc']:.2f}"),
+        ("best sparsity", lambda s: f"{100 * s['best_sparsity']:.1f}%"),
+        ("effective params", lambda s: seeds(s, f"{s['effective_params']:,.0f}", f"{s['effective_params_std']:,.0f}")),
+        ("dense params", lambda s: f"{s['dense_params']:,}"),
+        *([("best small dense", lambda s: s["best_small_dense"] or "none")] if sweep else []),
+        ("seeds", lambda s: str(s["seeds"])),
+    ]
+    how = {"val": "validation accuracy", "test": "test accuracy (no validation split)"}
+    note = ('<p class="note">Best pruned model: the IMP level with the highest '
+            + (how[next(iter(selected))] if len(selected) == 1 else "validation accuracy where there is a "
+               "validation split, else test accuracy")
+            + "; test-selected: the level with the highest test accuracy, as the papers report."
+            + (" Best small dense: the smallest dense model of the sweep at least as accurate." if sweep else "")
+            + "</p>")
+    parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", note,
+             _table([c for c, _ in cols], [("", [fn(s) for _, fn in cols]) for s in summary], text=len(key))]
+    if noisy:
+        noise_cols: list[tuple[str, Any]] = [
+            *key,
+            ("noisy labels fit: dense → best", lambda s: "–" if math.isnan(s["memorization"]) else
+             f"{100 * s['dense_memorization']:.1f}% → {100 * s['memorization']:.1f}%"),
+            ("train error, noisy labels", lambda s: "–" if math.isnan(s["train_error_noisy"]) else
+             f"{100 * s['train_error_noisy']:.2f}%"),
+            *([("test error, noisy labels", lambda s: f"{100 * s['test_error_noisy']:.2f}%")]
+              if any(not math.isnan(s["test_error_noisy"]) for s in summary) else []),
+            ("seeds", lambda s: str(s["seeds"])),
+        ]
+        parts += ["<h3>Under label noise (best pruned model)</h3>",
+                  '<p class="note">Noisy labels fit: share of the corrupted training samples predicted as their '
+                  "wrong label (memorisation), by the dense model and by the best pruned one.</p>",
+                  _table([c for c, _ in noise_cols], [("", [fn(s) for _, fn in noise_cols]) for s in summary],
+                         text=len(key))]
+    caption = ("Test error vs nonzero weights: " + ("dense models of the size sweep (dashed) and " if sweep else "")
+               + "the mean IMP trajectory of each starting point (level 0: the dense model)"
+               + ("; right: effective parameters of the best pruned models over seeds" if multi else "") + ".")
+    parts.append(figure("sdd", sdd.sdd_figure(rows), caption))
     return "\n".join(parts)
+
+
+def _imp_calibration(rows: list[dict], figure: _Figures) -> str:
+    from prunezoo.analysis import sdd
+
+    return "<h2>Calibration along the IMP levels</h2>" + figure(
+        "calibration", sdd.calibration_figure(rows), "Expected calibration error (15 bins) along the IMP levels.")
 
 
 def _latency_section(rows: list[dict]) -> str:
@@ -231,7 +287,7 @@ def _latency_section(rows: list[dict]) -> str:
     return ("<h2>Structured pruning: measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
             "thread (warm-up; dense and compact timed in alternating pairs, speed-up = median paired ratio) of the "
             "dense model and the physically compacted one, both exported alike (BatchNorm folded, channels-last), "
-            "beside the theoretical FLOP ratio.</p>" + _table(head, body))
+            "beside the theoretical FLOP ratio.</p>" + _table(head, body, text=2))
 
 
 def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
@@ -249,21 +305,31 @@ def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
 
 def _diagnostics_section(records: list[dict]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    head = ["point", "method", "level", "seed", "sparsity", "train CE", "test entropy", "val entropy",
-            "channel sparsity", "IoU prev level", "loss barrier from prev level", "sharpness",
-            "GMM |p − p*|", "error: model / Bayes"]
-    body = [("", [r["point"] or "—", r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
-                  fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), fmt(r.get("val_entropy"), ".3f"),
-                  f"{r['channel_sparsity']:.1%}", fmt(r["iou_previous_level"], ".3f"),
-                  fmt(r.get("interpolation_barrier"), ".3f"), fmt(r["sharpness"], ".3g"),
-                  fmt((r.get("posterior_gap") or {}).get("mean_abs_gap"), ".3f"),
-                  "–" if not r.get("posterior_gap") else
-                  f"{r['posterior_gap']['model_error']:.1%} / {r['posterior_gap']['bayes_error']:.1%}"])
-            for r in records]
+    gap = lambda r: r.get("posterior_gap") or {}  # noqa: E731
+    cols: list[tuple[str, Any]] = [
+        ("point", lambda r: r["point"] or "—"), ("method", lambda r: r["method"]),
+        ("level", lambda r: fmt(r["level"], "d")), ("seed", lambda r: str(r["seed"])),
+        ("sparsity", lambda r: f"{r['sparsity']:.1%}"), ("train CE", lambda r: fmt(r["train_loss"], ".3f")),
+        ("test entropy", lambda r: fmt(r["test_entropy"], ".3f")),
+        ("val entropy", lambda r: fmt(r.get("val_entropy"), ".3f")),
+        ("channel sparsity", lambda r: f"{r['channel_sparsity']:.1%}"),
+        ("IoU prev level", lambda r: fmt(r["iou_previous_level"], ".3f")),
+        ("loss barrier from prev level", lambda r: fmt(r.get("interpolation_barrier"), ".3f")),
+        ("sharpness", lambda r: fmt(r.get("sharpness"), ".3g")),
+        ("GMM |p − p*| (pp)", lambda r: fmt(None if not gap(r) else 100 * gap(r)["mean_abs_gap"], ".2f")),
+        ("error: model / Bayes", lambda r: "–" if not gap(r) else
+         f"{gap(r)['model_error']:.1%} / {gap(r)['bayes_error']:.1%}"),
+    ]
+    # Columns nobody measured (one point, no validation split, --no-sharpness, not GMM data) stay out.
+    shown = [(h, fn) for h, fn in cols if h in ("method", "level", "seed", "sparsity")
+             or (h == "point" and len({r["point"] for r in records}) > 1)
+             or (h != "point" and any(fn(r) not in ("–", "—") for r in records))]
+    body = [("", [fn(r) for _, fn in shown]) for r in records]
     return ("<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
             "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
             "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
-            "sharpness (top Hessian eigenvalue over the unpruned weights).</p>" + _table(head, body))
+            "sharpness (top Hessian eigenvalue over the unpruned weights).</p>"
+            + _table([h for h, _ in shown], body, text=1 + (shown[0][0] == "point")))
 
 
 def _read_json(path: Path) -> Any:
@@ -303,7 +369,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in meta.items()]
     parts.append("</dl>")
     parts.append(f"<h2>Best per method at ≥ {BEST_MIN_SPARSITY:.0%} sparsity</h2>")
-    parts.append(_best_table(groups, multi))
+    parts.append(f'<p class="note">Runs whose target sparsity is at least {BEST_MIN_SPARSITY:.0%}, or whose '
+                 "realized sparsity falls short of it by at most one weight per layer (rounding of each layer's count).</p>")
+    parts.append(_best_table(groups, multi, {k: len(v) for k, v in layers.items()}))
 
     if multi:
         series, dense = [], []
@@ -343,8 +411,12 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append(_latency_section(rows))
         parts.append(figure("structured", accuracy_cost_figure(rows), "Structured runs: test accuracy vs "
                             "forward FLOPs and vs measured CPU latency of the deployed compact model; stars: dense."))
-    if any(r["kind"] == "imp" for r in rows):
+    from prunezoo.analysis import sdd
+
+    if sdd.applies(rows):
         parts.append(_sdd_section(rows, figure))
+    if any(r["kind"] == "imp" for r in rows) and any(r.get("test_ece") is not None for r in rows):
+        parts.append(_imp_calibration(rows, figure))
     diagnostics = _read_json(study_dir / "diagnostics.json")
     if diagnostics:
         parts.append(_diagnostics_section(diagnostics))
@@ -367,7 +439,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append(figure("training", plots.history_figure(curves), "Dense control runs: per-epoch curves."))
 
     if cfg_text:
-        parts.append(f"<h2>Configuration</h2><pre>{escape(cfg_text)}</pre>")
+        # Collapsed (no JS needed): the resolved config is long and would dominate the page.
+        parts.append(f"<h2>Configuration</h2><details><summary>config.yaml ({len(cfg_text.splitlines())} lines, "
+                     f"every field resolved)</summary><pre>{escape(cfg_text)}</pre></details>")
     html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{escape(name)} – prunezoo report</title><style>{_CSS}</style></head>\n"
             "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")

@@ -14,8 +14,24 @@ import statistics
 from collections import defaultdict
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from prunezoo.experiments.summary import _clean
+
+
+def size_sweep(rows: list[dict]) -> bool:
+    """Dense models of at least two sizes: the dense (classical) double-descent curve exists."""
+    return len({r["prunable"] for r in rows if r["kind"] == "dense"}) > 1
+
+
+def label_noise(rows: list[dict]) -> bool:
+    """Trained under label noise: rows carry the fit to the noisy training labels."""
+    return any(_clean(r.get(k)) is not None for r in rows for k in ("memorization", "train_eval_acc"))
+
+
+def applies(rows: list[dict]) -> bool:
+    """Sparse double descent is about IMP trajectories across model sizes or under label noise."""
+    return any(r["kind"] == "imp" for r in rows) and (size_sweep(rows) or label_noise(rows))
 
 
 def trajectories(rows: list[dict]) -> dict[tuple[str, int, str], list[dict]]:
@@ -105,62 +121,75 @@ def sdd_summary(rows: list[dict]) -> list[dict]:
 
 
 def sdd_figure(rows: list[dict]) -> Figure:
-    """Left: test error vs nonzero parameters — dense curve across the sweep (double descent) with
-    each point's mean IMP trajectory overlaid (sparse double descent). Right: effective parameters
-    of the best pruned models per starting point (box plot over seeds)."""
-    fig = Figure(figsize=(12, 4.4), dpi=100, layout="constrained")
-    ax, box = fig.subplots(1, 2, width_ratios=[2, 1])
+    """Left: test error vs nonzero parameters — the dense curve across a size sweep (double descent) with
+    each point's and method's mean IMP trajectory overlaid (sparse double descent; level 0 = dense). Right,
+    only with two or more starting points: effective parameters of their best pruned models (box over seeds)."""
     trajs = trajectories(rows)
+    lines = list(dict.fromkeys((k[0], k[2]) for k in trajs))
     points = list(dict.fromkeys(k[0] for k in trajs))
+    boxes = len(points) > 1
+    fig = Figure(figsize=(12, 4.4) if boxes else (8, 4.4), dpi=100, layout="constrained")
+    ax, box = fig.subplots(1, 2, width_ratios=[2, 1]) if boxes else (fig.subplots(), None)
     dense = defaultdict(list)
     for r in rows:
         if r["kind"] == "dense":
             dense[r["prunable"]].append(1 - r["test_acc"])
-    if dense:
+    if size_sweep(rows):
         xs = sorted(dense)
-        ax.plot(xs, [statistics.fmean(dense[x]) for x in xs], "k--o", label="dense (sweep)", zorder=3)
-    for i, point in enumerate(points):
+        ax.plot(xs, [statistics.fmean(dense[x]) for x in xs], "k--o", label="dense models of the sweep", zorder=3)
+    methods = {m for _, m in lines}
+    for point, method in lines:
         by_level = defaultdict(list)
-        for (p, _, _), levels in trajs.items():
-            if p == point:
+        for (p, _, m), levels in trajs.items():
+            if (p, m) == (point, method):
                 for r in levels:
                     by_level[r["level"]].append((r["nnz"], 1 - r["test_acc"]))
         lv = sorted(by_level)
+        label = " · ".join(x for x in (point, method if len(methods) > 1 or not point else "") if x)
         ax.plot([statistics.fmean(n for n, _ in by_level[v]) for v in lv],
-                [statistics.fmean(e for _, e in by_level[v]) for v in lv], "-", marker=".", label=point or "IMP")
+                [statistics.fmean(e for _, e in by_level[v]) for v in lv], "-", marker=".", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("nonzero prunable weights (log)")
+    ax.set_xlabel("nonzero prunable weights (log scale)")
     ax.set_ylabel("test error")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    best = best_pruned(rows)
-    data = [[b["effective_params"] for b in best if b["point"] == p] for p in points]
-    if data:
-        box.boxplot(data)
+    _legend_below(fig, ax)
+    if box is not None:
+        best = best_pruned(rows)
+        box.boxplot([[b["effective_params"] for b in best if b["point"] == p] for p in points])
         box.set_xticks(range(1, len(points) + 1), [p or "—" for p in points], rotation=30, ha="right", fontsize=8)
         box.set_yscale("log")
-    box.set_ylabel("effective parameters of best pruned model")
-    box.grid(alpha=0.3)
+        box.set_title("best pruned model per starting point", fontsize=10)
+        box.set_ylabel("effective parameters")
+        box.grid(alpha=0.3)
     return fig
 
 
 def calibration_figure(rows: list[dict]) -> Figure:
     """ECE along the IMP levels (mean over seeds) per point/method, dense at level 0: on the clean
     test labels and, under label noise, on the noisy training labels."""
-    fig = Figure(figsize=(6.5, 4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8, 4.4), dpi=100, layout="constrained")
     ax = fig.subplots()
     curves = defaultdict(lambda: defaultdict(list))
     for (point, _, method), levels in trajectories(rows).items():
         for r in levels:
             for key, kind in (("test_ece", "test, clean labels"), ("train_eval_ece", "train, noisy labels")):
                 if _clean(r.get(key)) is not None:
-                    curves[f"{point} {method} ({kind})".strip()][r["sparsity"]].append(r[key])
+                    curves[" · ".join(x for x in (point, f"{method} ({kind})") if x)][r["sparsity"]].append(r[key])
     for label, pts in curves.items():
         xs = sorted(pts)
         ax.plot(xs, [statistics.fmean(pts[x]) for x in xs], marker=".", label=label)
     ax.set_xlabel("sparsity")
-    ax.set_ylabel("test ECE (15 bins)")
+    ax.set_ylabel("ECE (15 bins)")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
+    _legend_below(fig, ax)
     return fig
+
+
+def _legend_below(fig: Figure, ax) -> None:
+    """Legend under the axes (an in-axes legend hides the curves once there are several)."""
+    from prunezoo.analysis.plots import _legend
+
+    _legend(fig, *ax.get_legend_handles_labels(), max_cols=3)

@@ -104,7 +104,7 @@ def _measured_table(records: list[dict]) -> str:
 def published_table(items: list[PublishedResult]) -> str:
     head = ["paper", "model", "dataset", "protocol", "metric", "published value", "note", "source"]
     body = [("", [p.paper, p.model, p.dataset, p.protocol, p.metric, p.shown, p.note, p.source]) for p in items]
-    return _table(head, body)
+    return _table(head, body, text={0, 1, 2, 3, 4, 6, 7})  # all but the value are text that may wrap
 
 
 def _relevant_first(items: list[PublishedResult], model: str, dataset: str) -> list[PublishedResult]:

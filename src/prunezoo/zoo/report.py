@@ -17,7 +17,9 @@ from prunezoo.analysis import plots
 from prunezoo.analysis.report import _CSS, _Figures, _table
 from prunezoo.zoo.analysis import COMPARISON_METRICS, ORIGINAL, GroupSummary, ZooAnalysis
 
-_METRIC_LABELS = {"agreement": "agreement", "kappa": "Cohen's κ", "js": "JS divergence (nats)", "cka": "linear CKA"}
+_METRIC_LABELS = {"agreement": "agreement (%)", "kappa": "Cohen's κ", "js": "JS divergence (nats)",
+                  "cka": "linear CKA"}
+_PCT_METRICS = {"agreement"}  # a share of test samples: in % like accuracies; κ, JS, CKA are coefficients
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 3) -> str:
@@ -38,20 +40,28 @@ def _with_p(value: float, p: float) -> str:
 
 
 def summary_table(analysis: ZooAnalysis) -> str:
-    head = ["group", "method", "level", "models", "test acc (%)", "gen. gap (pp)", "sparsity (%)",
-            *(_METRIC_LABELS[m] for m in COMPARISON_METRICS), "Pearson r", "Kendall τ", "Spearman size~sparsity"]
-    body = []
-    for g in analysis.groups:
+    """Two tables, so that neither is wider than the page: accuracy and sparsity per group, then how the
+    twins compare with their originals (the originals have nothing to compare with)."""
+    head = ["group", "method", "level", "models", "test acc (%)", "gen. gap (pp)", "sparsity (%)"]
+    body = [("dense" if g.group == ORIGINAL else "", [
+        g.group, g.method, "—" if g.level is None else f"{g.level:g}", str(g.n), _pm(g.test_acc, pct=True),
+        _pm(g.gen_gap, pct=True), _pm(g.sparsity, pct=True)]) for g in analysis.groups]
+    twins = _twin_groups(analysis)
+    if not twins:
+        return _table(head, body)
+    head2 = ["group", *(_METRIC_LABELS[m] for m in COMPARISON_METRICS), "Pearson r (p)", "Kendall τ (p)",
+             "Spearman ρ size~sparsity (p)"]
+    body2 = []
+    for g in twins:
         corr = g.correlation
-        body.append(("dense" if g.group == ORIGINAL else "", [
-            g.group, g.method, "—" if g.level is None else f"{g.level:g}", str(g.n), _pm(g.test_acc, pct=True),
-            _pm(g.gen_gap, pct=True), _pm(g.sparsity, pct=True),
-            *(_pm(g.comparisons[m], digits=4 if m == "js" else 3) if m in g.comparisons else "–"
-              for m in COMPARISON_METRICS),
+        body2.append(("", [
+            g.group,
+            *(_pm(g.comparisons[m], pct=m in _PCT_METRICS, digits=4 if m == "js" else 3) if m in g.comparisons
+              else "–" for m in COMPARISON_METRICS),
             _with_p(corr.pearson_r, corr.pearson_p) if corr else "–",
             _with_p(corr.kendall_tau, corr.kendall_p) if corr else "–",
             _with_p(g.size_sparsity_spearman, g.size_sparsity_p)]))
-    return _table(head, body)
+    return _table(head, body) + "<h3>Twins vs their originals</h3>" + _table(head2, body2, text=1)
 
 
 def _twin_groups(analysis: ZooAnalysis) -> list[GroupSummary]:
@@ -115,7 +125,7 @@ def comparison_figure(analysis: ZooAnalysis) -> Figure | None:
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 4), COMPARISON_METRICS):
         _box(ax, names, [[r.get(metric) for r in analysis.rows(n)] for n in names], _METRIC_LABELS[metric],
-             pct=False)
+             pct=metric in _PCT_METRICS)
     return fig
 
 
@@ -147,6 +157,8 @@ def correlation_figure(analysis: ZooAnalysis) -> Figure:
     right.set_ylabel("agreement with original")
     right.set_title("agreement vs original accuracy", fontsize=11)
     for ax in (left, right):
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, frameon=False)
