@@ -139,3 +139,77 @@ def test_list_command():
     assert res.exit_code == 0
     for word in ("mnist5k", "lenet-300-100", "magnitude", "erk", "pairflip"):
         assert word in res.output
+
+
+# -- issue 19, item 11: the results table never cuts numbers; --format csv|json for scripts ----------------
+def _summary_rows() -> list[dict]:
+    """Two seeds of a dense model with 2,368 weights and of one pruned to 90 % (237 kept)."""
+    rows = []
+    for seed in (0, 1):
+        for method, kind, target, nnz, acc in (("dense", "dense", 0.0, 2368, 0.9), ("global-magnitude", "oneshot",
+                                                                                   0.9, 237, 0.8)):
+            rows.append({"point": "", "method": method, "kind": kind, "level": None, "target_sparsity": target,
+                         "sparsity": 1 - nnz / 2368, "nnz": nnz, "compression": 2368 / nnz,
+                         "flops_sparse": 2 * nnz + 123_456, "flop_speedup": 4736 / (2 * nnz),
+                         "test_acc": acc + 0.01 * seed, "seed": seed})
+    return rows
+
+
+@pytest.mark.parametrize("width", [80, 64])
+def test_results_table_never_cuts_numbers(width, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from prunezoo import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(width=width, file=buf, color_system=None))  # a terminal this wide
+    cli.out.print(cli.results_table(_summary_rows()))
+    text = buf.getvalue()
+    assert max(map(len, text.splitlines())) <= width
+    lines = text.splitlines()
+    # every value of the kept columns is printed whole on one line
+    for value in ("2,368", "237", "dense", "0.00%", "89.99%", "90.50% ± 0.71%", "80.50% ± 0.71%"):
+        assert any(value in line for line in lines), (value, text)
+    header = next(line for line in lines if "method" in line)
+    assert " n " in header and "nnz" in header  # the n column stays
+    if width == 64:  # too narrow for everything: low-priority columns dropped and named, never truncated
+        assert "FLOPs (sparse)" in text.replace("\n", " ") and "not shown" in text
+        assert "128,192" not in text
+    else:  # 80 columns: room for the FLOP speed-up, not for FLOPs and compression
+        assert "9.99x" in text and "not shown at this width: FLOPs (sparse), compression" in text
+
+
+def test_run_and_runs_show_format_csv_and_json(tmp_path):
+    import csv
+    import io
+
+    from prunezoo.experiments.summary import summarize
+
+    cfg = {**TINY, "model": {"name": "mlp", "options": {"hidden": [8]}},
+           "training": {"steps": 4, "batch_size": 64, "lr": 0.05}, "finetune": {"steps": 2, "batch_size": 64,
+                                                                                 "lr": 0.01},
+           "methods": [{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}, {"name": "imp", "kind": "imp",
+                                                                                  "levels": 1}]}
+    out = tmp_path / "runs"
+    bad = runner.invoke(app, ["run", str(_write(tmp_path, cfg)), "--out", str(out), "--format", "xml"])
+    assert bad.exit_code == 2 and "--format" in bad.output and not out.exists()
+    res = runner.invoke(app, ["run", str(_write(tmp_path, cfg)), "--out", str(out), "-q", "--workers", "1",
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)  # stdout is pure JSON; the results directory goes to stderr
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    expected = summarize(json.loads((run_dir / "results.json").read_text())["rows"])
+    assert [(r["method"], r["level"], r["nnz"]) for r in records] == \
+        [(r["method"], r["level"], r["nnz"]) for r in expected]
+    assert [r["test_acc"] for r in records] == pytest.approx([r["test_acc"] for r in expected])
+    assert str(run_dir) in res.stderr and str(run_dir) not in res.stdout
+    shown = runner.invoke(app, ["runs", "show", run_dir.name, "--out", str(out), "--format", "json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == records
+    as_csv = runner.invoke(app, ["runs", "show", run_dir.name, "--out", str(out), "--format", "csv"])
+    assert as_csv.exit_code == 0
+    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["method"], float(r["nnz"])) for r in table] == [(r["method"], r["nnz"]) for r in records]
+    default = runner.invoke(app, ["runs", "show", run_dir.name, "--out", str(out)])
+    assert default.exit_code == 0 and "nnz" in default.stdout and "gm" in default.stdout

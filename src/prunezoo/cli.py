@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -73,6 +74,7 @@ def run(
     workers: Annotated[int | None, typer.Option(help="parallel jobs (default: CPU cores); 1 = in this process")] = None,
     threads: Annotated[int, typer.Option(help="torch threads per job (fixed so results do not depend on parallelism)")] = 1,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, host:port); default: start a local Ray")] = None,
+    fmt: FormatOption = "table",
 ) -> None:
     """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs.
 
@@ -96,37 +98,106 @@ def run(
     except JobFailed as err:
         console.print(f"[bold red]failed[/]: {err}\nfinished jobs are kept; run the same command again to resume")
         raise typer.Exit(code=1) from None
-    out.print(results_table(result.rows, title=f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}"))
-    out.print(f"results: {result.directory}")
+    _print_results(result.rows, f"{cfg.name}: {cfg.model.name} on {cfg.dataset.name}", TableFormat(fmt))
+    # csv/json keep stdout machine-readable: the directory goes to stderr
+    (out if TableFormat(fmt) is TableFormat.table else console).print(f"results: {result.directory}")
 
 
-def results_table(rows: list[dict], title: str = "") -> Table:
-    """Accuracy-vs-sparsity table; replicate seeds are averaged (mean ± std, n)."""
+class TableFormat(str, Enum):
+    """How ``run`` and ``runs show`` print the results: a terminal table, or CSV/JSON for scripts."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FormatOption = Annotated[TableFormat, typer.Option("--format", help="table (terminal), csv or json (every summary "
+                                                                     "field, fractions not %, for scripts)")]
+SUMMARY_FIELDS = ("point", "method", "kind", "level", "target_sparsity", "n", "sparsity", "test_acc", "test_acc_std",
+                  "test_acc_ci95_low", "test_acc_ci95_high", "val_acc", "train_loss", "nnz", "compression",
+                  "flops_sparse", "flop_speedup")
+
+
+def results_text(rows: list[dict], fmt: TableFormat) -> str:
+    """The summary rows behind :func:`results_table` as CSV or JSON (NaN written as empty / null)."""
+    import csv
+    import io
+    import json
+    import math
+
+    from prunezoo.experiments.summary import summarize
+
+    clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+    records = [{k: clean(r.get(k)) for k in SUMMARY_FIELDS} for r in summarize(rows)]
+    if fmt is TableFormat.json:
+        return json.dumps(records, indent=1, allow_nan=False)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue().rstrip("\n")
+
+
+def _print_results(rows: list[dict], title: str, fmt: TableFormat) -> None:
+    if fmt is TableFormat.table:
+        out.print(results_table(rows, title=title))
+    else:  # plain stdout: rich would wrap long lines and read [brackets] as markup
+        typer.echo(results_text(rows, fmt))
+
+
+# Columns the terminal table drops first when it is too narrow (least useful first); the rest always stay.
+_DROPPABLE = ("FLOPs (sparse)", "compression", "FLOP speed-up")
+
+
+def results_table(rows: list[dict], title: str = "", width: int | None = None) -> Table:
+    """Accuracy-vs-sparsity table; replicate seeds are averaged (mean ± std, n).
+
+    Numbers are never cut: numeric columns are as wide as their longest value; when the table would not
+    fit in ``width`` (default: the terminal's) columns of ``_DROPPABLE`` are left out (named in the
+    caption) and names fold onto several lines."""
     from prunezoo.experiments.summary import summarize
 
     summary = summarize(rows)
-    points = {r.get("point") or "" for r in summary}
-    table = Table(title=title)
-    cols = (["point"] if len(points) > 1 else []) + ["method", "level", "sparsity", "test acc", "n", "nnz",
-                                                     "compression", "FLOPs (sparse)", "FLOP speed-up"]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("method", "point") else "right",
-                         no_wrap=col != "point", overflow="fold")
+    multi = len({r.get("point") or "" for r in summary}) > 1
+    cells: dict[str, list[str]] = {c: [] for c in (["point"] if multi else []) + [
+        "method", "level", "sparsity", "test acc", "n", "nnz", "compression", "FLOPs (sparse)", "FLOP speed-up"]}
     for r in summary:
         level = r["level"]
-        acc = f"{r['test_acc']:.2%}" + (f" ± {r['test_acc_std']:.2%}" if r["n"] > 1 else "")
-        table.add_row(
-            *([r["point"]] if len(points) > 1 else []),
-            r["method"],
-            str(int(level)) if level is not None and level == level else "",
-            f"{r['sparsity']:.2%}",
-            acc,
-            str(r["n"]),
-            f"{int(round(r['nnz'])):,}",
-            f"{r['compression']:.1f}x",
-            f"{int(round(r['flops_sparse'])):,}",
-            f"{r['flop_speedup']:.2f}x",
-        )
+        values = {
+            "point": r["point"], "method": r["method"],
+            "level": str(int(level)) if level is not None and level == level else "",
+            "sparsity": f"{r['sparsity']:.2%}",
+            "test acc": f"{r['test_acc']:.2%}" + (f" ± {r['test_acc_std']:.2%}" if r["n"] > 1 else ""),
+            "n": str(r["n"]), "nnz": f"{int(round(r['nnz'])):,}", "compression": f"{r['compression']:.1f}x",
+            "FLOPs (sparse)": f"{int(round(r['flops_sparse'])):,}", "FLOP speed-up": f"{r['flop_speedup']:.2f}x"}
+        for col in cells:
+            cells[col].append(values[col])
+    text_cols = ("point", "method")
+
+    def need(col: str, wrap_header: bool) -> int:  # values never wrap; names may fold (counted at <= 12)
+        longest = max(map(len, cells[col]), default=0)
+        head = max(map(len, col.split())) if wrap_header else len(col)
+        return max(min(longest, 12) if col in text_cols else longest, head)
+
+    max_width = width if width is not None else out.width
+    fits = lambda wrap: sum(need(c, wrap) + 3 for c in cells) + 1 <= max_width  # noqa: E731  (padding, rules)
+    dropped: list[str] = []
+    for col in _DROPPABLE:
+        if fits(True):
+            break
+        del cells[col]
+        dropped.append(col)
+    wrap_header = not fits(False)  # one-line headers when there is room for them
+    table = Table(title=title)
+    for col in cells:
+        if col in text_cols:
+            table.add_column(col, justify="left", overflow="fold")
+        else:
+            table.add_column(col, justify="right", width=need(col, wrap_header), overflow="fold")
+    for i in range(len(summary)):
+        table.add_row(*(cells[c][i] for c in cells))
+    if dropped:
+        table.caption = f"not shown at this width: {', '.join(dropped)} (all columns: --format csv or json)"
     return table
 
 
@@ -164,6 +235,7 @@ def runs_ls(out_dir: OutOption = Path("runs")) -> None:
 def runs_show(
     study: Annotated[str, typer.Argument(help="study id, or a unique prefix of it or of its config hash")],
     out_dir: OutOption = Path("runs"),
+    fmt: FormatOption = "table",
 ) -> None:
     """Print a study's accuracy-vs-sparsity table."""
     store = _store(out_dir)
@@ -171,7 +243,7 @@ def runs_show(
         study_id = store.resolve(study)
     except KeyError as err:
         _fail(ConfigError("study", str(err.args[0])))
-    out.print(results_table(store.results(study_id).to_dict("records"), title=study_id))
+    _print_results(store.results(study_id).to_dict("records"), study_id, TableFormat(fmt))
 
 
 @runs_app.command("export")
