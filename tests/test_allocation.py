@@ -137,7 +137,29 @@ def test_schemes_meet_the_budget_exactly(sizes, density, scheme):
 
 
 def test_scheme_names_cover_public_list():
+    from prunezoo.allocation import SCHEMES
+
     assert set(SCHEME_NAMES) == {"global", "uniform", "erk", "balanced", "pyramidal", "explicit"}
+    # the public list is what the code implements: every registered scheme, plus the inline "explicit"
+    assert set(SCHEME_NAMES) == set(SCHEMES) | {"explicit"}
+    shapes = {"a.weight": (8, 4), "b.weight": (6, 8)}
+    scores = {n: torch.arange(math.prod(s), dtype=torch.float32).reshape(s) for n, s in shapes.items()}
+    for name in SCHEME_NAMES:  # each name allocates (none is a dead entry)
+        opts = {"densities": {"*": 0.5}} if name == "explicit" else {"scores": scores} if name == "global" else {}
+        a = allocate(shapes, 0.5, name, **opts)
+        assert a.realized_density == pytest.approx(0.5, abs=0.05), name
+
+
+def test_erk_raw_score_of_a_conv_layer_counts_its_kernel_dims():
+    # ERK: p_l = eps * (c_out + c_in + k_h + k_w) / (c_out * c_in * k_h * k_w), eps fixed by the budget.
+    # conv (4, 2, 3, 3): raw 12/72 = 1/6, 72 weights; linear (10, 8): raw 18/80 = 0.225, 80 weights.
+    # density 0.5: budget 76 = eps * (72/6 + 0.225 * 80) = 30 eps  ->  eps = 76/30.
+    shapes = {"conv.weight": (4, 2, 3, 3), "fc.weight": (10, 8)}
+    dens = allocate(shapes, 0.5, "erk").densities
+    assert dens["conv.weight"] == pytest.approx(76 / 30 / 6, rel=1e-12)
+    assert dens["fc.weight"] == pytest.approx(76 / 30 * 0.225, rel=1e-12)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    assert layer_densities(model, 0.5, "erk") == pytest.approx({"0.weight": 76 / 180, "2.weight": 0.57})
 
 
 @pytest.mark.parametrize("scheme", ["uniform", "erk", "balanced", "pyramidal"])

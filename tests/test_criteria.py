@@ -19,11 +19,12 @@ from prunezoo.criteria import (
     make_grasp,
     make_obd,
     obs_prune,
+    obs_saliency,
     obs_update,
     oracle_scores,
 )
 from prunezoo.errors import ConfigError
-from prunezoo.sparsity import MaskSet, prune
+from prunezoo.sparsity import MaskSet, prunable_parameters, prune
 from prunezoo.sparsity.rounds import prune_iteratively, round_densities
 
 DATA_FREE = {"magnitude", "random", "synflow"}
@@ -250,12 +251,22 @@ def test_iterative_synflow_avoids_layer_collapse_where_single_shot_collapses():
 
 
 def test_one_round_equals_single_shot_prune():
+    from prunezoo.allocation import layer_densities
+    from prunezoo.sparsity.topk import keep_count, keep_top_k
+
     model = mlp()
     b = [batch(16, 12, 4, 0)]
+    params = prunable_parameters(model)
+    dens = layer_densities(model, 0.2, "erk")
     for crit in ("snip", "random", "synflow"):
         a = prune_iteratively(model, 0.2, criterion=crit, rounds=1, batches=b, seed=3, scheme="erk")
         s = prune(model, 0.2, criterion=crit, batches=b, seed=3, scheme="erk")
         assert all(torch.equal(a[n], s[n]) for n in s)
+        # both equal single-shot selection assembled by hand: score once (seed 3), ERK budgets, top-k
+        ctx = ScoringContext(model=model, params=params, batches=b, generator=torch.Generator().manual_seed(3))
+        scores = get_criterion(crit)(ctx)
+        for n, p in params.items():
+            assert torch.equal(a[n], keep_top_k(scores[n], keep_count(dens[n], p.numel()))), (crit, n)
 
 
 @pytest.mark.parametrize("schedule", ["exponential", "linear"])
@@ -318,6 +329,15 @@ def test_obd_falls_back_with_a_warning_when_vmap_cannot_run_the_model():
 
 
 # -- OBS -------------------------------------------------------------------------------------------
+def test_obs_saliency_values_on_a_hand_built_non_diagonal_inverse():
+    # s_k = w_k² / (2 [F⁻¹]_kk); two blocks of 2, off-diagonal entries must not matter for the saliency
+    w = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    finv = torch.tensor([[[2.0, 0.5], [0.5, 1.0]], [[4.0, 1.0], [1.0, 0.5]]], dtype=torch.float64)
+    s = obs_saliency(w, finv)
+    assert s.shape == w.shape
+    assert torch.allclose(s, torch.tensor([[1 / 4, 4 / 2], [1 / 8, 0.25 / 1]], dtype=torch.float64), rtol=0, atol=1e-15)
+
+
 def least_squares_problem(d=6, n=20, c=0.7, seed=0):
     """y = w·x + c on x and -x: residuals all c, gradient 0, empirical Fisher = c² × Hessian."""
     g = torch.Generator().manual_seed(seed)

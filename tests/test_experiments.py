@@ -277,7 +277,7 @@ def test_structured_method_shrinks_model_and_exports_it(tmp_path):
 
 
 def test_reparameterised_methods_in_studies(tmp_path):
-    pytest.importorskip("prunezoo.reparam")
+    import prunezoo.reparam  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
     cfg = study(training={"epochs": 3, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
                 finetune={"epochs": 2, "batch_size": 64, "lr": 0.01},
                 methods=[{"name": "str", "kind": "str"},

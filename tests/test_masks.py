@@ -67,15 +67,20 @@ def test_masked_weights_stay_zero_under_optimizer(opt_name, density, seed):
 
 def test_forward_uses_zeroed_weights_and_state_dict_is_clean():
     model = small_net()
+    dense = {k: v.clone() for k, v in model.state_dict().items()}  # before any masking
     masks = prune(model, 0.3)
     masks.attach(model)
     keys = set(model.state_dict())
     assert not any("orig" in k or "mask" in k for k in keys)
+    # reference built independently: the dense weights times the masks, by hand
     ref = small_net()
-    ref.load_state_dict(model.state_dict())
+    ref.load_state_dict({k: v * masks[k] if k in masks else v for k, v in dense.items()})
     x = torch.randn(2, 1, 8, 8)
     model.eval(), ref.eval()
     assert torch.equal(model(x), ref(x))
+    unmasked = small_net()
+    unmasked.load_state_dict(dense)
+    assert not torch.allclose(model(x), unmasked.eval()(x))  # the masks really change the forward pass
 
 
 def test_gradient_masking_keeps_optimizer_state_of_pruned_entries_zero():

@@ -150,6 +150,7 @@ def _bn_batches():
     return [(torch.randn(8, 2, 6, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(2)]
 
 
+@pytest.mark.filterwarnings("ignore:per-sample gradients")  # vmap cannot run BatchNorm in train mode
 @pytest.mark.parametrize("name,mode", [("snip", "eval"), ("grasp", "train"), ("taylor", "train"),
                                        ("obd", "eval"), ("obs", "eval"), ("synflow", "eval")])
 def test_criteria_score_in_their_papers_mode_whatever_mode_the_model_is_in(name, mode):
@@ -225,3 +226,78 @@ def test_study_method_score_mode_option_is_validated_and_used():
             MethodConfig(name="m", kind="oneshot", criterion="snip" if needle == "score_mode" else "magnitude",
                          sparsities=[0.5], options=options)
     MethodConfig(name="o", kind="oneshot", criterion="obs", sparsities=[0.5], options={"score_mode": "train"})
+
+
+# -- item 13: pruned weights are exactly 0 after every step; gradient masking is real ---------------
+class _CheckPrunedZero(Callback):
+    """Placed after the schedule: after every optimizer step, every pruned weight must be exactly 0."""
+
+    def __init__(self, sched):
+        self.sched, self.checked_events = sched, set()
+
+    def on_step_end(self, trainer, step, loss):
+        params = dict(trainer.model.named_parameters())
+        for name, m in self.sched.masks.items():
+            assert torch.all(params[name].detach()[~m] == 0), (step, name)
+        self.checked_events.add(len(self.sched.events))
+
+
+def test_gmp_pruned_weights_stay_exactly_zero_after_later_pruning_events_under_momentum():
+    model = _mlp()
+    gmp = GradualMagnitudePruning(0.9, frequency=5)
+    check = _CheckPrunedZero(gmp)
+    cfg = TrainingConfig(steps=40, batch_size=8, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    Trainer(model, _data(), cfg, callbacks=[gmp, check], progress=False).fit()
+    assert len(gmp.events) >= 4 and {2, 3, len(gmp.events)} <= check.checked_events
+    assert gmp.masks.sparsity() > 0.89
+
+
+def test_gradient_masking_is_on_by_default_and_keeps_pruned_momentum_zero():
+    from prunezoo.sparsity import prune
+    from prunezoo.training.callbacks import EnforceMasks
+
+    model = _mlp()
+    masks = prune(model, 0.3)
+    trainer = Trainer(model, _data(), TrainingConfig(steps=10, batch_size=8, lr=0.1, momentum=0.9),
+                      callbacks=[EnforceMasks(masks)], progress=False)
+    trainer.fit()
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        buf = trainer.optimizer.state[params[name]]["momentum_buffer"]
+        assert torch.all(buf[~m] == 0) and torch.any(buf[m] != 0), name
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+                                      lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2)])
+def test_gradient_masking_changes_no_kept_weight(make_opt):
+    from prunezoo.sparsity import prune
+
+    results = []
+    for mask_gradients in (True, False):
+        model = _mlp()
+        masks = prune(model, 0.4, criterion="random", seed=1)
+        opt = make_opt(model.parameters())
+        masks.attach(model, opt, mask_gradients=mask_gradients)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            x, y = torch.randn(8, 12, generator=g), torch.randint(0, 3, (8,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # clipping sees the dense gradient either way
+            opt.step()
+        results.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_structured_channel_selection_prunes_a_nan_channel_first_and_keeps_the_count(scope):
+    from prunezoo.structured.prune import prune_channels
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 2 * 2, 3))
+    with torch.no_grad():
+        model[0].weight[5, 0, 0, 0] = float("nan")  # its l1 filter norm is NaN
+    res = prune_channels(model, torch.randn(1, 2, 6, 6), 0.5, criterion="l1", scope=scope)
+    assert 5 in res.removed["0"]
+    assert sum(len(v) for v in res.removed.values()) == 8  # half of the 16 prunable channels

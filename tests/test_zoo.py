@@ -252,7 +252,7 @@ def test_cli_bad_config_writes_nothing(tmp_path):
 
 
 def test_batched_trainer_writes_the_same_layout(zoo, tmp_path):
-    pytest.importorskip("prunezoo.zoo.population")
+    import prunezoo.zoo.population  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
     cfg = parse_zoo_config(TINY | {"trainer": "batched", "chunk_size": 3})
     out = generate_zoo(cfg, tmp_path / "batched", workers=1, progress=False)
     assert out["done"] == 4
@@ -271,7 +271,7 @@ def test_batched_trainer_writes_the_same_layout(zoo, tmp_path):
 
 
 def test_batched_mp_twins_match_loop_twins(zoo):
-    pytest.importorskip("prunezoo.zoo.population")
+    import prunezoo.zoo.population  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
     loop = parse_twin_method("mp", levels="0.5", epochs=2)
     make_twins(zoo, loop, workers=1, progress=False)  # no-op when the MP test already made them
     batched = parse_twin_method({"name": "mpb", "trainer": "batched", "chunk_size": 3}, levels="0.5", epochs=2)

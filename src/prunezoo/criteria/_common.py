@@ -59,8 +59,9 @@ def preserved(ctx: ScoringContext, *, mode: str | None = None) -> Iterator[None]
     Each criterion passes its paper's mode, so a score does not depend on the mode the model
     happens to be in. Restored: every module's train/eval flag, every parameter's
     ``requires_grad`` and ``.grad``, every buffer (a forward pass in train mode updates BatchNorm
-    running statistics), and the global RNG (dropout draws come from a generator seeded by ``ctx.generator``, so scores are
-    reproducible given the pruning seed and the caller's random stream is untouched).
+    running statistics), and the global RNG (dropout draws come from a generator seeded by
+    ``ctx.generator``, so scores are reproducible given the pruning seed and the caller's random
+    stream is untouched).
     """
     model = ctx.model
     modes = [(m, m.training) for m in model.modules()]

@@ -49,8 +49,8 @@ class DynamicSparseTraining(MaskingSchedule):
     """Drop-and-grow at fixed sparsity; ``grow="gradient"`` is RigL, ``grow="random"`` is SET.
 
     The update runs in ``on_after_backward``: the gradient of the current batch is still dense
-    there, because masks are enforced by re-zeroing weights after the optimizer step (the handle
-    does not mask gradients, and an optimizer pre-hook would only run later anyway). The optimizer
+    there, because the handle masks gradients in an optimizer step pre-hook, which runs only
+    later, with the new masks (and re-zeroes pruned weights after the step). The optimizer
     step of that iteration then trains the new mask (grown weights move off 0 by -lr·grad).
     """
 

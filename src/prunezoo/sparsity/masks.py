@@ -1,9 +1,18 @@
 """MaskSet: named boolean masks over a model's prunable weights, applied in place.
 
-Masks are enforced without re-parametrising the model (no ``weight_orig``/``weight_mask`` keys):
-weights are zeroed once, gradients of pruned entries are zeroed by a tensor hook (so momentum
-and Adam moments never build up there), and the weights are re-masked after every optimizer step
-(so weight decay or stale optimizer state can never revive a pruned weight).
+Masks are enforced without re-parametrising the model (no ``weight_orig``/``weight_mask`` keys).
+``attach`` zeroes the pruned weights once, then, through hooks on the optimizer:
+
+- before every step (after any gradient clipping), the gradients of pruned entries are zeroed
+  (``mask_gradients``, on by default), so optimizer state cannot build up at an entry while it is
+  pruned: state that is zero when the entry is pruned (a fresh optimizer; RigL's regrowth and AC/DC's
+  ``reset_momentum`` reset it) stays exactly zero; state from before the entry was pruned is not
+  erased (SGD momentum decays by its factor each step);
+- after every step, the pruned weights are re-zeroed.
+
+Guarantee: pruned weights are exactly 0 after every optimizer step, whatever the optimizer, weight
+decay or stale state. Kept weights train identically with or without gradient masking (every
+built-in optimizer updates elementwise), so it changes no result, only the state at pruned entries.
 """
 
 from __future__ import annotations
@@ -127,9 +136,9 @@ class MaskSet(Mapping[str, torch.Tensor]):
             p.mul_(mask)
 
     def attach(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, mask_gradients: bool = False
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, mask_gradients: bool = True
     ) -> MaskHandle:
-        """Apply now and keep enforcing: re-mask after each optimizer step (and mask gradients)."""
+        """Apply now and keep enforcing: mask gradients before and re-mask weights after each optimizer step."""
         self.apply(model)
         return MaskHandle(self, model, optimizer, mask_gradients)
 
@@ -161,8 +170,10 @@ class MaskHandle:
 
     Re-masking after each optimizer step alone keeps pruned weights exactly zero, because every
     built-in optimizer (SGD momentum, Adam moments, weight decay) updates elementwise. Gradient
-    masking (``mask_gradients=True``, an in-place fused multiply just before each step) also keeps
-    the optimizer state of pruned entries at zero, which matters to methods that regrow weights.
+    masking (``mask_gradients=True``, the default: an in-place fused multiply in an optimizer
+    step pre-hook, so after gradient clipping and after callbacks that read the dense gradient,
+    e.g. RigL's growth) keeps optimizer state from building up at pruned entries, which matters
+    to methods that regrow weights. Without an optimizer nothing is enforced after ``attach``.
     """
 
     def __init__(
@@ -170,7 +181,7 @@ class MaskHandle:
         masks: MaskSet,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None,
-        mask_gradients: bool = False,
+        mask_gradients: bool = True,
     ):
         self.masks = masks
         self.model = model

@@ -259,6 +259,11 @@ class ChannelImportance(tp.importance.Importance):
         if total is None:
             return None
         imp = total / count.clamp_min(1)
+        nan = torch.isnan(imp)
+        if bool(nan.any()):
+            # NaN = lowest score, as in prunezoo.sparsity.topk (Torch-Pruning's argsort would keep NaN
+            # channels, and one NaN would turn a global normaliser into NaN for the whole group)
+            return _normalize(imp.masked_fill(nan, 0.0), self.normalizer).masked_fill(nan, float("-inf"))
         return _normalize(imp, self.normalizer)
 
 
