@@ -301,3 +301,22 @@ def test_structured_channel_selection_prunes_a_nan_channel_first_and_keeps_the_c
     res = prune_channels(model, torch.randn(1, 2, 6, 6), 0.5, criterion="l1", scope=scope)
     assert 5 in res.removed["0"]
     assert sum(len(v) for v in res.removed.values()) == 8  # half of the 16 prunable channels
+
+
+def test_oneshot_obs_without_update_uses_its_fisher_options():
+    from prunezoo.criteria import ScoringContext, get_criterion, make_obs
+    from prunezoo.experiments.config import MethodConfig
+    from prunezoo.experiments.jobs import scoring_criterion
+    from prunezoo.sparsity.selection import prunable_parameters
+
+    method = MethodConfig(name="o", kind="oneshot", criterion="obs", sparsities=[0.5],
+                          options={"update": False, "block_size": 4, "damp": 1e-2})
+    model = _mlp()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 12, generator=g), torch.randint(0, 3, (16,), generator=g))]
+    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)  # noqa: E731
+    got = get_criterion(scoring_criterion(method))(ctx())
+    want = make_obs(block_size=4, damp=1e-2)(ctx())
+    default = get_criterion("obs")(ctx())
+    assert all(torch.equal(got[n], want[n]) for n in got)
+    assert not all(torch.allclose(got[n], default[n]) for n in got)

@@ -165,9 +165,13 @@ def prune_options(method: MethodConfig) -> dict:
 
 def scoring_criterion(method: MethodConfig):
     """The method's criterion, scoring in ``options.score_mode`` when given (else its paper's mode)."""
-    from prunezoo.criteria import criterion_with_mode
+    from prunezoo.criteria import SCORING_MODES, criterion_with_mode, make_obs
 
-    return criterion_with_mode(method.criterion, method.options.get("score_mode"))
+    mode = method.options.get("score_mode")
+    fisher = {k: v for k, v in method.options.items() if k in ("block_size", "damp", "num_samples", "per_sample")}
+    if method.criterion == "obs" and fisher:  # update: false masks by saliency alone; its Fisher options still apply
+        return make_obs(**fisher, mode=mode or SCORING_MODES["obs"])
+    return criterion_with_mode(method.criterion, mode)
 
 
 def _masks_once(path: Path, make: Callable[[], MaskSet]) -> MaskSet:
