@@ -69,7 +69,7 @@ def semi_structured_rows(repeats: int) -> list[str]:
         masks = prune(model, 0.5, pattern="2:4")
         masks.apply(model)
         x = torch.randn(batch, 4096, device="cuda", dtype=torch.half)
-        exported = sparse_export(model, example_input=x, threads=None, rtol=1e-2, atol=1e-2)
+        exported = sparse_export(model, example_input=x, threads=None)
         t = time_pairs(model, exported, x, repeats)
         lines.append(f"| mlp 4096-4096-4096-1000 fp16 | 2:4 | {batch} | {t['dense_ms']:.3f} | {t['sparse_ms']:.3f} | "
                      f"{t['speedup']:.2f}x | {sparse_layer_count(exported)}/3 |")

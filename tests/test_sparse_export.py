@@ -127,7 +127,7 @@ def test_semi_structured_export_on_cuda_matches_dense():  # pragma: no cover - C
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128)).half().cuda().eval()
     masks = prune(model, 0.5, pattern="2:4")
     x = torch.randn(64, 512, device="cuda", dtype=torch.half)
-    exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, rtol=1e-2, atol=1e-2)
+    exported = sparse_export(model, masks, example_input=x, min_speedup=0.0)
     assert {e["format"] for e in exported.deploy_report["layers"].values()} == {"semi-structured"}
 
 
