@@ -146,19 +146,26 @@ class RunStore:
         """SQLite's storage failures as OSErrors naming this store (its messages name no file)."""
         try:
             yield
-        except sqlite3.OperationalError as err:
-            msg = str(err).lower()
+        except Exception as raised:
+            # pandas re-raises SQLite's errors as its own DatabaseError, from the original
+            err = raised if isinstance(raised, sqlite3.OperationalError) else raised.__cause__
+            if not isinstance(err, sqlite3.OperationalError):
+                raise
+            # "from None": a caller checking __cause__ for sqlite3.DatabaseError (a damaged store) must
+            # not take a full disk for one; SQLite's words stay in the message.
+            msg, said = str(err).lower(), f"(SQLite: {err})"
             if "disk is full" in msg:
-                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from err
+                raise OSError(errno.ENOSPC, f"No space left on device {said}", str(self.path)) from None
             if "disk i/o error" in msg:
                 try:
                     full = shutil.disk_usage(self.path.parent).free < 1 << 20
                 except OSError:
                     full = False
-                code = errno.ENOSPC if full else errno.EIO
-                raise OSError(code, "No space left on device" if full else "Disk I/O error", str(self.path)) from err
+                code, what = (errno.ENOSPC, "No space left on device") if full else (errno.EIO, "Disk I/O error")
+                raise OSError(code, f"{what} {said}", str(self.path)) from None
             if "readonly" in msg or "read-only" in msg or "unable to open database" in msg:
-                raise PermissionError(errno.EACCES, "Cannot write the run store (read-only?)", str(self.path)) from err
+                raise PermissionError(errno.EACCES, f"Cannot open or write the run store {said}",
+                                      str(self.path)) from None
             raise
 
     def _write(self, con: sqlite3.Connection, fn, retries: int = 200) -> None:
@@ -229,7 +236,7 @@ class RunStore:
     def query(self, sql: str, params: tuple = ()):
         import pandas as pd
 
-        with self.connection() as con:
+        with self._storage_errors(), self.connection() as con:
             return pd.read_sql_query(sql, con, params=params)
 
     def studies(self):
