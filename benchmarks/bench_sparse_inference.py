@@ -13,10 +13,12 @@ the initial weights with the ``uniform`` scheme (every layer at the target spars
    which cancels drift in machine load. Both sides get the deployment treatment structured rows
    get (BatchNorm folded, channels-last CNN; ``prunezoo.structured.deploy``).
 
-Printed per point: median dense and sparse latency (ms), speed-up, the FLOP ratio (dense / sparse
-FLOPs, RigL convention: each layer's FLOPs scale with its density) and speed-up / FLOP ratio, and
-how many layers the export put on sparse kernels. Where CUDA is available the script also times
-2:4 semi-structured (``to_sparse_semi_structured``, fp16) vs dense for the MLP; elsewhere it says so.
+Printed per point: median dense and sparse latency (ms), speed-up (wall clock), the CPU-time
+speed-up (calling thread's CPU time; 1-thread points only: it leaves out time the OS gave other
+processes on a shared machine), the FLOP ratio (dense / sparse FLOPs, RigL convention: each
+layer's FLOPs scale with its density), speed-up / FLOP ratio, and how many layers the export put on
+sparse kernels. Where CUDA is available the script also times 2:4 semi-structured
+(``to_sparse_semi_structured``, fp16) vs dense for the MLP; elsewhere it says so.
 
 Run: ``python benchmarks/bench_sparse_inference.py`` (full grid, a few minutes on 2 cores);
 ``--quick`` for a reduced grid (MLP, 95 %, batch 1, 1 thread).
@@ -62,7 +64,8 @@ def semi_structured_rows(repeats: int) -> list[str]:
     if why is not None:
         return [f"2:4 semi-structured vs dense: not measured — {why} (this machine: "
                 f"{'no CUDA' if not torch.cuda.is_available() else torch.cuda.get_device_name()})."]
-    lines = ["| model | pattern | batch | dense ms | 2:4 ms | speed-up | sparse layers |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | pattern | batch | dense ms | 2:4 ms | speed-up | sparse layers |",
+             "|---|---|---|---|---|---|---|"]
     for batch in (1, 32, 256):
         torch.manual_seed(0)
         model = mlp().half().cuda().eval()
@@ -99,9 +102,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu}), MKL {torch.backends.mkl.is_available()}, "
           f"{args.repeats} alternating pairs per point, export min_speedup {args.min_speedup}")
     print()
-    print("| model | sparsity | batch | threads | dense ms | sparse ms | speed-up | FLOP ratio | speed-up / FLOP ratio "
-          "| sparse layers |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | sparsity | batch | threads | dense ms | sparse ms | speed-up | CPU-time speed-up | FLOP ratio "
+          "| speed-up / FLOP ratio | sparse layers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     t_start = time.perf_counter()
     for name in models:
         for s in sparsities:
@@ -119,8 +122,9 @@ def main() -> None:
                     exported = sparse_export(deploy(model), example_input=x, threads=t,
                                              min_speedup=args.min_speedup)
                     r = time_pairs(base, exported, x, args.repeats)
+                    cpu = f"{r['cpu_speedup']:.2f}x" if t == 1 else "—"  # other threads' CPU time is not seen
                     print(f"| {label} | {s:.0%} | {batch} | {t} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
-                          f"{r['speedup']:.2f}x | {flop_ratio:.1f}x | {r['speedup'] / flop_ratio:.3f} | "
+                          f"{r['speedup']:.2f}x | {cpu} | {flop_ratio:.1f}x | {r['speedup'] / flop_ratio:.3f} | "
                           f"{sparse_layer_count(exported)}/{layers} |", flush=True)
     print()
     for line in semi_structured_rows(args.repeats):
