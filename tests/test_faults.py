@@ -230,6 +230,11 @@ def _run(args: list[str]):
     return CliRunner().invoke(app, args)
 
 
+def _says(output: str, path) -> bool:
+    """``path`` appears in ``output`` (which the console may have wrapped anywhere)."""
+    return str(path) in "".join(output.split())
+
+
 def _tiny_study(tmp: Path, out: Path) -> Path:
     config = tmp / "study.yaml"
     config.write_text(yaml.safe_dump(TINY_STUDY))
@@ -253,14 +258,14 @@ def _read_only_commands(runs: Path, elsewhere: Path, config: Path) -> None:
     # report and diagnose write into the study directory: a clear error naming it, before any work
     report = _run(["report", study_id, "--out", str(runs)])
     assert report.exit_code == 1 and isinstance(report.exception, SystemExit), report.output
-    assert "read-only" in report.output and "--output" in report.output and study_id in report.output
+    assert "read-only" in report.output and "--output" in report.output and _says(report.output, study_id)
     diag = _run(["diagnose", study_id, "--out", str(runs), "--no-sharpness"])
     assert diag.exit_code == 1 and isinstance(diag.exception, SystemExit), diag.output
-    assert "diagnostics.json" in diag.output and "read-only" in diag.output
+    assert _says(diag.output, runs / study_id / "diagnostics.json") and "read-only" in diag.output
     rerun = _run(["run", str(config), "--out", str(runs), "--workers", "1", "-q",
                   "--set", "training.epochs=2"])  # a new study cannot be written: one line, exit 1
     assert rerun.exit_code == 1 and isinstance(rerun.exception, SystemExit), rerun.output
-    assert "Traceback" not in rerun.output and str(runs) in rerun.output
+    assert "Traceback" not in rerun.output and _says(rerun.output, runs)
 
 
 def test_read_only_commands_work_on_a_read_only_runs_directory(shared_dir, monkeypatch):
@@ -300,7 +305,7 @@ def test_disk_full_at_the_end_of_a_study(tmp_path, monkeypatch, where):
             write_json(path, obj)
 
         monkeypatch.setattr(study_module, "write_json", full_write)
-        culprit = "histories.json"
+        culprit = "{study}/histories.json"
     else:
         record, connect = RunStore.record_study, RunStore._connect
         full = []
@@ -324,7 +329,9 @@ def test_disk_full_at_the_end_of_a_study(tmp_path, monkeypatch, where):
     config.write_text(yaml.safe_dump(TINY_STUDY | {"training": TINY_STUDY["training"] | {"epochs": 8}}))
     res = _run(["run", str(config), "--out", str(out), "--workers", "1", "-q"])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
-    assert "no space left on device" in res.output and culprit in res.output, res.output
+    study_dir = next(p for p in out.iterdir() if p.is_dir())
+    culprit = out / culprit.format(study=study_dir.name)
+    assert "no space left on device" in res.output and _says(res.output, culprit), res.output
     assert "Traceback" not in res.output and "cannot rollback" not in res.output
     finished = _job_results(out)
     assert len(finished) == 2  # dense and gm, finished before the disk filled up, are kept
@@ -334,3 +341,32 @@ def test_disk_full_at_the_end_of_a_study(tmp_path, monkeypatch, where):
     assert _job_results(out) == finished  # resumed: nothing re-run
     store = RunStore(out / "index.sqlite", readonly=True)
     assert store.studies()["status"].tolist() == ["complete"] and len(store.results()) == 2
+
+
+def test_disk_full_inside_a_job_names_the_file_and_keeps_finished_jobs(tmp_path, monkeypatch):
+    import prunezoo.experiments.executors as executors
+    from prunezoo.zoo.runner import TaskFailed
+
+    execute_job = executors.execute_job
+
+    def full_disk(spec, root, threads):
+        if spec["kind"] == "oneshot":  # the dense job before it finished; this one finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", f"{root}/{spec['id']}/masks.safetensors")
+        return execute_job(spec, root, threads)
+
+    monkeypatch.setattr(executors, "execute_job", full_disk)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(TINY_STUDY))
+    out = tmp_path / "runs"
+    res = _run(["run", str(config), "--out", str(out), "--workers", "1", "-q"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert "no space left on device" in res.output and _says(res.output, "masks.safetensors"), res.output
+    assert "finished jobs are kept" in res.output
+    dense = _job_results(out)
+    assert [Path(k).parent.name.split("-")[0] for k in dense] == ["dense"]
+    monkeypatch.undo()
+    again = _run(["run", str(config), "--out", str(out), "--workers", "1", "-q"])
+    assert again.exit_code == 0, again.output
+    assert {k: v for k, v in _job_results(out).items() if k in dense} == dense  # dense not re-run
+    err = TaskFailed("model 3", OSError(errno.EDQUOT, "Disk quota exceeded", "/zoo/m3/params.json"))
+    assert str(err) == "model 3 failed: disk quota exceeded: /zoo/m3/params.json"

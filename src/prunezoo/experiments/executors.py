@@ -8,6 +8,7 @@ parallel it ran. With Ray on several machines, ``root`` must be on a shared file
 from __future__ import annotations
 
 import ctypes
+import errno
 import multiprocessing
 import os
 import signal
@@ -27,10 +28,18 @@ from prunezoo.experiments.plan import Job, unique_jobs
 EXECUTORS = ("local", "ray")
 
 
+def describe_failure(cause: BaseException) -> str:
+    """Why a job or task failed, in one line; a full disk says so with the file it was writing."""
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device" if cause.errno == errno.ENOSPC else "disk quota exceeded"
+        return what + (f": {cause.filename}" if cause.filename else "")
+    return f"{type(cause).__name__}: {cause}"
+
+
 class JobFailed(RuntimeError):
     def __init__(self, job: Job, cause: BaseException):
         self.job = job
-        super().__init__(f"job {job.label} ({job.id}) failed: {type(cause).__name__}: {cause}")
+        super().__init__(f"job {job.label} ({job.id}) failed: {describe_failure(cause)}")
 
 
 def default_workers() -> int:

@@ -18,8 +18,10 @@ from typing import Any
 
 class TaskFailed(RuntimeError):
     def __init__(self, label: str, cause: BaseException):
+        from prunezoo.experiments.executors import describe_failure
+
         self.label = label
-        super().__init__(f"{label} failed: {type(cause).__name__}: {cause}")
+        super().__init__(f"{label} failed: {describe_failure(cause)}")
 
 
 def run_tasks(
