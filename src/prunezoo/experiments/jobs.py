@@ -4,6 +4,14 @@ Every job trains with per-epoch checkpoints (weights, optimizer, RNG, schedule m
 ``result.json`` last, atomically: a job with that file is finished and never re-run; a job without
 it resumes from its latest checkpoint. Results depend only on the job spec, never on which process
 or machine ran it, so local and Ray executors give identical numbers.
+
+Recovery: one process at a time works in a job directory (``.lock``, an flock). Every file a job
+writes has its sha256 recorded (``.checksums.json`` per directory, ``checkpoint.json`` for
+checkpoints) and is checked whenever the job is resumed or read back. A damaged file is moved to
+``quarantine/`` with a logged warning, together with the ``result.json`` markers that vouched for
+it, and what it held is recomputed (same seeds, so the same bytes); a damaged checkpoint falls back
+to the previous one. Leftovers of interrupted writes (``.*.tmp``, staging directories) are removed
+when a job starts and when it ends.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +38,18 @@ from prunezoo.schedules.iterative import ResetMode
 from prunezoo.sparsity import MaskSet, prunable_parameters, prune
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks, SnapshotAtStep, StopAtStep, TrainingFlops
-from prunezoo.training.checkpoint import latest_checkpoint, load_state, save_state
-from prunezoo.utils.io import write_json
+from prunezoo.training.checkpoint import META_FILE, latest_checkpoint, load_state, remove_checkpoint, save_state
+from prunezoo.utils.io import (
+    CorruptFileError,
+    clean_staging,
+    file_lock,
+    quarantine,
+    read_json,
+    remove_tree,
+    verify_file,
+    verify_tree,
+    write_json,
+)
 
 RESULT_FILE = "result.json"
 REINIT_SEED_OFFSET = 1_000_003  # random-reinit control: a different, still reproducible, init
@@ -177,10 +194,21 @@ def scoring_criterion(method: MethodConfig):
 def _masks_once(path: Path, make: Callable[[], MaskSet]) -> MaskSet:
     # Masks are computed once and saved before training, so a resumed job never re-derives them.
     if path.exists():
-        return MaskSet.load(path)
+        return load_masks(path)
     masks = make()
     masks.save(path)
     return masks
+
+
+def load_masks(path: Path) -> MaskSet:
+    """A saved MaskSet, checked against its recorded checksum; damage raises CorruptFileError."""
+    verify_file(path)
+    try:
+        return MaskSet.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors' own error type for torn files
+        raise CorruptFileError(path, f"unreadable masks ({err})") from None
 
 
 def _one(suffix: str, row: dict, history: list[dict], masks: MaskSet) -> dict:
@@ -226,7 +254,7 @@ def _obs_pruned_once(ctx: JobContext, model: nn.Module, method: MethodConfig, de
     weights, mask_path = ctx.directory / "obs-pruned.safetensors", ctx.directory / "masks.safetensors"
     if mask_path.exists() and weights.exists():
         model.load_state_dict(load_state(weights))
-        return MaskSet.load(mask_path)
+        return load_masks(mask_path)
     opts = {k: v for k, v in method.options.items() if k != "update"}  # block_size, damp... (checked in config)
     if "score_mode" in opts:
         opts["mode"] = opts.pop("score_mode")
@@ -456,7 +484,7 @@ def _branch(ctx: JobContext, job: dict) -> dict:
     branch = BranchConfig.model_validate({"name": job["method"], **ctx.spec["branch"]})
     level = ctx.spec["level"]
     parent = ctx.root / ctx.spec["parent"]
-    ticket = MaskSet.load(parent / f"level_{level:02d}" / "masks.safetensors")
+    ticket = load_masks(parent / f"level_{level:02d}" / "masks.safetensors")
     start_step, finetune = 0, False
     if branch.kind == "random-reinit":
         model, masks = ctx.build_model(ctx.seed + REINIT_SEED_OFFSET), ticket
@@ -526,18 +554,93 @@ def _with_sparse_latency(runner: Callable[[JobContext, dict], dict]) -> Callable
 RUNNERS.update({k: _with_sparse_latency(v) for k, v in RUNNERS.items() if k not in ("dense", "branch", "structured")})
 
 
+MAX_REPAIRS = 8  # damaged files repaired within one execute_job call before giving up
+
+
 def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict:
-    """Run (or resume, or just read back) one job; returns its result dict."""
+    """Run (or resume, or just read back) one job; returns its result dict.
+
+    Holds the job's lock throughout: a second process asking for the same job waits, then reads
+    back what the first one finished. Damaged files of this job are quarantined and redone (see the
+    module docstring); damage in another job's files (a parent's weights) raises
+    :class:`CorruptFileError` naming the file: re-running the study repairs that job first.
+    """
     root = Path(root)
     directory = root / job["id"]
-    done = directory / RESULT_FILE
-    if done.exists():
-        return json.loads(done.read_text())
-    if threads:
-        torch.set_num_threads(threads)
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "job.json", job)
-    result = RUNNERS[job["kind"]](JobContext(job["spec"], directory, root), job)
-    write_json(done, result)
-    shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # final state is saved; keep disk small
-    return result
+    with file_lock(directory / LOCK_FILE):
+        result = _read_back(directory)
+        if result is not None:
+            _tidy(directory)  # a kill may have come between result.json and the clean-up below
+            return result
+        if threads:
+            torch.set_num_threads(threads)
+        clean_staging(directory)
+        write_json(directory / "job.json", job)
+        for attempt in range(MAX_REPAIRS + 1):
+            try:
+                result = RUNNERS[job["kind"]](JobContext(job["spec"], directory, root), job)
+                break
+            except CorruptFileError as err:
+                if not err.path.is_relative_to(directory) or not err.path.exists():
+                    raise CorruptFileError(err.path, f"{err.reason} (needed by job {job['id']}; run the "
+                                                     "study again to redo the job that wrote it)") from None
+                if attempt == MAX_REPAIRS:
+                    raise
+                _invalidate(directory, err)
+        write_json(directory / RESULT_FILE, result)
+        _tidy(directory)
+        return result
+
+
+def _tidy(directory: Path) -> None:
+    """Drop what a finished job no longer needs: training checkpoints (the final state is saved;
+    keeps disk small), the .previous ones kept for fallback, staging leftovers."""
+    remove_checkpoint(directory / "checkpoint")
+    for stale in [*directory.glob("*.previous"), *directory.glob("*/*.previous")]:
+        remove_tree(stale)
+    clean_staging(directory)
+
+
+LOCK_FILE = ".lock"
+
+
+def _read_back(directory: Path) -> dict | None:
+    """The result of a finished job whose files are all intact; None if it has to run (again):
+    damaged files are quarantined, with the result markers that depend on them."""
+    problems = verify_tree(directory, skip=_is_checkpoint)
+    for err in problems:
+        _invalidate(directory, err)
+    done = directory / RESULT_FILE
+    if not done.exists():
+        return None
+    try:
+        return read_json(done)
+    except CorruptFileError as err:
+        _invalidate(directory, err)
+        return None
+
+
+def _is_checkpoint(path: Path) -> bool:
+    # Checkpoints carry their own checksums and fall back to .previous (latest_checkpoint).
+    return (path / META_FILE).exists() or path.name.endswith(".previous")
+
+
+def _invalidate(directory: Path, err: CorruptFileError) -> None:
+    """Quarantine a damaged file and every ``result.json`` that vouched for it (its own folder's up
+    to the job's; for a file at the job's top level, every one of the job: they all build on it)."""
+    bad = err.path
+    if bad.exists():
+        quarantine(bad, err.reason, into=directory)
+    if bad == directory / "job.json":  # a copy of the spec, rewritten on every start: nothing depends on it
+        return
+    folder = bad.parent
+    markers = [folder / RESULT_FILE]
+    while folder != directory and folder.is_relative_to(directory):
+        folder = folder.parent
+        markers.append(folder / RESULT_FILE)
+    if bad.parent == directory:
+        markers += sorted(directory.glob(f"*/{RESULT_FILE}"))
+    for marker in markers:
+        if marker != bad and marker.exists():
+            quarantine(marker, f"depends on damaged {bad}", into=directory)

@@ -27,7 +27,7 @@ from prunezoo.experiments.jobs import dataset_splits, prune_options, schedule_ca
 from prunezoo.experiments.plan import Job, plan_study, unique_jobs
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
-from prunezoo.utils.io import write_json, write_text
+from prunezoo.utils.io import CorruptFileError, clean_staging, file_lock, quarantine, read_json, write_json, write_text
 
 STORE_NAME = "index.sqlite"
 
@@ -69,17 +69,44 @@ def run_study(
     """
     out_root = Path(out_root)
     directory = study_directory(cfg, out_root)
-    if (directory / "results.json").exists() and not force:
+    if not force and (rows := _complete_rows(directory)) is not None:
         log(f"study already complete: {directory}")
-        return StudyResult(cfg, directory, json.loads((directory / "results.json").read_text())["rows"], reused=True)
+        return StudyResult(cfg, directory, rows, reused=True)
     jobs = plan_study(cfg)
     _preflight(cfg)
+    out_root.mkdir(parents=True, exist_ok=True)
+    # One process per study (the lock file lives outside the study directory, which --force deletes):
+    # a second process waits, then reads back what the first one finished.
+    with file_lock(out_root / f".{directory.name}.lock", on_wait=log):
+        return _run_locked(cfg, out_root, directory, jobs, progress=progress, log=log, force=force,
+                           executor=executor, workers=workers, threads=threads, address=address)
+
+
+def _complete_rows(directory: Path, repair: bool = False) -> list[dict] | None:
+    """Rows of a completed study; None if it is not complete (or, with ``repair`` under the study
+    lock, its results.json is damaged: quarantined, then rebuilt from the finished jobs)."""
+    if not (directory / "results.json").exists():
+        return None
+    try:
+        return read_json(directory / "results.json")["rows"]
+    except CorruptFileError as err:
+        if repair:
+            quarantine(err.path, err.reason)
+        return None
+
+
+def _run_locked(cfg: StudyConfig, out_root: Path, directory: Path, jobs: list[Job], *, progress, log, force,
+                executor, workers, threads, address) -> StudyResult:
+    if not force and (rows := _complete_rows(directory, repair=True)) is not None:  # done by the one we waited for
+        log(f"study already complete: {directory}")
+        return StudyResult(cfg, directory, rows, reused=True)
     if force and directory.exists():
         import shutil
 
         shutil.rmtree(directory)
     runs = directory / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    clean_staging(directory)  # leftovers of writes a kill cut short (jobs also clean their own)
     write_text(directory / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_json(directory / "plan.json", [job.to_dict() for job in jobs])
     store = RunStore(out_root / STORE_NAME)
@@ -110,6 +137,7 @@ def run_study(
     store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "complete",
                        rows, histories)
     write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
+    clean_staging(directory)
     return StudyResult(cfg, directory, rows)
 
 

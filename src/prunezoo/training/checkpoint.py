@@ -1,10 +1,12 @@
-"""Checkpoints as safetensors (tensors) + JSON (everything else); no pickle, atomic writes."""
+"""Checkpoints as safetensors (tensors) + JSON (everything else); no pickle, atomic writes.
+
+A checkpoint directory holds the sha256 of each of its files in ``checkpoint.json``; the previous
+checkpoint is kept as ``<name>.previous`` so a damaged latest one falls back to it (then to none).
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,16 +15,36 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prunezoo.utils.io import atomic_path, write_json
+from prunezoo.utils.io import (
+    STAGING_SUFFIX,
+    CorruptFileError,
+    atomic_path,
+    quarantine,
+    read_json,
+    remove_tree,
+    sha256_file,
+    verify_file,
+    write_json,
+)
+
+META_FILE = "checkpoint.json"
 
 
-def save_state(path: str | Path, state: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as tmp:
+def save_state(path: str | Path, state: dict[str, torch.Tensor], *, checksum: bool = True) -> None:
+    with atomic_path(path, checksum=checksum) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Load a safetensors file, checked against its recorded checksum; damage raises
+    :class:`CorruptFileError` naming the file."""
+    verify_file(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors' own error type for torn headers/data
+        raise CorruptFileError(path, f"unreadable safetensors ({err})") from None
 
 
 def _flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -53,50 +75,98 @@ def save_checkpoint(
     extra: dict | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model.safetensors``, ``rng.safetensors`` [+ ``optimizer.safetensors``] and
-    ``checkpoint.json`` into a fresh sibling directory, then swap it in: a reader (or a run
-    killed mid-write) sees either the previous complete checkpoint or the new one."""
+    """Write ``model.safetensors``, ``rng.safetensors`` [+ ``optimizer.safetensors``,
+    ``extra.safetensors``] and ``checkpoint.json`` (with their sha256) into a fresh staging
+    directory, then swap it in, keeping the one it replaces as ``<name>.previous``: a reader (or a
+    run killed mid-write) sees complete checkpoints only. Callers must not write one checkpoint
+    directory from two processes at once (the study runner holds a lock per job)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    save_state(staging / "model.safetensors", model.state_dict())
-    # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
-    save_state(staging / "rng.safetensors", {"torch": torch.get_rng_state()})
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=STAGING_SUFFIX, dir=directory.parent))
+    files = {"model.safetensors": model.state_dict(),
+             # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
+             "rng.safetensors": {"torch": torch.get_rng_state()}}
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if tensors:  # e.g. callback state such as the current masks of a pruning schedule
-        save_state(staging / "extra.safetensors", tensors)
+        files["extra.safetensors"] = tensors
     if optimizer is not None:
-        tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        save_state(staging / "optimizer.safetensors", tensors)
-        meta["optimizer"] = opt_meta
-    write_json(staging / "checkpoint.json", meta)
-    previous = directory.with_name(directory.name + ".previous")
+        opt_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+        files["optimizer.safetensors"] = opt_tensors
+    for name, state in files.items():
+        save_state(staging / name, state, checksum=False)
+    meta["files"] = {name: sha256_file(staging / name) for name in files}
+    write_json(staging / META_FILE, meta, checksum=False)
+    previous = _previous(directory)
     if directory.exists():
-        shutil.rmtree(previous, ignore_errors=True)
+        remove_tree(previous)  # rename-then-delete: never a half-deleted .previous
         os.replace(directory, previous)
     os.replace(staging, directory)
-    shutil.rmtree(previous, ignore_errors=True)
     return directory
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The complete checkpoint at ``directory`` (or the one being replaced, if a swap was cut short)."""
+def _previous(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".previous")
+
+
+def remove_checkpoint(directory: str | Path) -> None:
+    """Delete a checkpoint and the previous one kept next to it."""
     directory = Path(directory)
-    for candidate in (directory, directory.with_name(directory.name + ".previous")):
-        if (candidate / "checkpoint.json").exists():
-            return candidate
+    remove_tree(directory)
+    remove_tree(_previous(directory))
+
+
+def verify_checkpoint(directory: str | Path) -> dict:
+    """The metadata of a complete, undamaged checkpoint; raises :class:`CorruptFileError` naming the
+    first bad file (FileNotFoundError if there is no checkpoint.json)."""
+    directory = Path(directory)
+    meta = read_json(directory / META_FILE)
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise CorruptFileError(directory / META_FILE, "no step recorded")
+    files = meta.get("files")
+    if files is None:  # written before checksums were recorded: check that everything parses
+        names = [p.name for p in directory.glob("*.safetensors")]
+        for name in names:
+            load_state(directory / name)
+        if "model.safetensors" not in names:
+            raise CorruptFileError(directory / "model.safetensors", "missing")
+        return meta
+    for name, expected in files.items():
+        path = directory / name
+        if not path.exists():
+            raise CorruptFileError(path, "missing from the checkpoint")
+        found = sha256_file(path)
+        if found != expected:
+            raise CorruptFileError(path, f"sha256 {found[:12]}… ({path.stat().st_size} bytes) differs from the "
+                                         f"recorded {expected[:12]}…")
+    return meta
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The newest undamaged checkpoint: ``directory``, else the ``.previous`` one it replaced (also
+    what a swap cut short leaves). Damaged ones are moved to ``quarantine/`` next to them (logged)."""
+    directory = Path(directory)
+    for candidate in (directory, _previous(directory)):
+        if not (candidate / META_FILE).exists():
+            continue
+        try:
+            verify_checkpoint(candidate)
+        except CorruptFileError as err:
+            quarantine(candidate, str(err))
+            continue
+        return candidate
     return None
 
 
 def load_checkpoint(
     directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict:
-    """Restore model (and optimizer) in place; returns the metadata (step, extra, tensors)."""
+    """Restore model (and optimizer) in place from the newest undamaged checkpoint at ``directory``;
+    returns the metadata (step, extra, tensors)."""
     found = latest_checkpoint(directory)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {directory}")
     directory = found
-    meta = json.loads((directory / "checkpoint.json").read_text())
+    meta = read_json(directory / META_FILE)
     model.load_state_dict(load_state(directory / "model.safetensors"))
     if (directory / "rng.safetensors").exists():
         torch.set_rng_state(load_state(directory / "rng.safetensors")["torch"])

@@ -24,6 +24,10 @@ Every twin logs epoch 0 (right after pruning / conversion) and every fine-tuning
 the same quantity). The learning rate defaults to the model's own (``lr``) times ``lr_scale``
 (1.0 for prune, 0.1 for VD: "a lower lr than the zoo"). The VD twin's ``done.json`` records the
 sanity check: the converted model's test loss/accuracy before training next to the original's.
+
+Damage: a finished twin whose ``done.json``, ``result.json``, ``params.json`` or last state no longer
+matches its recorded checksum counts as unfinished (the bad file goes to ``<twin set>/quarantine/``,
+logged) and is redone; a damaged source model stops the run with an error naming the file.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
+from prunezoo.utils.io import CorruptFileError, quarantine, read_json, verify_file
 from prunezoo.training.callbacks import Callback
 from prunezoo.zoo import layout
 from prunezoo.zoo.generate import StoreEpochs, eval_row, training_config, zoo_data
@@ -168,16 +173,52 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
     batches = [b for _, b in zip(range(spec.batches), loader)]
     masks = prune(model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"],
                   batches=batches)
+def twin_done(twin_dir: Path) -> bool:
+    """Finished and intact: a damaged marker, result or last state is quarantined (the twin is redone)."""
+    if not layout.is_done(twin_dir):
+        return False
+    try:
+        read_json(twin_dir / layout.DONE_FILE)
+        read_json(twin_dir / layout.PARAMS_FILE)
+        if (twin_dir / layout.RESULTS_FILE).exists():  # JSON lines: checksum only
+            verify_file(twin_dir / layout.RESULTS_FILE)
+        epochs = layout.list_epochs(twin_dir)
+        if epochs:
+            _checked_state(twin_dir, epochs[-1])
+    except CorruptFileError as err:
+        quarantine(err.path, err.reason, into=twin_dir.parent)
+        (twin_dir / layout.DONE_FILE).unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _checked_state(model_dir: Path, epoch: int):
+    path = layout.checkpoint_dir(model_dir, epoch) / layout.STATE_FILE
+    if path.exists():
+        verify_file(path)
+    try:
+        return layout.load_state(model_dir, epoch)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors' own error type for torn files
+        raise CorruptFileError(path, f"unreadable state ({err})") from None
+
+
     masks.apply(model)
     return masks
 
 
 def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, level: float | None):
     source = Path(zoo) / model_name
-    params = layout.read_params(source)
-    epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
+    try:
+        params = read_json(source / layout.PARAMS_FILE)
+        epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
+        state = _checked_state(source, epoch)
+    except CorruptFileError as err:
+        raise CorruptFileError(err.path, f"{err.reason}; the zoo model {source} is damaged: remove that directory "
+                                         "and run `prunezoo zoo generate` again to redo it") from None
     model = layout.build_member_model(params)
-    model.load_state_dict(layout.load_state(source, epoch))
+    model.load_state_dict(state)
     lr = spec.learning_rate(params)
     twin_params = {**params, "original": model_name, "method": spec.name, "kind": spec.kind, "level": level,
                    "source_epoch": epoch, "twin": spec.model_dump(mode="json"), "epochs": spec.fine_tune_epochs,
@@ -196,7 +237,7 @@ def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any]
 
     spec = TwinMethod.model_validate(method)
     set_dir = layout.twin_set_dir(zoo, set_name)
-    todo = [n for n in names if not layout.is_done(set_dir / n)]
+    todo = [n for n in names if not twin_done(set_dir / n)]
     torch.set_num_threads(threads)
     dirs, specs, masks, states, rows, firsts = [], [], [], [], [], []
     for name in todo:
@@ -239,7 +280,7 @@ def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], l
 
     spec = TwinMethod.model_validate(method)
     twin_dir = layout.twin_set_dir(zoo, set_name) / model_name
-    if layout.is_done(twin_dir):
+    if twin_done(twin_dir):
         return layout.read_done(twin_dir)["final"]
     layout.clear_model_dir(twin_dir)
     torch.set_num_threads(threads)
@@ -319,7 +360,7 @@ def make_twins(
                                 f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
                                 f"(params.json `original` names each one's dense model).\n")
     tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
-    todo = [t for t in tasks if not layout.is_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
+    todo = [t for t in tasks if not twin_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
     common = dict(executor=executor, workers=workers, threads=threads, address=address, progress=progress,
                   description=f"twins {method.name}")
