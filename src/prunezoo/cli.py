@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prunezoo.cli_options import Executor, ExecutorOption, ThreadsOption, WorkersOption
 from prunezoo.errors import ConfigError
 
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -59,8 +60,27 @@ out = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error[/]: {err}")
+    from rich.markup import escape
+
+    # escaped: a message holding "[nan]" or "[/x]" must print as written, not as rich markup
+    console.print(f"[bold red]error[/]: {escape(str(err))}", highlight=False)
     raise typer.Exit(code=2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"prunezoo {version('prunezoo')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Prune neural networks and study pruned populations."""
 
 
 @app.command()
@@ -70,9 +90,9 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="root directory for run directories")] = Path("runs"),
     force: Annotated[bool, typer.Option(help="re-run even if the study is already complete")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
-    workers: Annotated[int | None, typer.Option(help="parallel jobs (default: CPU cores); 1 = in this process")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads per job (fixed so results do not depend on parallelism)")] = 1,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = None,
+    threads: ThreadsOption = 1,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, host:port); default: start a local Ray")] = None,
     fmt: FormatOption = "table",
 ) -> None:
@@ -92,7 +112,7 @@ def run(
     log = (lambda _m: None) if quiet else (lambda m: console.log(m))
     try:
         result = run_study(cfg, out_dir, progress=None if not quiet else False, log=log, force=force,
-                           executor=executor, workers=workers, threads=threads, address=address)
+                           executor=Executor(executor).value, workers=workers, threads=threads, address=address)
     except ConfigError as err:
         _fail(err)
     except JobFailed as err:
@@ -214,9 +234,32 @@ def _store(out_dir: Path):
     from prunezoo.experiments.store import RunStore
 
     path = out_dir / STORE_NAME
-    if not path.exists():
+    if not path.is_file():
         _fail(ConfigError("--out", f"no run store at {path}; run a study first"))
-    return RunStore(path, readonly=True)  # never writes: works on read-only media
+    return _CheckedStore(lambda: RunStore(path, readonly=True), path)  # never writes: works on read-only media
+
+
+class _CheckedStore:
+    """A run store whose unreadable database (e.g. a garbage index.sqlite) is an error exit, not a traceback."""
+
+    def __init__(self, open_store, path: Path):
+        self._path = path
+        self._store = self._guard(open_store)
+
+    def _guard(self, fn, *args, **kwargs):
+        import sqlite3
+
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # pandas re-raises sqlite's error as its own DatabaseError (from it)
+            cause = err if isinstance(err, sqlite3.DatabaseError) else err.__cause__
+            if not isinstance(cause, sqlite3.DatabaseError):
+                raise
+            _fail(ConfigError("--out", f"{self._path} is not a readable prunezoo run store ({cause})"))
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._store, name)
+        return (lambda *a, **k: self._guard(attr, *a, **k)) if callable(attr) else attr
 
 
 @runs_app.command("ls")
@@ -255,10 +298,16 @@ def runs_export(
     """Export result rows of all (or one) studies to CSV or Parquet."""
     from prunezoo.utils.io import atomic_path
 
-    store = _store(out_dir)
-    df = store.results(store.resolve(study) if study else None)
     if path.suffix not in (".csv", ".parquet"):
         _fail(ConfigError("path", f"unsupported export format {path.suffix!r}; use .csv or .parquet"))
+    if not path.parent.is_dir():
+        _fail(ConfigError("path", f"{path.parent} is not a directory"))
+    store = _store(out_dir)
+    try:
+        study_id = store.resolve(study) if study else None
+    except KeyError as err:
+        _fail(ConfigError("--study", str(err.args[0])))
+    df = store.results(study_id)
     with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             df.to_csv(tmp, index=False)

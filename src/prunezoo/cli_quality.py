@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,14 +12,24 @@ import typer
 from prunezoo.errors import ConfigError
 
 
+class State(str, Enum):  # checked by click: a typo is a usage error before the study is read
+    final = "final"
+    init = "init"
+
+
+class Units(str, Enum):
+    weight = "weight"
+    neuron = "neuron"
+
+
 def criteria_quality_command(
     study: Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")],
     out_dir: Annotated[Path, typer.Option("--out", help="root directory holding the run store")] = Path("runs"),
     criteria: Annotated[str | None, typer.Option(help="comma-separated criteria (default: all registered)")] = None,
-    state: Annotated[str, typer.Option(help="score the dense run's 'final' or 'init' weights")] = "final",
-    units: Annotated[str, typer.Option(help="'weight' or 'neuron' (a row / output channel)")] = "weight",
-    max_items: Annotated[int, typer.Option(help="oracle items sampled per layer (0 = all)")] = 200,
-    batches: Annotated[int, typer.Option(help="training batches for the oracle and the criteria")] = 4,
+    state: Annotated[State, typer.Option(help="score the dense run's 'final' or 'init' weights")] = State.final,
+    units: Annotated[Units, typer.Option(help="'weight' or 'neuron' (a row / output channel)")] = Units.weight,
+    max_items: Annotated[int, typer.Option(min=0, help="oracle items sampled per layer (0 = all)")] = 200,
+    batches: Annotated[int, typer.Option(min=1, help="training batches for the oracle and the criteria")] = 4,
     seed: Annotated[int | None, typer.Option(help="replicate seed (default: the first)")] = None,
 ) -> None:
     """Spearman correlation of each criterion with the oracle ΔL (true loss change of removing each
@@ -30,7 +41,8 @@ def criteria_quality_command(
 
     try:
         res = study_criteria_quality(_study_dir(study, out_dir), criteria.split(",") if criteria else None,
-                                     state=state, units=units, max_items=max_items or None, batches=batches,
+                                     state=State(state).value, units=Units(units).value,
+                                     max_items=max_items or None, batches=batches,
                                      seed=seed)
     except ConfigError as err:
         _fail(err)

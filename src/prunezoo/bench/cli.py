@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from prunezoo.cli_options import WorkersOption
 from prunezoo.errors import ConfigError
 
 OutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
-WorkersOption = Annotated[int | None, typer.Option(help="parallel jobs (default: CPU cores); 1 = in this process")]
 
 
 def _cli():
@@ -129,9 +129,8 @@ def reproduce_command(
         cli.out.print(table)
         return
     try:
-        options = {"force": force, "log": lambda m: cli.console.log(m)} if FINDINGS.get(finding) and \
-            FINDINGS[finding].study is not None else {}
-        directory, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, progress=None, **options)
+        directory, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, progress=None, force=force,
+                                        log=lambda m: cli.console.log(m))
     except ConfigError as err:
         cli._fail(err)
     f = FINDINGS[finding]

@@ -236,8 +236,7 @@ def _zoo_config(quick: bool) -> dict:
 def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, list[dict]]:
     """Generate the zoo, its MP twins (one-shot global magnitude at MP_LEVELS + fine-tuning) and VD twins,
     and return the analysis rows (one per model: group, method, level, original, test_acc, sparsity...)."""
-    from pathlib import Path
-
+    from prunezoo.experiments.config import check_output_dir
     from prunezoo.zoo.analysis import analyze_zoo
     from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
     from prunezoo.zoo.twins import parse_twin_method
@@ -254,8 +253,17 @@ def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, 
     # content-addressed like a study directory: another setting never meets stale twins
     digest = hashlib.sha256(json.dumps([zoo_cfg, mp.model_dump(mode="json"), vd.model_dump(mode="json")],
                                        sort_keys=True).encode()).hexdigest()[:12]
-    directory = Path(out_root) / (f"reproduce-{name}" + ("-quick" if quick else "") + f"-{digest}")
+    directory = check_output_dir(out_root) / (f"reproduce-{name}" + ("-quick" if quick else "") + f"-{digest}")
     opts = {k: run_options[k] for k in ("workers", "progress") if k in run_options}
+    if run_options.get("force") and directory.exists():  # --force: the zoo and its twins again, from scratch
+        import shutil
+
+        from prunezoo.experiments.executors import check_executor_options
+
+        check_executor_options("local", opts.get("workers"), 1)  # nothing is deleted for a bad option
+
+        run_options.get("log", lambda _m: None)(f"--force: removing {directory}")
+        shutil.rmtree(directory)
     generate_zoo(parse_zoo_config(zoo_cfg), directory, **opts)
     make_twins(directory, mp, **opts)
     make_twins(directory, vd, **opts)

@@ -23,7 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import DataConfig, ModelConfig, StudyConfig, _format_validation_error, read_yaml_mapping
+from prunezoo.experiments.config import (DataConfig, ModelConfig, SafeName, StudyConfig, _format_validation_error,
+                                         read_yaml_mapping)
 from prunezoo.training.config import TrainingConfig
 
 SUITE_DIR = Path(__file__).parent / "suites"
@@ -48,8 +49,8 @@ STRUCTURED_BASELINES = (
 class BenchSuite(BaseModel):
     """A benchmark suite (YAML). ``methods`` are study methods without ``sparsities``/``levels``."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: SafeName
     description: str = ""
     seed: int = Field(0, ge=0)
     seeds: int = Field(MIN_SEEDS, ge=MIN_SEEDS, description=f"replicates (>= {MIN_SEEDS}, for a t-interval)")

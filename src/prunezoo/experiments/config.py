@@ -6,21 +6,62 @@ option with a no-op default leaves existing run directories' names unchanged.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from prunezoo.errors import ConfigError
 from prunezoo.schedules.iterative import ResetMode
 from prunezoo.training.config import TrainingConfig
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float of a config is finite
+MAX_NAME_LENGTH = 100
+MAX_JOBS = 10_000  # a plan beyond this is a typo (replicates: 1000000), not a study
+MAX_YAML_CHARS = 2_000_000  # characters of a config YAML after expanding its aliases
+
+
+def check_safe_name(value: str) -> str:
+    """``value`` if it is safe as one path component (study, zoo, suite, method names), else ValueError."""
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+    if not value.isprintable():
+        raise ValueError("must be printable (no NUL or control characters)")
+    if "/" in value or "\\" in value:
+        raise ValueError("must be a single path component (no '/' or '\\')")
+    if value.startswith("."):
+        raise ValueError("must not start with '.' (no '.', '..' or hidden names)")
+    return value
+
+
+# A name that becomes (part of) a file or directory name: rejected, never rewritten.
+SafeName = Annotated[str, AfterValidator(check_safe_name)]
+
+
+def check_finite(value: Any, path: str = "") -> Any:
+    """``value`` if every float inside it (nested dicts/lists) is finite, else ValueError naming where."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path + ': ' if path else ''}must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            check_finite(v, f"{path}[{i}]")
+    return value
+
+
+FiniteDict = Annotated[dict[str, Any], AfterValidator(check_finite)]
 
 
 class DataConfig(BaseModel):
@@ -34,7 +75,7 @@ class DataConfig(BaseModel):
     noise_seed: int = 0
     noisy_test: bool = Field(False, description="also evaluate on test labels corrupted like the training "
                                                 "labels (same rate/kind, seed noise_seed + 1): rows get test_noisy_acc")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FiniteDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _noisy_test(self) -> DataConfig:
@@ -64,7 +105,7 @@ class DataConfig(BaseModel):
 class ModelConfig(BaseModel):
     model_config = _STRICT
     name: str = "lenet-300-100"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FiniteDict = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -86,7 +127,7 @@ class BranchConfig(BaseModel):
     """
 
     model_config = _STRICT
-    name: str
+    name: str = Field(min_length=1)  # a label only: jobs re-validate it as "<method>/<branch>"
     kind: Literal["random-reinit", "random-mask", "rewind", "finetune"]
     levels: list[int] = Field(default_factory=list, description="IMP levels to branch from; empty = all")
     rewind_step: int = Field(0, ge=0)
@@ -122,7 +163,7 @@ class MethodConfig(BaseModel):
     """
 
     model_config = _STRICT
-    name: str
+    name: SafeName
     kind: Literal["oneshot", "at-init", "imp", "gmp", "dst", "acdc", "str", "edge-popup", "vd", "structured",
                   "sr-ste"]
     criterion: str = "magnitude"
@@ -136,14 +177,14 @@ class MethodConfig(BaseModel):
     exclude: list[str] | None = None
     keep_dense: list[str] = Field(default_factory=list)
     overrides: dict[str, float] = Field(default_factory=dict)
-    scheme_options: dict[str, Any] = Field(
+    scheme_options: FiniteDict = Field(
         default_factory=dict, description="allocator options, e.g. redistribute: true, erk_variant: clamp"
     )
     gmp_frequency: int = Field(10, ge=1)
     batches: int = Field(1, ge=1, description="training batches given to data-dependent criteria (SNIP, OBD...)")
     rounds: int = Field(1, ge=1, description="at-init: iterative pruning rounds (SynFlow uses 100)")
     start: StartConfig | None = Field(None, description="sparse-to-sparse: start from a random ER mask")
-    options: dict[str, Any] = Field(default_factory=dict, description="method-specific constructor options")
+    options: FiniteDict = Field(default_factory=dict, description="method-specific constructor options")
     branches: list[BranchConfig] = Field(default_factory=list, description="imp: ablation branches")
     sparse_export: bool = Field(False, description="also export each result to sparse kernels (prunezoo.deploy) "
                                                    "and record its measured latency_ms vs dense")
@@ -221,13 +262,9 @@ class MethodConfig(BaseModel):
             raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
         if self.kind == "imp" and self.levels < 1:
             raise ValueError("method kind 'imp' needs levels >= 1")
-        if self.kind == "oneshot" and self.criterion == "obs":
-            from prunezoo.criteria.obs import OBS_STUDY_OPTIONS
-
-            if unknown := sorted(set(self.options) - set(OBS_STUDY_OPTIONS)):
-                raise ValueError(f"unknown options {unknown} for oneshot 'obs'; known: {list(OBS_STUDY_OPTIONS)}")
-        if self.kind == "gmp" and (unknown := sorted(set(self.options) - {"from_dense"})):
-            raise ValueError(f"unknown options {unknown} for kind 'gmp'; known: ['from_dense']")
+        if unknown := sorted(set(self.options) - set(known := known_method_options(self))):
+            what = f"kind {self.kind!r}" + (f" with criterion {self.criterion!r}" if self.criterion == "obs" else "")
+            raise ValueError(f"unknown options {unknown} for {what}; known: {list(known) or 'none'}")
         if "score_mode" in self.options:  # a bad mode, or a criterion without one, fails here and not in a job
             from prunezoo.criteria import criterion_with_mode
 
@@ -276,6 +313,43 @@ class MethodConfig(BaseModel):
                              "cannot hold it (leave 'sparsities' out to use the pattern's)")
 
 
+# Option names each method kind consumes (where: experiments/jobs.py passes ``options`` to the kind's
+# constructor). Add a name here when a constructor learns a new keyword; tests check the signatures.
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    # score_mode: jobs.scoring_criterion (train/eval mode of data-dependent criteria, criteria.SCORING_MODES)
+    "oneshot": ("score_mode",),  # criterion obs: OBS_STUDY_OPTIONS (see known_method_options)
+    "at-init": ("schedule", "score_mode"),  # prunezoo.sparsity.rounds.prune_iteratively (rounds > 1)
+    "imp": (),
+    "gmp": ("from_dense",),
+    "dst": ("grow", "delta_t", "alpha", "end_fraction", "t_end", "decay",  # schedules.DynamicSparseTraining
+            "regrow_dropped", "drop_count"),
+    "acdc": ("warmup_epochs", "compressed_epochs", "decompressed_epochs", "final_sparse_epochs",  # schedules.ACDC
+             "scale_with_epochs", "base_epochs", "ramp", "ramp_start", "min_decompressed_sparsity", "reset_momentum"),
+    "str": ("s_init",),  # reparam.apply_str
+    "edge-popup": ("freeze_bias", "weight_init"),  # reparam.apply_edge_popup
+    "vd": ("log_sigma2_init", "threshold", "schedule", "ramp_to", "ramp_length", "ramp_unit", "ramp_cap"),
+    # structured.apply_structured, then prune_channels; thinet/merge take none, slimming also l1
+    "structured": ("allocation", "budget", "scan_ratios", "scope", "ignored_layers", "max_layer_ratio", "round_to"),
+    "sr-ste": ("decay",),  # reparam.srste.apply_srste
+}
+
+
+def known_method_options(method: MethodConfig) -> tuple[str, ...]:
+    """The ``options`` names ``method`` can use (its kind's, adjusted for criteria that take their own)."""
+    if method.kind == "oneshot" and method.criterion == "obs":
+        from prunezoo.criteria.obs import OBS_STUDY_OPTIONS
+
+        return tuple(OBS_STUDY_OPTIONS)
+    if method.kind == "structured":
+        from prunezoo.structured.study import canonical_structured_criterion
+
+        crit = canonical_structured_criterion(method.criterion)
+        if crit in ("thinet", "merge"):
+            return ()
+        return (*METHOD_OPTIONS["structured"], "l1") if crit == "slimming" else METHOD_OPTIONS["structured"]
+    return METHOD_OPTIONS.get(method.kind, ())
+
+
 def _default_methods() -> list[MethodConfig]:
     grid = [0.5, 0.8, 0.9, 0.95, 0.98]
     return [
@@ -291,10 +365,10 @@ class StudyConfig(BaseModel):
     """A pruning study: one dataset and model, a dense run, then every method on top of it."""
 
     model_config = _STRICT
-    name: str = "default"
+    name: SafeName = "default"
     seed: int = Field(0, ge=0, description="first replicate's seed (init, data order, masks)")
     replicates: int = Field(1, ge=1, description="seeds seed, seed+1, ..., seed+replicates-1")
-    sweep: dict[str, list[Any]] = Field(
+    sweep: Annotated[dict[str, list[Any]], AfterValidator(check_finite)] = Field(
         default_factory=dict, description="axes: dotted field path -> values; runs their cartesian product"
     )
     dataset: DataConfig = Field(default_factory=DataConfig)
@@ -318,7 +392,42 @@ class StudyConfig(BaseModel):
                 raise ValueError(f"sweep axis {axis!r} cannot be swept")
             if not values:
                 raise ValueError(f"sweep axis {axis!r} has no values")
+        for section in ("training", "finetune"):
+            cfg = getattr(self, section)
+            if (cfg.steps if cfg.steps is not None else cfg.epochs) == 0 and (users := self._users(section)):
+                field = "steps" if cfg.steps is not None else "epochs"
+                raise ConfigError(f"{section}.{field}", f"must be >= 1: {section!r} trains {users}")
+        if (n := self.job_count()) > MAX_JOBS:
+            # name the setting that multiplies the plan most
+            factors = {"replicates": self.replicates, "sweep": math.prod(len(v) for v in self.sweep.values()),
+                       "methods": n // max(self.replicates * math.prod(len(v) for v in self.sweep.values()), 1)}
+            raise ConfigError(max(factors, key=factors.get),
+                              f"the study would run {n:,} jobs ({self.replicates} replicates x "
+                              f"{factors['sweep']} sweep points x {factors['methods']} jobs per seed); "
+                              f"the limit is {MAX_JOBS:,}: split it into smaller studies")
         return self
+
+    def _users(self, section: str) -> str:
+        """Which jobs train with ``section`` (the dense run always trains with ``training``)."""
+        if section == "training":
+            return "the dense run"
+        names = [m.name for m in self.methods if m.kind in ("oneshot", "structured", "vd")
+                 or (m.kind == "gmp" and m.options.get("from_dense"))
+                 or (m.kind == "imp" and (m.reset is ResetMode.FINETUNE or any(b.kind == "finetune"
+                                                                              for b in m.branches)))]
+        return f"methods {names}" if names else ""
+
+    def job_count(self) -> int:
+        """The number of jobs :func:`prunezoo.experiments.plan.plan_study` makes, without making them."""
+        per_seed = 1  # the dense run
+        for m in self.methods:
+            if m.kind in ("vd", "str"):
+                per_seed += 1
+            elif m.kind == "imp":
+                per_seed += 1 + sum(len(b.levels) or m.levels for b in m.branches)
+            else:
+                per_seed += len(m.sparsities)
+        return math.prod(len(v) for v in self.sweep.values()) * self.replicates * per_seed
 
     @property
     def seeds(self) -> list[int]:
@@ -339,7 +448,8 @@ class StudyConfig(BaseModel):
                 out.append((label, StudyConfig.model_validate(data)))
             except ValidationError as err:
                 e = _format_validation_error(err)
-                raise ConfigError(f"sweep[{label}].{e.field}", str(e).split(": ", 1)[-1]) from None
+                raise ConfigError(f"sweep[{label}].{e.field}", e.message,
+                                  [(f"sweep[{label}].{f}", m) for f, m in e.more]) from None
         return out
 
     def canonical(self) -> dict[str, Any]:
@@ -350,13 +460,35 @@ class StudyConfig(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _format_validation_error(err: ValidationError, root: str = "") -> ConfigError:
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or root or "config"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    msg = first["msg"].removeprefix("Value error, ")
-    return ConfigError(path, f"{msg}{shown}")
+MAX_REPORTED_ERRORS = 10
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ""
+    text = repr(value)
+    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
+def _format_validation_error(err: ValidationError, root: str = "", drop_tags: bool = False) -> ConfigError:
+    """One :class:`ConfigError` for every problem pydantic found (the first is ``field``; all are in the text).
+
+    ``drop_tags``: leave pydantic's union-branch tags (``list[int]``, ``function-after[...]``) out of paths.
+    """
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]
+               if not (drop_tags and isinstance(p, str) and ("[" in p or p in {"str", "float", "int", "bool"}))]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):  # raised by a validator that knows the exact field
+            problems.append((".".join([*loc, cause.field]), cause.message))
+            continue
+        path = ".".join(loc) or root or "config"
+        problems.append((path, e["msg"].removeprefix("Value error, ") + _shown(e.get("input"))))
+    if len(problems) > MAX_REPORTED_ERRORS:
+        problems = [*problems[:MAX_REPORTED_ERRORS], ("...", f"and {len(problems) - MAX_REPORTED_ERRORS} more")]
+    (field, message), *more = problems
+    return ConfigError(field, message, more)
 
 
 def parse_config(data: dict[str, Any] | None) -> StudyConfig:
@@ -366,43 +498,166 @@ def parse_config(data: dict[str, Any] | None) -> StudyConfig:
         raise _format_validation_error(err) from None
 
 
-def _assign(data: dict[str, Any], key: str, value: Any) -> None:
-    node = data
+def _index(node: list, part: str, where: str) -> int:
+    try:
+        i = int(part)
+        node[i]
+    except (ValueError, IndexError):
+        raise ConfigError(where, f"no item {part!r} in a list of {len(node)}") from None
+    return i
+
+
+def _assign(data: dict[str, Any], key: str, value: Any, defaults: dict[str, Any] | None = None) -> None:
+    """Set ``data[a][b][c] = value`` for ``key`` ``a.b.c`` (list items by index: ``methods.0.levels``).
+
+    A section missing from ``data`` starts as its value in ``defaults`` (the config's defaults, dumped),
+    so setting one field of it keeps the section's other default values.
+    """
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(key, f"{part!r} is not a section")
-    node[parts[-1]] = value
+    if not all(p.strip() for p in parts):
+        raise ConfigError(key.strip() or "--set", "expected a dotted field name like training.epochs")
+    node: Any = data
+    dnode: Any = defaults
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            j = _index(node, part, where)
+            if last:
+                node[j] = value
+                return
+            node, dnode = node[j], None  # the config's own item: its own defaults apply
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            if node.get(part) is None:
+                seed = dnode.get(part) if isinstance(dnode, dict) else None
+                node[part] = copy.deepcopy(seed) if isinstance(seed, dict | list) else {}
+                dnode = seed
+            else:
+                dnode = None
+            node = node[part]
+        else:
+            raise ConfigError(where, f"{parts[i - 1]!r} is not a section (it holds {node!r})")
 
 
-def set_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place."""
+def set_override(data: dict[str, Any], assignment: str, defaults: dict[str, Any] | None = None) -> None:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place; it changes
+    exactly that field (a section the config leaves out starts from ``defaults``)."""
     if "=" not in assignment:
         raise ConfigError("--set", f"expected key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
-    _assign(data, key, yaml.safe_load(raw))
+    _assign(data, key, load_yaml(raw, f"--set {key.strip()}"), defaults)
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_yaml_size(root: yaml.Node, field: str, where: str) -> None:
+    """Reject alias bombs (and recursive aliases) before constructing: the size each node would have
+    once every alias is expanded, computed once per node (iteratively: no recursion limit)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()  # the current path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children = _yaml_children(node)
+            size = 1 + (sum(sizes[id(c)] for c in children) if children else len(str(node.value)))
+            if size > MAX_YAML_CHARS:
+                raise ConfigError(field, f"{where}expands to more than {MAX_YAML_CHARS:,} characters "
+                                         "(YAML aliases repeating large parts?)")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise ConfigError(field, f"{where}has a recursive YAML alias (a node that contains itself)")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node) if id(c) not in sizes)
+
+
+def load_yaml(text: str, field: str, source: str = "") -> Any:
+    """Parse one YAML document safely (plain data only, aliases bounded); errors name ``field``."""
+    where = f"{source} " if source else ""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_size(node, field, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(field, f"{where}is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(field, f"{where}is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml_mapping(path: str | Path, field: str = "config") -> dict[str, Any]:
     """A YAML file whose top level is a mapping; errors name ``field`` and the path."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(field, f"file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(field, f"{path} is not valid YAML: {err}") from None
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(field, f"file not found: {path}")
+        if not path.is_file():
+            raise ConfigError(field, f"{path} is not a file")
+        if path.stat().st_size > MAX_YAML_CHARS:
+            raise ConfigError(field, f"{path} is larger than {MAX_YAML_CHARS:,} bytes; not a config")
+        raw = path.read_bytes()
+    except (OSError, ValueError) as err:  # ValueError: NUL in the path
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(field, f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(field, f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    data = load_yaml(text, field, str(path))
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(field, f"{path} must contain a mapping at top level")
     return data
 
 
-def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The raw mapping of a config YAML (``None``: empty) with ``--set key=value`` overrides applied."""
+def check_output_dir(path: str | Path, field: str = "--out") -> Path:
+    """``path`` if it is, or can be created as, a writable directory; checked before anything is written."""
+    path = Path(path)
+    try:
+        probe = path.absolute()
+        while not probe.exists() and probe.parent != probe:  # the nearest existing ancestor decides
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(field, f"{path} cannot be a directory: {probe} is a file")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(field, f"{path}: {probe} is not writable")
+    except (OSError, ValueError) as err:  # ENAMETOOLONG, NUL in the path...
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(field, f"{path} is not a usable directory: {getattr(err, 'strerror', None) or err}") from None
+    return path
+
+
+def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None,
+                     defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw mapping of a config YAML (``None``: empty) with ``--set key=value`` overrides applied;
+    ``defaults``: the dumped default config (default: a study's), where a missing section starts."""
     data = read_yaml_mapping(path) if path is not None else {}
+    if overrides and defaults is None:
+        defaults = StudyConfig().model_dump(mode="json")
     for assignment in overrides or []:
-        set_override(data, assignment)
+        set_override(data, assignment, defaults)
     return data
 
 

@@ -53,6 +53,11 @@ def check_executor_options(executor: str, workers: int | None, threads: int) -> 
         raise ConfigError("workers", f"must be >= 1, got {workers}")
     if threads < 1:
         raise ConfigError("threads", f"must be >= 1, got {threads}")
+    if executor == "ray":  # known before a study directory is written, not when the first job starts
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
+            raise ConfigError("executor", "the Ray executor needs Ray: pip install 'prunezoo[ray]'")
 
 
 def run_jobs(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrainingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf would only fail mid-training
 
     epochs: int = Field(10, ge=0, description="training length in epochs (ignored if steps is set)")
     steps: int | None = Field(None, ge=0, description="training length in optimizer steps")

@@ -10,14 +10,16 @@ from typing import Annotated
 
 import typer
 
+from prunezoo.cli_options import Executor as ExecutorName
+from prunezoo.cli_options import ExecutorOption, ThreadsOption, WorkersOption
 from prunezoo.errors import ConfigError
 
 zoo_app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Model zoos: generate populations, make sparse twins, import public zoos.")
 
-Executor = Annotated[str, typer.Option(help="local (process pool) or ray")]
-Workers = Annotated[int | None, typer.Option(help="parallel tasks (default: CPU cores); 1 = in this process")]
-Threads = Annotated[int, typer.Option(help="torch threads per task")]
+Executor = ExecutorOption
+Workers = WorkersOption
+Threads = ThreadsOption
 Address = Annotated[str | None, typer.Option(help="Ray cluster address (auto, host:port)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 
@@ -59,8 +61,8 @@ def generate(
 
     try:
         cfg = load_zoo_config(config, set_ or [])
-        summary = generate_zoo(cfg, out_dir or Path("zoos") / cfg.name, executor=executor, workers=workers,
-                               threads=threads, address=address, progress=False if quiet else None)
+        summary = generate_zoo(cfg, out_dir or Path("zoos") / cfg.name, executor=ExecutorName(executor).value,
+                               workers=workers, threads=threads, address=address, progress=False if quiet else None)
     except ConfigError as err:
         _fail(err)
     except TaskFailed as err:
@@ -90,8 +92,8 @@ def twin(
 
     try:
         spec = parse_twin_method(method, levels=levels, epochs=epochs, lr=lr, overrides=set_ or [])
-        summary = make_twins(zoo, spec, executor=executor, workers=workers, threads=threads, address=address,
-                             progress=False if quiet else None)
+        summary = make_twins(zoo, spec, executor=ExecutorName(executor).value, workers=workers, threads=threads,
+                             address=address, progress=False if quiet else None)
     except ConfigError as err:
         _fail(err)
     except TaskFailed as err:

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +27,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import DataConfig, ModelConfig
+from prunezoo.experiments.config import (MAX_JOBS, DataConfig, ModelConfig, SafeName, _format_validation_error,
+                                         check_output_dir)
 from prunezoo.training.callbacks import Callback
 from prunezoo.zoo import layout
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_MEMBERS = MAX_JOBS  # a zoo beyond this is a typo, not a zoo
 HYPER_FIELDS = ("activation", "init", "dropout", "optimizer", "lr", "weight_decay", "seed")
 MODEL_HYPERS = ("activation", "init", "dropout")  # passed to build_model as model options
 ROW_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
@@ -48,7 +51,7 @@ class ZooData(DataConfig):
 class SeedRange(BaseModel):
     model_config = _STRICT
     start: int = Field(0, ge=0)
-    count: int = Field(..., ge=1)
+    count: int = Field(..., ge=1, le=MAX_MEMBERS)
 
 
 def _listify(v: Any) -> list:
@@ -59,7 +62,7 @@ class ZooConfig(BaseModel):
     """A zoo: dataset × architecture × (cartesian product of the hyperparameter lists)."""
 
     model_config = _STRICT
-    name: str = "zoo"
+    name: SafeName = "zoo"
     dataset: ZooData = Field(default_factory=lambda: ZooData(name="mnist5k"))
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn-s"))
     epochs: int = Field(10, ge=0)
@@ -127,27 +130,24 @@ class ZooConfig(BaseModel):
         return [dict(zip(HYPER_FIELDS, combo)) for combo in itertools.product(*lists.values())]
 
 
-def _format_validation_error(err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
-    # Drop pydantic's union-branch tags (e.g. "list[int]", "function-after[...]") from the path.
-    loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in {"str", "float", "int"}))]
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return ConfigError(".".join(loc) or "config", first["msg"].removeprefix("Value error, ") + shown)
-
-
 def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
     try:
-        return ZooConfig.model_validate(dict(data or {}))
+        cfg = ZooConfig.model_validate(dict(data or {}))
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise _format_validation_error(err, drop_tags=True) from None  # no union-branch tags in paths
+    lists = {f: len(_listify(getattr(cfg, f))) for f in (*HYPER_FIELDS[:-1], "seeds")}
+    if (n := math.prod(lists.values())) > MAX_MEMBERS:
+        raise ConfigError(max(lists, key=lists.get), f"the zoo would have {n:,} members (the product of "
+                                                     f"{lists}); the limit is {MAX_MEMBERS:,}")
+    return cfg
 
 
 def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZooConfig:
     """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides."""
     from prunezoo.experiments.config import read_config_data
 
-    return parse_zoo_config(read_config_data(path, overrides))
+    defaults = ZooConfig().model_dump(mode="json") if overrides else None  # --set model.x keeps model: cnn-s
+    return parse_zoo_config(read_config_data(path, overrides, defaults))
 
 
 # ------------------------------------------------------------------------------------- members
@@ -342,9 +342,11 @@ def generate_zoo(
 
     ``limit``: train at most this many not-yet-done members (tests and partial runs).
     """
+    from prunezoo.experiments.executors import check_executor_options
     from prunezoo.zoo.runner import run_tasks
 
-    out = Path(out)
+    check_executor_options(executor, workers, threads)  # before anything is written
+    out = check_output_dir(out)
     spec = dataset_spec(cfg)
     if (out / layout.CONFIG_FILE).exists():
         old = layout.read_zoo_config(out)
