@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prunezoo.allocation import allocate
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import StudyConfig
-from prunezoo.experiments.executors import run_jobs
+from prunezoo.experiments.config import StudyConfig, check_output_dir
+from prunezoo.experiments.executors import check_executor_options, run_jobs
 from prunezoo.experiments.jobs import dataset_splits, prune_options, schedule_callback
 from prunezoo.experiments.plan import Job, plan_study, unique_jobs
 from prunezoo.experiments.store import RunStore
@@ -67,13 +67,15 @@ def run_study(
     ``force`` re-runs everything. Invalid settings raise :class:`ConfigError` before anything is
     written.
     """
-    out_root = Path(out_root)
+    check_executor_options(executor, workers, threads)  # every option before anything on disk changes
+    out_root = check_output_dir(out_root)
     directory = study_directory(cfg, out_root)
     if not force and (rows := _complete_rows(directory)) is not None:
         log(f"study already complete: {directory}")
         return StudyResult(cfg, directory, rows, reused=True)
     jobs = plan_study(cfg)
     _preflight(cfg)
+    _check_store(out_root / STORE_NAME)
     out_root.mkdir(parents=True, exist_ok=True)
     # One process per study (the lock file lives outside the study directory, which --force deletes):
     # a second process waits, then reads back what the first one finished.
@@ -160,19 +162,37 @@ def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict
     return [{k: r.get(k) for k in ROW_FIELDS} for r in rows], histories, layers, events
 
 
+def _check_store(path: Path) -> None:
+    """An existing run store must be readable before the study writes anything (a garbage index.sqlite)."""
+    import sqlite3
+
+    if path.exists():
+        try:
+            RunStore(path).studies()
+        except Exception as err:  # pandas re-raises sqlite's error as its own DatabaseError (from it)
+            cause = err if isinstance(err, sqlite3.DatabaseError) else err.__cause__
+            if not isinstance(cause, sqlite3.DatabaseError):
+                raise
+            raise ConfigError("--out", f"{path} is not a readable prunezoo run store ({cause}); "
+                                       "move it away to start a new one") from None
+
+
 def _preflight(cfg: StudyConfig) -> None:
     """Reject settings that would only fail mid-study (dataset, model, allocation) before any training."""
     for point, pcfg in cfg.points():
         where = f"sweep[{point}]." if point else ""
         d = pcfg.dataset
+        section = "dataset"  # what a TypeError/ValueError is about: the dataset's options, then the model's
         try:
             splits = dataset_splits(json.dumps(d.model_dump(mode="json", exclude_defaults=True), sort_keys=True))
+            section = "model"
             model = build_model(pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape,
                                 **pcfg.model.options)
         except ConfigError as err:
-            raise ConfigError(where + err.field, str(err).split(": ", 1)[-1]) from None
-        except (TypeError, ValueError) as err:
-            raise ConfigError(where + "model.options", str(err)) from None
+            raise ConfigError(where + err.field, err.message, err.more) from None
+        except (TypeError, ValueError, OSError) as err:
+            raise ConfigError(f"{where}{section}.options" if not isinstance(err, OSError) else f"{where}dataset",
+                              str(err)) from None
         for i, method in enumerate(pcfg.methods):
             densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
             for density in densities:
