@@ -370,7 +370,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     parts.append("</dl>")
     parts.append(f"<h2>Best per method at ≥ {BEST_MIN_SPARSITY:.0%} sparsity</h2>")
     parts.append(f'<p class="note">Runs whose target sparsity is at least {BEST_MIN_SPARSITY:.0%}, or whose '
-                 "realized sparsity falls short of it by at most one weight per layer (rounding of each layer's count).</p>")
+                 "realized sparsity falls short of it by at most one weight per layer (rounding of each layer's "
+                 "count).</p>")
     parts.append(_best_table(groups, multi, {k: len(v) for k, v in layers.items()}))
 
     if multi:
