@@ -99,6 +99,17 @@ def test_unsafe_zoo_and_suite_names_are_rejected(tmp_path, monkeypatch):
     assert _tree(tmp_path) == {"zoo.yaml", "suite.yaml"}
 
 
+def test_twin_method_names_and_values_are_checked():
+    from prunezoo.zoo.twins import parse_twin_method
+
+    assert parse_twin_method("{name: snip-1.5, criterion: snip}").name == "snip-1.5"
+    for bad, field in (("{name: ..}", "method.name"), ("{name: .x}", "method.name"), ("{name: mp, lr: .inf}",
+                       "method.lr"), ("{a: &a [1, 1], b: [*a, *a, *b]}", "--method")):
+        with pytest.raises(ConfigError) as err:
+            parse_twin_method(bad)
+        assert err.value.field == field
+
+
 # -- issue 16.2: alias bombs, unknown options ---------------------------------------------------
 def _alias_bomb(levels: int, width: int = 10) -> str:
     lines = ["name: bomb", "methods:", "  - name: m", "    kind: oneshot", "    sparsities: [0.5]", "    options:",
