@@ -447,6 +447,27 @@ BAD_ARGS = st.one_of(
 )
 
 
+ZOO = {"name": "z", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [4]}}, "epochs": 1}
+ZOO_MUTATIONS = st.one_of(
+    st.tuples(st.just("name"), UNSAFE_NAMES),
+    st.tuples(st.sampled_from(["epochs", "batch_size", "chunk_size"]), st.integers(max_value=-1)),
+    st.tuples(st.sampled_from(["lr", "weight_decay", "momentum"]), st.one_of(NON_FINITE, st.just(-1.0))),
+    st.tuples(st.just("seeds"), st.builds(lambda n: {"count": n}, st.integers(min_value=MAX_JOBS + 1))),
+    st.tuples(st.from_regex(r"zz[a-z_]{0,8}", fullmatch=True), st.integers()),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mutation=ZOO_MUTATIONS)
+def test_fuzz_bad_zoo_configs(tmp_path_factory, mutation):
+    tmp = tmp_path_factory.mktemp("zoofuzz")
+    field, value = mutation
+    config = _write(tmp / "zoo.yaml", yaml.safe_dump({**ZOO, field: value}, allow_unicode=True))
+    res = runner.invoke(app, ["zoo", "generate", str(config), "--out", str(tmp / "zoo")])
+    _rejected(res, field)
+    assert _tree(tmp) == {"zoo.yaml"}
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fuzz_bad_configs_and_arguments(tmp_path_factory, data):
