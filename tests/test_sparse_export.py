@@ -42,7 +42,8 @@ def test_export_output_equals_the_masked_dense_model(density):
         masks = prune(model, density)
         x = torch.randn(*shape)
         # min_speedup=0: every layer with zeros goes sparse, so the sparse kernels themselves are checked
-        exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, formats=("csr",))
+        exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, model_fallback=False,
+                                 formats=("csr",))
         ref = _masked(model, masks)
         converted = [type(m) for m in exported.modules() if isinstance(m, (SparseLinear, SparseConv2d))]
         convs = sum(isinstance(m, nn.Conv2d) and m.groups == 1 for m in model.modules())
@@ -57,7 +58,8 @@ def test_export_output_equals_the_masked_dense_model(density):
 def test_grouped_conv_and_layers_without_zeros_stay_dense_with_a_reason():
     model = _cnn()
     masks = prune(model, 0.1, exclude=["10.weight"])  # last Linear unpruned
-    exported = sparse_export(model, masks, example_input=torch.randn(1, 3, 14, 14), min_speedup=0.0)
+    exported = sparse_export(model, masks, example_input=torch.randn(1, 3, 14, 14), min_speedup=0.0,
+                             model_fallback=False)
     layers = exported.deploy_report["layers"]
     assert layers["5.weight"]["format"] == "dense" and "groups" in layers["5.weight"]["reason"]
     assert layers["10.weight"]["format"] == "dense" and layers["10.weight"]["reason"] == "no zeros"
@@ -83,6 +85,26 @@ def test_fallback_follows_the_measured_speed_up(monkeypatch):
     assert sparse_layer_count(sparse_export(model, masks, example_input=x, min_speedup=1.1)) == 0
 
 
+def test_whole_model_goes_back_to_dense_when_the_export_is_slower_end_to_end(monkeypatch):
+    model = _mlp()
+    masks = prune(model, 0.05)
+    end_to_end = {"speedup": 0.8}
+
+    def fake(dense, sparse, x, repeats):  # layers look 3x faster alone; the whole model as measured
+        s = end_to_end["speedup"] if isinstance(dense, nn.Sequential) else 3.0
+        return {"dense_ms": 1.0, "sparse_ms": 1.0 / s, "speedup": s}
+
+    monkeypatch.setattr(sparse_mod, "paired_speedup", fake)
+    slow = sparse_export(model, masks, example_input=torch.randn(1, 96))
+    assert sparse_layer_count(slow) == 0 and slow.deploy_report["model"]["fallback"] is True
+    assert all("model-level fallback" in e["reason"] for e in slow.deploy_report["layers"].values())
+    end_to_end["speedup"] = 1.5
+    fast = sparse_export(model, masks, example_input=torch.randn(1, 96))
+    assert sparse_layer_count(fast) == 3 and fast.deploy_report["model"]["fallback"] is False
+    assert sparse_layer_count(sparse_export(model, masks, example_input=torch.randn(1, 96),
+                                            model_fallback=False)) == 3  # layer choices kept
+
+
 def test_real_timing_picks_sparse_for_a_very_sparse_wide_layer_and_dense_for_a_tiny_one():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 4)).eval()
@@ -101,13 +123,14 @@ def test_bsr_is_a_candidate_only_for_block_shaped_masks():
     blocks = torch.rand(16, 16) < 0.2
     block_mask = blocks.repeat_interleave(4, 0).repeat_interleave(4, 1)
     x = torch.randn(3, 64)
-    exported = sparse_export(model, {"0.weight": block_mask}, example_input=x, min_speedup=0.0, formats=("bsr",))
+    exported = sparse_export(model, {"0.weight": block_mask}, example_input=x, min_speedup=0.0,
+                             model_fallback=False, formats=("bsr",))
     assert exported.deploy_report["layers"]["0.weight"]["format"] == "bsr"
     with torch.inference_mode():
         ref = nn.functional.linear(x, model[0].weight * block_mask, model[0].bias)
         assert torch.allclose(exported(x), ref, rtol=1e-5, atol=1e-5)
     unstructured = prune(model, 0.2)
-    e2 = sparse_export(model, unstructured, example_input=x, min_speedup=0.0)
+    e2 = sparse_export(model, unstructured, example_input=x, min_speedup=0.0, model_fallback=False)
     assert set(e2.deploy_report["layers"]["0.weight"]["timings"]) == {"csr"}
 
 
@@ -127,7 +150,7 @@ def test_semi_structured_export_on_cuda_matches_dense():  # pragma: no cover - C
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128)).half().cuda().eval()
     masks = prune(model, 0.5, pattern="2:4")
     x = torch.randn(64, 512, device="cuda", dtype=torch.half)
-    exported = sparse_export(model, masks, example_input=x, min_speedup=0.0)
+    exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, model_fallback=False)
     assert {e["format"] for e in exported.deploy_report["layers"].values()} == {"semi-structured"}
 
 
@@ -150,7 +173,7 @@ def test_export_checks_its_output(monkeypatch):
     real = SparseLinear.forward
     monkeypatch.setattr(SparseLinear, "forward", lambda self, x: real(self, x) + 1e-3)  # a broken kernel
     with pytest.raises(RuntimeError, match="changed the output"):
-        sparse_export(model, masks, example_input=torch.randn(2, 96), min_speedup=0.0)
+        sparse_export(model, masks, example_input=torch.randn(2, 96), min_speedup=0.0, model_fallback=False)
 
 
 # -- runs and studies --------------------------------------------------------------------------------

@@ -237,6 +237,7 @@ def sparse_export(
     check: bool = True,
     rtol: float | None = None,
     atol: float | None = None,
+    model_fallback: bool = True,
 ) -> nn.Module:
     """An eval-mode inference copy of ``model`` with masked Linear/Conv2d layers on sparse kernels.
 
@@ -248,6 +249,9 @@ def sparse_export(
     ``formats`` restricts the candidates (e.g. ``("csr",)``; a format listed here is used even when
     slower if ``min_speedup=0``). The copy's ``deploy_report`` holds, per layer: ``format``,
     ``density``, ``dense_ms``/``sparse_ms``/``speedup`` when timed, and ``reason`` for dense ones.
+    With ``model_fallback`` the whole export is then timed against the dense copy the same way and,
+    if it is not faster end to end (layer timings do not add up exactly: caches, layouts, threads),
+    every layer goes back to dense; ``deploy_report["model"]`` records that check.
     With ``check`` the output on ``example_input`` must match the masked dense copy (``rtol``/``atol``;
     default 1e-5, 1e-2 for float16/bfloat16 models).
     """
@@ -270,6 +274,8 @@ def sparse_export(
     if threads is not None:
         torch.set_num_threads(threads)
     report: dict[str, dict] = {}
+    converted: dict[str, nn.Module] = {}  # name -> the dense module it replaced
+    model_check: dict | None = None
     try:
         for name, module in layers.items():
             w = module.weight.detach()
@@ -307,12 +313,22 @@ def sparse_export(
             if best_t["speedup"] > min_speedup:
                 entry["format"] = best.format
                 _replace(out, name, best)
+                converted[name] = module
             else:
                 entry["reason"] = f"sparse {best.format} measured {best_t['speedup']:.2f}x of dense (fallback)"
+        if model_fallback and converted:
+            t = paired_speedup(reference, out, example_input, repeats=repeats)
+            model_check = {k: round(v, 5) for k, v in t.items()} | {"fallback": t["speedup"] < 1.0}
+            if t["speedup"] < 1.0:  # slower end to end: the whole model goes back to dense kernels
+                for name, module in converted.items():
+                    _replace(out, name, module)
+                    entry = report[f"{name}.weight"]
+                    entry["reason"] = f"model-level fallback: the export measured {t['speedup']:.2f}x end to end"
+                    entry["format"] = DENSE
     finally:
         torch.set_num_threads(old_threads)
     out.deploy_report = {"threads": threads if threads is not None else old_threads,
-                         "min_speedup": min_speedup, "layers": report}
+                         "min_speedup": min_speedup, "layers": report, "model": model_check}
     out.eval().requires_grad_(False)  # an inference artifact: sparse weights have no autograd support anyway
     if check:
         low = example_input.dtype in (torch.float16, torch.bfloat16)
