@@ -71,7 +71,8 @@ def atomic_path(path: str | Path, *, checksum: bool = True) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             # After the writer: some (safetensors) replace the file, so an early chmod would be lost.
-            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
+            if hasattr(os, "fchmod"):  # POSIX; elsewhere files get the platform's default
+                os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         digest = sha256_file(tmp_path) if checksum else None
         os.replace(tmp_path, path)
