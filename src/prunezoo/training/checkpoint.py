@@ -19,6 +19,7 @@ from prunezoo.utils.io import (
     STAGING_SUFFIX,
     CorruptFileError,
     atomic_path,
+    check_sha256,
     quarantine,
     read_json,
     remove_tree,
@@ -134,10 +135,7 @@ def verify_checkpoint(directory: str | Path) -> dict:
         path = directory / name
         if not path.exists():
             raise CorruptFileError(path, "missing from the checkpoint")
-        found = sha256_file(path)
-        if found != expected:
-            raise CorruptFileError(path, f"sha256 {found[:12]}… ({path.stat().st_size} bytes) differs from the "
-                                         f"recorded {expected[:12]}…")
+        check_sha256(path, expected)
     return meta
 
 

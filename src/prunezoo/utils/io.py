@@ -137,10 +137,14 @@ def verify_file(path: str | Path) -> None:
     if expected is None:
         path.stat()  # FileNotFoundError for a missing file, like any reader
         return
+    check_sha256(path, expected)
+
+
+def check_sha256(path: Path, expected: str) -> None:
     found = sha256_file(path)
     if found != expected:
-        size = path.stat().st_size
-        raise CorruptFileError(path, f"sha256 {found[:12]}… ({size} bytes) differs from the recorded {expected[:12]}…")
+        raise CorruptFileError(path, f"sha256 {found[:12]}… ({path.stat().st_size} bytes) differs from the "
+                                     f"recorded {expected[:12]}…")
 
 
 def read_json(path: str | Path) -> Any:
