@@ -355,3 +355,29 @@ def test_damaged_twin_is_redone_and_damaged_source_is_named(tmp_path, caplog):
     _truncate(source)
     with pytest.raises(TaskFailed, match=re.escape(str(source))):
         make_twins(zoo, parse_twin_method("mp", levels="0.7", epochs=1), workers=1, progress=False)
+
+
+def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
+    from prunezoo.zoo import layout
+    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
+    from prunezoo.zoo.twins import make_twins, parse_twin_method, twin_one
+
+    zoo = tmp_path / "zoo"
+    generate_zoo(parse_zoo_config({"name": "z", "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+                                   "model": {"name": "mlp", "options": {"hidden": [8]}}, "epochs": 1,
+                                   "batch_size": 25, "seeds": [1], "lr": [1e-2]}), zoo, workers=1, progress=False)
+    method = parse_twin_method("mp", levels="0.5", epochs=1)
+    make_twins(zoo, method, workers=1, progress=False)
+    (twin,) = layout.list_models(layout.twin_set_dir(zoo, "mp-0.5"))
+    done = layout.read_done(twin)
+    (twin / layout.DONE_FILE).unlink()  # unfinished, being made by another process that holds the lock
+    out: dict = {}
+    with file_lock(twin.parent / f".{twin.name}.lock"):
+        t = threading.Thread(target=lambda: out.setdefault("r", twin_one(
+            str(zoo), "mp-0.5", twin.name, method.model_dump(mode="json"), 0.5)))
+        t.start()
+        t.join(1.5)
+        assert t.is_alive() and not layout.is_done(twin)
+        write_json(twin / layout.DONE_FILE, {**done, "final": {**done["final"], "marker": 1}})  # ... it finishes
+    t.join(60)
+    assert out["r"]["marker"] == 1  # read back, not redone

@@ -27,11 +27,14 @@ sanity check: the converted model's test loss/accuracy before training next to t
 
 Damage: a finished twin whose ``done.json``, ``result.json``, ``params.json`` or last state no longer
 matches its recorded checksum counts as unfinished (the bad file goes to ``<twin set>/quarantine/``,
-logged) and is redone; a damaged source model stops the run with an error naming the file.
+logged) and is redone; a damaged source model stops the run with an error naming the file. One
+process works on a twin at a time (``<twin set>/.<model>.lock``, an flock): another waits, then reads
+it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,8 +44,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.utils.io import CorruptFileError, quarantine, read_json, verify_file
 from prunezoo.training.callbacks import Callback
+from prunezoo.utils.io import CorruptFileError, file_lock, quarantine, read_json, verify_file
 from prunezoo.zoo import layout
 from prunezoo.zoo.generate import StoreEpochs, eval_row, training_config, zoo_data
 
@@ -173,6 +176,10 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
     batches = [b for _, b in zip(range(spec.batches), loader)]
     masks = prune(model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"],
                   batches=batches)
+    masks.apply(model)
+    return masks
+
+
 def twin_done(twin_dir: Path) -> bool:
     """Finished and intact: a damaged marker, result or last state is quarantined (the twin is redone)."""
     if not layout.is_done(twin_dir):
@@ -204,10 +211,6 @@ def _checked_state(model_dir: Path, epoch: int):
         raise CorruptFileError(path, f"unreadable state ({err})") from None
 
 
-    masks.apply(model)
-    return masks
-
-
 def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, level: float | None):
     source = Path(zoo) / model_name
     try:
@@ -226,9 +229,24 @@ def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, leve
     return params, model, twin_params
 
 
+def _twin_lock(zoo: str, set_name: str, model_name: str):
+    # One process per twin: a second `zoo twin` on the same zoo waits, then reads the twin back.
+    set_dir = layout.twin_set_dir(zoo, set_name)
+    set_dir.mkdir(parents=True, exist_ok=True)
+    return file_lock(set_dir / f".{model_name}.lock")
+
+
 def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
                threads: int = 1) -> list[dict[str, Any]]:
     """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
+    with contextlib.ExitStack() as stack:
+        for name in sorted(names):  # one order for every process: no deadlock
+            stack.enter_context(_twin_lock(zoo, set_name, name))
+        return _twin_chunk(zoo, set_name, names, method, level, threads)
+
+
+def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
+                threads: int = 1) -> list[dict[str, Any]]:
     import torch
 
     from prunezoo.training import seed_everything
@@ -274,6 +292,12 @@ def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any]
 def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
              threads: int = 1) -> dict[str, Any]:
     """Make one twin (a runner task); returns its final result line."""
+    with _twin_lock(zoo, set_name, model_name):
+        return _twin_one(zoo, set_name, model_name, method, level, threads)
+
+
+def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
+              threads: int = 1) -> dict[str, Any]:
     import torch
 
     from prunezoo.training import Trainer, seed_everything
