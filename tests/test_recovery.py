@@ -381,3 +381,21 @@ def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
         write_json(twin / layout.DONE_FILE, {**done, "final": {**done["final"], "marker": 1}})  # ... it finishes
     t.join(60)
     assert out["r"]["marker"] == 1  # read back, not redone
+
+
+def test_damaged_zoo_member_is_redone(tmp_path, caplog):
+    from prunezoo.zoo import layout
+    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
+
+    cfg = parse_zoo_config({"name": "z", "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+                            "model": {"name": "mlp", "options": {"hidden": [8]}}, "epochs": 1,
+                            "batch_size": 25, "seeds": [1], "lr": [1e-2, 3e-3]})
+    generate_zoo(cfg, tmp_path / "zoo", workers=1, progress=False)
+    member = layout.list_models(tmp_path / "zoo")[0]
+    state = layout.checkpoint_dir(member, 1) / layout.STATE_FILE
+    good = state.read_bytes()
+    _truncate(state)
+    with caplog.at_level(logging.WARNING, logger="prunezoo"):
+        again = generate_zoo(cfg, tmp_path / "zoo", workers=1, progress=False)
+    assert again["trained"] == 1 and again["done"] == 2 and str(state) in caplog.text
+    assert state.read_bytes() == good and (tmp_path / "zoo" / "quarantine").is_dir()

@@ -247,12 +247,20 @@ class StoreEpochs(Callback):
 
 def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Train one member with the per-model Trainer (a runner task); returns its final result line."""
+    from prunezoo.zoo.twins import model_lock
+
+    with model_lock(Path(zoo), member_id(params)):  # one process per member: another waits, then reads back
+        return _train_one(zoo, params, threads)
+
+
+def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     import torch
 
     from prunezoo.training import Trainer, seed_everything
+    from prunezoo.zoo.twins import model_done
 
     model_dir = Path(zoo) / member_id(params)
-    if layout.is_done(model_dir):
+    if model_done(model_dir):  # finished and intact (damaged files are quarantined, the member redone)
         return layout.read_done(model_dir)["final"]
     layout.clear_model_dir(model_dir)  # unfinished: redo from scratch (deterministic, small models)
     torch.set_num_threads(threads)
@@ -290,11 +298,23 @@ def base_model_options(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
     """Train a chunk of members at once with :func:`prunezoo.zoo.population.train_population`."""
+    import contextlib
+
+    from prunezoo.zoo.twins import model_lock
+
+    with contextlib.ExitStack() as stack:
+        for name in sorted(member_id(p) for p in chunk):  # one order for every process: no deadlock
+            stack.enter_context(model_lock(Path(zoo), name))
+        return _train_chunk(zoo, chunk, threads)
+
+
+def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
     import torch
 
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
+    from prunezoo.zoo.twins import model_done
 
-    todo = [p for p in chunk if not layout.is_done(Path(zoo) / member_id(p))]
+    todo = [p for p in chunk if not model_done(Path(zoo) / member_id(p))]
     if not todo:
         return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
     torch.set_num_threads(threads)
@@ -363,7 +383,9 @@ def generate_zoo(
     layout.write_zoo_config(out, {"kind": "zoo", "name": cfg.name, "dataset": spec,
                                   "model": cfg.model.model_dump(mode="json"), "config": cfg.model_dump(mode="json"),
                                   "members": ids}, zoo_readme(cfg, len(params)))
-    todo = [p for p, i in zip(params, ids) if not layout.is_done(out / i)]
+    from prunezoo.zoo.twins import model_done
+
+    todo = [p for p, i in zip(params, ids) if not model_done(out / i)]
     if limit is not None:
         todo = todo[:limit]
     skipped = len(params) - len([p for p, i in zip(params, ids) if not layout.is_done(out / i)])

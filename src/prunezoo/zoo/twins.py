@@ -180,23 +180,31 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
     return masks
 
 
-def twin_done(twin_dir: Path) -> bool:
-    """Finished and intact: a damaged marker, result or last state is quarantined (the twin is redone)."""
-    if not layout.is_done(twin_dir):
+def model_done(model_dir: Path) -> bool:
+    """Finished and intact (a zoo member or a twin): a damaged marker, result or last state is moved to
+    ``<parent>/quarantine/`` (logged) and the model counts as unfinished, so it is redone."""
+    if not layout.is_done(model_dir):
         return False
     try:
-        read_json(twin_dir / layout.DONE_FILE)
-        read_json(twin_dir / layout.PARAMS_FILE)
-        if (twin_dir / layout.RESULTS_FILE).exists():  # JSON lines: checksum only
-            verify_file(twin_dir / layout.RESULTS_FILE)
-        epochs = layout.list_epochs(twin_dir)
+        read_json(model_dir / layout.DONE_FILE)
+        read_json(model_dir / layout.PARAMS_FILE)
+        if (model_dir / layout.RESULTS_FILE).exists():  # JSON lines: checksum only
+            verify_file(model_dir / layout.RESULTS_FILE)
+        epochs = layout.list_epochs(model_dir)
         if epochs:
-            _checked_state(twin_dir, epochs[-1])
+            _checked_state(model_dir, epochs[-1])
     except CorruptFileError as err:
-        quarantine(err.path, err.reason, into=twin_dir.parent)
-        (twin_dir / layout.DONE_FILE).unlink(missing_ok=True)
+        quarantine(err.path, err.reason, into=model_dir.parent)
+        (model_dir / layout.DONE_FILE).unlink(missing_ok=True)
         return False
     return True
+
+
+def model_lock(parent: Path, name: str):
+    """One process per model directory (a zoo member or a twin): ``<parent>/.<name>.lock``, an flock;
+    another process waits, then reads the model back."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(parent / f".{name}.lock")
 
 
 def _checked_state(model_dir: Path, epoch: int):
@@ -229,19 +237,12 @@ def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, leve
     return params, model, twin_params
 
 
-def _twin_lock(zoo: str, set_name: str, model_name: str):
-    # One process per twin: a second `zoo twin` on the same zoo waits, then reads the twin back.
-    set_dir = layout.twin_set_dir(zoo, set_name)
-    set_dir.mkdir(parents=True, exist_ok=True)
-    return file_lock(set_dir / f".{model_name}.lock")
-
-
 def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
                threads: int = 1) -> list[dict[str, Any]]:
     """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
     with contextlib.ExitStack() as stack:
         for name in sorted(names):  # one order for every process: no deadlock
-            stack.enter_context(_twin_lock(zoo, set_name, name))
+            stack.enter_context(model_lock(layout.twin_set_dir(zoo, set_name), name))
         return _twin_chunk(zoo, set_name, names, method, level, threads)
 
 
@@ -255,7 +256,7 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
 
     spec = TwinMethod.model_validate(method)
     set_dir = layout.twin_set_dir(zoo, set_name)
-    todo = [n for n in names if not twin_done(set_dir / n)]
+    todo = [n for n in names if not model_done(set_dir / n)]
     torch.set_num_threads(threads)
     dirs, specs, masks, states, rows, firsts = [], [], [], [], [], []
     for name in todo:
@@ -292,7 +293,7 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
 def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
              threads: int = 1) -> dict[str, Any]:
     """Make one twin (a runner task); returns its final result line."""
-    with _twin_lock(zoo, set_name, model_name):
+    with model_lock(layout.twin_set_dir(zoo, set_name), model_name):
         return _twin_one(zoo, set_name, model_name, method, level, threads)
 
 
@@ -304,7 +305,7 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
 
     spec = TwinMethod.model_validate(method)
     twin_dir = layout.twin_set_dir(zoo, set_name) / model_name
-    if twin_done(twin_dir):
+    if model_done(twin_dir):
         return layout.read_done(twin_dir)["final"]
     layout.clear_model_dir(twin_dir)
     torch.set_num_threads(threads)
@@ -384,7 +385,7 @@ def make_twins(
                                 f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
                                 f"(params.json `original` names each one's dense model).\n")
     tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
-    todo = [t for t in tasks if not twin_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
+    todo = [t for t in tasks if not model_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
     common = dict(executor=executor, workers=workers, threads=threads, address=address, progress=progress,
                   description=f"twins {method.name}")
