@@ -104,3 +104,26 @@ def test_full_disk_is_an_enospc_error_naming_the_store_and_keeps_what_was_there(
     assert store.results()["test_acc"].tolist() == [0.9]
     store.record_study("b-2", "b", "2", "p", {}, "complete", rows)  # space again: the same write succeeds
     assert len(store.results("b-2")) == 2000
+
+
+def test_every_result_column_round_trips_in_a_store_of_the_old_column_order(tmp_path):
+    """Rows are inserted by column name: a store created by an older prunezoo (train_flops before
+    train_eval_acc) used to get values in the wrong columns from a positional INSERT."""
+    import sqlite3
+
+    from prunezoo.experiments.schema import RESULT_SCHEMA
+
+    old = [f for f in RESULT_SCHEMA if f.name != "train_flops"]
+    flops = next(f for f in RESULT_SCHEMA if f.name == "train_flops")
+    old.insert([f.name for f in old].index("test_ece") + 1, flops)
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE results (study_id TEXT NOT NULL, row_index INTEGER NOT NULL, "
+                    + "".join(f"{f.name} {f.sql_type}, " for f in old) + "PRIMARY KEY (study_id, row_index))")
+    for fresh in (False, True):
+        store = RunStore(tmp_path / "new.sqlite" if fresh else path)
+        row = {f.name: (f"v{i}" if f.sql_type == "TEXT" else i + 0.5 if f.sql_type == "REAL" else i)
+               for i, f in enumerate(RESULT_SCHEMA)}
+        store.record_study("s-1", "s", "1", "p", {}, "complete", [row])
+        got = store.results("s-1").iloc[0]
+        assert {k: got[k] for k in row} == row

@@ -23,7 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-SCHEMA = """
+from prunezoo.experiments.schema import FIELDS_BY_NAME, RESULT_COLUMNS, RESULT_SCHEMA, sql_column
+
+_RESULT_DEFS = "".join(f"{sql_column(f)},\n    " for f in RESULT_SCHEMA)
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
     study_id TEXT PRIMARY KEY,          -- <name>-<config hash>
     name TEXT NOT NULL,
@@ -36,34 +39,7 @@ CREATE TABLE IF NOT EXISTS studies (
 CREATE TABLE IF NOT EXISTS results (
     study_id TEXT NOT NULL,
     row_index INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    kind TEXT,
-    level INTEGER,
-    target_sparsity REAL,
-    sparsity REAL,
-    nnz INTEGER,
-    prunable INTEGER,
-    compression REAL,
-    test_acc REAL,
-    test_loss REAL,
-    train_loss REAL,
-    val_acc REAL,
-    test_ece REAL,
-    train_flops REAL,
-    train_eval_acc REAL,
-    memorization REAL,
-    train_eval_ece REAL,
-    flops_dense INTEGER,
-    flops_sparse INTEGER,
-    flop_speedup REAL,
-    latency_ms REAL,
-    latency_dense_ms REAL,
-    latency_speedup REAL,
-    seed INTEGER,
-    point TEXT,
-    run_id TEXT,
-    test_noisy_acc REAL,
-    PRIMARY KEY (study_id, row_index)
+    {_RESULT_DEFS}    PRIMARY KEY (study_id, row_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     study_id TEXT NOT NULL,
@@ -74,12 +50,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (study_id, run, epoch, key)
 );
 """
-
-RESULT_COLUMNS = [
-    "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression", "test_acc",
-    "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup", "latency_ms", "latency_dense_ms",
-    "latency_speedup", "seed", "point", "run_id", "test_noisy_acc",
-]
+# Columns named: a store written by an older prunezoo has its columns in another order.
+_INSERT_RESULT = (f"INSERT INTO results (study_id, row_index, {', '.join(RESULT_COLUMNS)}) "
+                  f"VALUES ({','.join('?' * (len(RESULT_COLUMNS) + 2))})")
 
 
 class RunStore:
@@ -100,7 +73,7 @@ class RunStore:
                 have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
                 for col in RESULT_COLUMNS:
                     if col not in have:
-                        con.execute(f"ALTER TABLE results ADD COLUMN {col}")
+                        con.execute(f"ALTER TABLE results ADD COLUMN {col} {FIELDS_BY_NAME[col].sql_type}")
 
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
@@ -224,7 +197,7 @@ class RunStore:
             con.execute("DELETE FROM results WHERE study_id=?", (study_id,))
             con.execute("DELETE FROM metrics WHERE study_id=?", (study_id,))
             con.executemany(
-                f"INSERT INTO results VALUES (?,?,{','.join('?' * len(RESULT_COLUMNS))})",
+                _INSERT_RESULT,
                 [(study_id, i, *(r.get(c) for c in RESULT_COLUMNS)) for i, r in enumerate(rows)],
             )
             con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)", metric_rows)

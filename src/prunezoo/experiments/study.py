@@ -25,17 +25,12 @@ from prunezoo.experiments.config import StudyConfig, check_output_dir
 from prunezoo.experiments.executors import check_executor_options, run_jobs
 from prunezoo.experiments.jobs import dataset_splits, prune_options, schedule_callback
 from prunezoo.experiments.plan import Job, plan_study, unique_jobs
+from prunezoo.experiments.schema import ROW_FIELDS
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
 from prunezoo.utils.io import CorruptFileError, clean_staging, file_lock, quarantine, read_json, write_json, write_text
 
 STORE_NAME = "index.sqlite"
-
-ROW_FIELDS = [
-    "method", "kind", "level", "target_sparsity", "sparsity", "nnz", "prunable", "compression",
-    "test_acc", "test_loss", "train_loss", "val_acc", "test_ece", "train_eval_acc", "memorization", "train_eval_ece", "train_flops", "flops_dense", "flops_sparse", "flop_speedup",
-    "latency_ms", "latency_dense_ms", "latency_speedup", "seed", "point", "run_id", "test_noisy_acc",
-]
 
 
 @dataclass
