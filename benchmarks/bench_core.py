@@ -18,7 +18,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from prunezoo.sparsity import prune
+from prunezoo.pruning import prune
 
 
 def lenet_300_100() -> nn.Module:

@@ -25,7 +25,7 @@ import torch
 from prunezoo.data import load_dataset
 from prunezoo.models import build_model
 from prunezoo.schedules import IterativeSchedule, run_iterative
-from prunezoo.sparsity import prune
+from prunezoo.pruning import prune
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 
 

@@ -37,7 +37,7 @@ from torch import nn
 from prunezoo.deploy import paired_speedup, semi_structured_available, sparse_export, sparse_layer_count
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, sparse_flops
-from prunezoo.sparsity import prune
+from prunezoo.pruning import prune
 from prunezoo.structured import deploy
 
 

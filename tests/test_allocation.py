@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prunezoo.allocation import SCHEME_NAMES, allocate, layer_densities
 from prunezoo.errors import ConfigError
 from prunezoo.models import build_model
-from prunezoo.sparsity import prune, random_er_masks
+from prunezoo.pruning import prune, random_er_masks
 
 MLP = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
 

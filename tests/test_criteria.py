@@ -24,8 +24,9 @@ from prunezoo.criteria import (
     oracle_scores,
 )
 from prunezoo.errors import ConfigError
-from prunezoo.sparsity import MaskSet, prunable_parameters, prune
-from prunezoo.sparsity.rounds import prune_iteratively, round_densities
+from prunezoo.pruning import prune
+from prunezoo.sparsity import MaskSet, prunable_parameters
+from prunezoo.pruning import prune_iteratively, round_densities
 
 DATA_FREE = {"magnitude", "random", "synflow"}
 

@@ -11,7 +11,8 @@ from prunezoo.data import load_dataset
 from prunezoo.data.datasets import ArrayDataset
 from prunezoo.models import build_model
 from prunezoo.schedules import SET, DynamicSparseTraining, RigL, drop_fraction
-from prunezoo.sparsity import MaskSet, random_er_masks
+from prunezoo.pruning import random_er_masks
+from prunezoo.sparsity import MaskSet
 from prunezoo.training import Callback, Trainer, TrainingConfig, seed_everything
 
 

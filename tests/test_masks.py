@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from prunezoo.sparsity import MaskSet, prunable_parameters, prune
+from prunezoo.pruning import prune
+from prunezoo.sparsity import MaskSet, prunable_parameters
 
 
 def small_net() -> nn.Module:

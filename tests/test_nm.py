@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunezoo.errors import ConfigError
-from prunezoo.sparsity import MaskSet, prune
+from prunezoo.pruning import prune
+from prunezoo.sparsity import MaskSet
 from prunezoo.sparsity.nm import check_model, group_counts, nm_core, nm_keep, parse_pattern, satisfies
 
 PATTERNS = ["2:4", "1:4", "4:8"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunezoo.errors import ConfigError
-from prunezoo.sparsity import imp_keep_count, prune
+from prunezoo.pruning import imp_keep_count, prune
 from prunezoo.sparsity.topk import global_keep_masks, keep_top_k
 
 

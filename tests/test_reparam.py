@@ -30,7 +30,8 @@ from prunezoo.reparam import (
     to_variational,
 )
 from prunezoo.reparam import variational_dropout as vdmod
-from prunezoo.sparsity import MaskSet, random_er_masks
+from prunezoo.pruning import random_er_masks
+from prunezoo.sparsity import MaskSet
 from prunezoo.sparsity.topk import keep_count
 from prunezoo.training import Trainer, TrainingConfig, evaluate, seed_everything
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from prunezoo.deploy import SparseConv2d, SparseLinear, sparse_export, sparse_layer_count
 from prunezoo.deploy import sparse as sparse_mod
-from prunezoo.sparsity import prune
+from prunezoo.pruning import prune
 
 
 def _cnn(seed=0):

@@ -113,7 +113,7 @@ def test_float64_scores_keep_exactly_k_when_float32_would_tie():
 
 
 def test_prune_and_global_selection_keep_exact_counts_with_a_nan_score():
-    from prunezoo.sparsity import prune
+    from prunezoo.pruning import prune
     from prunezoo.sparsity.topk import global_keep_masks
 
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_gmp_pruned_weights_stay_exactly_zero_after_later_pruning_events_under_m
 
 
 def test_gradient_masking_is_on_by_default_and_keeps_pruned_momentum_zero():
-    from prunezoo.sparsity import prune
+    from prunezoo.pruning import prune
     from prunezoo.training.callbacks import EnforceMasks
 
     model = _mlp()
@@ -270,7 +270,7 @@ def test_gradient_masking_is_on_by_default_and_keeps_pruned_momentum_zero():
 @pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
                                       lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2)])
 def test_gradient_masking_changes_no_kept_weight(make_opt):
-    from prunezoo.sparsity import prune
+    from prunezoo.pruning import prune
 
     results = []
     for mask_gradients in (True, False):

@@ -1,7 +1,7 @@
 """Pruning criteria. Adding one = one small function decorated with ``@register_criterion``.
 
 Registered: ``magnitude``, ``random`` (baselines), ``snip``, ``grasp``, ``synflow`` (at
-initialisation; SynFlow is meant for ``prunezoo.sparsity.rounds.prune_iteratively``), ``taylor``,
+initialisation; SynFlow is meant for ``prunezoo.pruning.rounds.prune_iteratively``), ``taylor``,
 ``obd``, ``obs`` (trained networks; data-dependent ones need ``batches``). Movement pruning
 needs training-time state: use ``MovementTracker`` and ``tracker.criterion`` (in studies:
 ``criterion: movement`` with kind ``gmp``, see ``TRAINING_CRITERIA``). ``oracle_scores``

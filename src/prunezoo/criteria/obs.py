@@ -156,9 +156,9 @@ def obs_prune(
 
     Surviving weights of each block are corrected, pruned ones set to exactly zero; biases and
     other parameters are untouched. Returns the MaskSet (apply/attach it to keep weights pruned
-    while training). ``scheme``/``alloc``/``masks`` behave as in :func:`prunezoo.sparsity.prune`.
+    while training). ``scheme``/``alloc``/``masks`` behave as in :func:`prunezoo.pruning.prune`.
     """
-    from prunezoo.sparsity.pruning import prune
+    from prunezoo.pruning import prune
     from prunezoo.sparsity.selection import prunable_parameters
 
     params = prunable_parameters(model, include=include, exclude=exclude)

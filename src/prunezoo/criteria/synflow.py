@@ -4,7 +4,7 @@ NeurIPS 2020, "Pruning neural network without any data by iteratively conserving
 The network is linearised by replacing *every* floating parameter and buffer by its absolute
 value, an all-ones input is fed through it in eval mode (BatchNorm uses its running statistics,
 no dropout), R = Σ model(1), and score = |w| ⊙ ∂R/∂|w|, the sum of the |w|-path products
-through each weight. Use it with ``prunezoo.sparsity.rounds.prune_iteratively`` (100 rounds in the
+through each weight. Use it with ``prunezoo.pruning.rounds.prune_iteratively`` (100 rounds in the
 paper): single-shot SynFlow does not have the layer-collapse guarantee.
 
 Implementation notes (pitfalls avoided):

@@ -318,7 +318,7 @@ class MethodConfig(BaseModel):
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     # score_mode: jobs.scoring_criterion (train/eval mode of data-dependent criteria, criteria.SCORING_MODES)
     "oneshot": ("score_mode",),  # criterion obs: OBS_STUDY_OPTIONS (see known_method_options)
-    "at-init": ("schedule", "score_mode"),  # prunezoo.sparsity.rounds.prune_iteratively (rounds > 1)
+    "at-init": ("schedule", "score_mode"),  # prunezoo.pruning.rounds.prune_iteratively (rounds > 1)
     "imp": (),
     "gmp": ("from_dense",),
     "dst": ("grow", "delta_t", "alpha", "end_fraction", "t_end", "decay",  # schedules.DynamicSparseTraining

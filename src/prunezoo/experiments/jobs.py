@@ -35,7 +35,8 @@ from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.schedules import GradualMagnitudePruning, IterativeSchedule, run_iterative
 from prunezoo.schedules.iterative import ResetMode
-from prunezoo.sparsity import MaskSet, prunable_parameters, prune
+from prunezoo.pruning import prune
+from prunezoo.sparsity import MaskSet, prunable_parameters
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks, SnapshotAtStep, StopAtStep, TrainingFlops
 from prunezoo.training.checkpoint import META_FILE, latest_checkpoint, load_state, remove_checkpoint, save_state
@@ -131,7 +132,7 @@ class JobContext:
         """Sparse-to-sparse start: the random ER mask later masks must stay inside (or None)."""
         if method.start is None:
             return None
-        from prunezoo.sparsity import random_er_masks
+        from prunezoo.pruning import random_er_masks
 
         st = method.start
         return _masks_once(self.directory / "start-masks.safetensors", lambda: random_er_masks(
@@ -267,7 +268,7 @@ def _obs_pruned_once(ctx: JobContext, model: nn.Module, method: MethodConfig, de
 
 def _at_init(ctx: JobContext, job: dict) -> dict:
     """Prune at initialisation (SNIP, GraSP, SynFlow...; ``rounds`` > 1 = iterative), then train."""
-    from prunezoo.sparsity.rounds import prune_iteratively
+    from prunezoo.pruning import prune_iteratively
 
     sparsity = ctx.spec["sparsity"]
     method = ctx.method(job["method"], {"sparsities": [sparsity]})

@@ -78,7 +78,7 @@ def apply_str(
 ) -> nn.Module:
     """Convert the selected Linear/Conv layers of ``model`` to STR layers, in place; returns ``model``.
 
-    ``allowed`` (e.g. :func:`~prunezoo.sparsity.random_er_masks`) fixes S per layer; the raw weights
+    ``allowed`` (e.g. :func:`~prunezoo.pruning.random_er_masks`) fixes S per layer; the raw weights
     outside it are zeroed too so the state dict agrees with it. Build the optimizer afterwards (the
     ``s`` parameters are new).
     """

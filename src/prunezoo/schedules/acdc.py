@@ -24,7 +24,7 @@ import torch
 from prunezoo.schedules.base import MaskingSchedule
 from prunezoo.schedules.dst import _zero_optimizer_state
 from prunezoo.sparsity.masks import MaskSet
-from prunezoo.sparsity.pruning import prune
+from prunezoo.pruning import prune
 from prunezoo.sparsity.selection import prunable_parameters
 
 Phase = tuple[float, float, str]  # (start_epoch, end_epoch, kind)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prunezoo.sparsity.masks import MaskSet
-from prunezoo.sparsity.pruning import prune
+from prunezoo.pruning import prune
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training.callbacks import Callback
 

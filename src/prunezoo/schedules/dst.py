@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 from prunezoo.schedules.base import MaskingSchedule
-from prunezoo.sparsity.er import random_er_masks
+from prunezoo.pruning import random_er_masks
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.topk import keep_top_k
 

@@ -1,8 +1,9 @@
-"""Masks, parameter selection, top-k selection and the pruning primitive."""
+"""Masks, parameter selection, top-k selection and N:M patterns: the bottom layer of the package.
 
-from prunezoo.sparsity.er import random_er_masks
+Nothing here scores or allocates: ``prune()``, rounds and ER masks are in :mod:`prunezoo.pruning`.
+"""
+
 from prunezoo.sparsity.masks import MaskHandle, MaskSet
-from prunezoo.sparsity.pruning import imp_keep_count, prune
 from prunezoo.sparsity.selection import prunable_parameters
 
-__all__ = ["MaskHandle", "MaskSet", "imp_keep_count", "prune", "prunable_parameters", "random_er_masks"]
+__all__ = ["MaskHandle", "MaskSet", "prunable_parameters"]

@@ -4,7 +4,7 @@ Methods (a :class:`TwinMethod`; ``--method mp|vd`` or a YAML mapping):
 
 - ``kind: prune`` (``mp`` = criterion ``magnitude``, scheme ``global``): one-shot masks from the
   model's final state at each level (default 0.1, ..., 0.9) with any registered criterion and
-  allocation scheme (``prunezoo.sparsity.prune``; data-dependent criteria score ``batches``
+  allocation scheme (``prunezoo.pruning.prune``; data-dependent criteria score ``batches``
   training batches), then ``epochs`` (default 15) of fine-tuning with the pruned weights held at
   exactly 0 (``MaskSet.attach``). Set ``mp-0.5``, ``snip-0.9``, ...
 - ``kind: vd`` (``vd``): sparse variational dropout (``prunezoo.reparam.to_variational``) trained
@@ -170,7 +170,7 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
     """One-shot masks at ``level`` (data-dependent criteria score ``spec.batches`` training batches),
     applied to ``model`` in place; returns the MaskSet."""
     from prunezoo.data import BatchLoader
-    from prunezoo.sparsity import prune
+    from prunezoo.pruning import prune
 
     loader = BatchLoader(data.train, params["batch_size"], shuffle=True, seed=params["seed"])
     batches = [b for _, b in zip(range(spec.batches), loader)]

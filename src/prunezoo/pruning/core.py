@@ -9,9 +9,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from prunezoo.allocation import layer_densities
 from prunezoo.criteria import ScoringContext, get_criterion
 from prunezoo.errors import ConfigError
 from prunezoo.sparsity.masks import MaskSet
+from prunezoo.sparsity.nm import nm_core
+from prunezoo.sparsity.nm import pattern_density as nm_density
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.sparsity.topk import global_keep_masks, keep_count, keep_top_k, nan_layers, restrict_scores
 
@@ -62,9 +65,6 @@ def prune(
                       RuntimeWarning, stacklevel=2)
     forced = None
     if pattern is not None:  # N:M: the pattern's core is kept (+inf score); the rest competes as usual
-        from prunezoo.sparsity.nm import nm_core
-        from prunezoo.sparsity.nm import pattern_density as nm_density
-
         forced = nm_core(scores, pattern)
         scores = {n: s.float().masked_fill(forced[n], float("inf")) for n, s in scores.items()}
 
@@ -76,8 +76,6 @@ def prune(
         keep = global_keep_masks(scores, max(keep_count(density, total), sum(floor(n) for n in scores)))
     else:
         # Per-layer budgets first (also for "global" with keep_dense/overrides), then rank per layer.
-        from prunezoo.allocation import layer_densities
-
         if scheme == "global":
             alloc_options["scores"] = scores
         dens = layer_densities(model, density, scheme, include=include, exclude=exclude, **alloc_options)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from prunezoo.errors import ConfigError
+from prunezoo.pruning.core import prune
 from prunezoo.sparsity.masks import MaskSet
-from prunezoo.sparsity.pruning import prune
 
 SCHEDULES = ("exponential", "linear")
 
@@ -50,7 +50,7 @@ def prune_iteratively(
 ) -> MaskSet:
     """Masks at ``density`` reached in ``rounds`` prune-and-rescore rounds; ``model`` is not modified.
 
-    Each round calls :func:`~prunezoo.sparsity.prune` (same ``scheme``/``alloc`` options, seed
+    Each round calls :func:`~prunezoo.pruning.prune` (same ``scheme``/``alloc`` options, seed
     ``seed + r``) on a private copy of the model whose weights are multiplied by the current mask,
     with the current mask as ``masks`` so every round's mask is a subset of the previous one.
     ``rounds=1`` is exactly single-shot ``prune``.

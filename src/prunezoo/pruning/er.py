@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from prunezoo.allocation import allocate
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.sparsity.topk import keep_count
@@ -33,8 +34,6 @@ def random_er_masks(
     """
     if scheme == "global":
         raise ValueError("random ER masks need per-layer densities; 'global' ranks scores instead")
-    from prunezoo.allocation import allocate  # lazy: allocation imports sparsity
-
     params = prunable_parameters(model, include=include, exclude=exclude)
     dens = allocate(model, density, scheme, include=include, exclude=exclude, **alloc_options).densities
     gen = torch.Generator().manual_seed(seed)
