@@ -161,7 +161,7 @@ def test_results_table_never_cuts_numbers(width, monkeypatch):
 
     from rich.console import Console
 
-    from prunezoo import cli
+    from prunezoo.cli import common as cli  # results_table reads the console of cli.common
 
     buf = io.StringIO()
     monkeypatch.setattr(cli, "out", Console(width=width, file=buf, color_system=None))  # a terminal this wide

@@ -1,4 +1,5 @@
-"""CLI commands ``prunezoo bench``, ``prunezoo published`` and ``prunezoo reproduce`` (registered in prunezoo.cli)."""
+"""``prunezoo bench``, ``published`` and ``reproduce``: fair comparisons and re-tested paper findings
+(registered in :mod:`prunezoo.cli`; :mod:`prunezoo.bench` is imported inside the commands)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli_options import WorkersOption
+from prunezoo.cli.common import RunsOutOption, WorkersOption, console, fail, out
 from prunezoo.errors import ConfigError
-
-OutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
-
-
-def _cli():
-    from prunezoo import cli  # the shared consoles and error exit
-
-    return cli
 
 
 def published_command(
@@ -26,7 +19,7 @@ def published_command(
     """List the bundled published reference results (paper, model, dataset, protocol, metric, value)."""
     from prunezoo.bench import published_results
 
-    _cli().out.print(published_rich_table(published_results(finding)))
+    out.print(published_rich_table(published_results(finding)))
 
 
 def published_rich_table(items) -> Table:
@@ -41,10 +34,11 @@ def published_rich_table(items) -> Table:
 def bench_command(
     suite: Annotated[str | None, typer.Argument(help="bundled suite name or a suite YAML file")] = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (>= 3)")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="same comparison with 1 epoch of training/fine-tuning")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="same comparison with 1 epoch of training/"
+                                                        "fine-tuning")] = False,
     published: Annotated[bool, typer.Option("--published", help="only list the published reference results")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the bundled suites")] = False,
-    out_dir: OutOption = Path("runs"),
+    out_dir: RunsOutOption = Path("runs"),
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
 ) -> None:
@@ -53,7 +47,6 @@ def bench_command(
     included; CSV + HTML report with the published results in a separate table."""
     from prunezoo.bench import build_study, bundled_suites, load_suite, quick_suite, run_bench
 
-    cli = _cli()
     if published:
         published_command(None)
         return
@@ -63,20 +56,20 @@ def bench_command(
         table.add_column("description")
         for name in bundled_suites():
             table.add_row(name, load_suite(name).description)
-        cli.out.print(table)
+        out.print(table)
         if suite is None:
-            cli.out.print("run one: prunezoo bench unstructured-mlp-digits  (or a suite YAML file)")
+            out.print("run one: prunezoo bench unstructured-mlp-digits  (or a suite YAML file)")
         return
     try:
         s = load_suite(suite, {"seeds": seeds} if seeds is not None else None)
         if quick:
             s = quick_suite(s)
         build_study(s)  # validate (and check fairness) before anything is written
-        result = run_bench(s, out_dir, log=lambda m: cli.console.log(m), workers=workers, force=force, progress=None)
+        result = run_bench(s, out_dir, log=lambda m: console.log(m), workers=workers, force=force, progress=None)
     except ConfigError as err:
-        cli._fail(err)
-    cli.out.print(bench_rich_table(result.records, title=f"bench {s.name}: {s.model.name} on {s.dataset.name}"))
-    cli.out.print(f"CSV: {result.csv}\nHTML: {result.html}")
+        fail(err)
+    out.print(bench_rich_table(result.records, title=f"bench {s.name}: {s.model.name} on {s.dataset.name}"))
+    out.print(f"CSV: {result.csv}\nHTML: {result.html}")
 
 
 def bench_rich_table(records: list[dict], title: str = "") -> Table:
@@ -109,8 +102,9 @@ def bench_rich_table(records: list[dict], title: str = "") -> Table:
 def reproduce_command(
     finding: Annotated[str | None, typer.Argument(help="finding to reproduce (see --list)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the findings")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="tiny smoke-test budget (verdicts mostly inconclusive)")] = False,
-    out_dir: OutOption = Path("runs"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny smoke-test budget (verdicts mostly "
+                                                        "inconclusive)")] = False,
+    out_dir: RunsOutOption = Path("runs"),
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
 ) -> None:
@@ -119,32 +113,31 @@ def reproduce_command(
     from prunezoo.bench.published import published_results
     from prunezoo.bench.reproduce import CRITERION, FINDINGS, overall, reproduce
 
-    cli = _cli()
     if list_ or finding is None:
         table = Table(title="findings (prunezoo reproduce <name>)")
         for col in ("finding", "paper", "claim"):
             table.add_column(col, overflow="fold")
         for f in FINDINGS.values():
             table.add_row(f.name, f.paper, f.claim)
-        cli.out.print(table)
+        out.print(table)
         return
     try:
         directory, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, progress=None, force=force,
-                                        log=lambda m: cli.console.log(m))
+                                        log=lambda m: console.log(m))
     except ConfigError as err:
-        cli._fail(err)
+        fail(err)
     f = FINDINGS[finding]
-    cli.out.print(f"[bold]{f.name}[/] — {f.paper}\n[bold]paper's claim:[/] {f.claim}")
+    out.print(f"[bold]{f.name}[/] — {f.paper}\n[bold]paper's claim:[/] {f.claim}")
     table = Table(title="measured (this run)")
     for col in ("claim", "measured", "verdict"):
         table.add_column(col, overflow="fold")
     colour = {"holds": "green", "does not hold": "red"}
     for v in verdicts:
         table.add_row(v.claim, v.measured, f"[{colour.get(v.status, 'yellow')}]{v.status}[/]")
-    cli.out.print(table)
-    cli.out.print(f"criterion: {CRITERION}")
-    cli.out.print(f"[bold]overall: {overall(verdicts)}[/]")
+    out.print(table)
+    out.print(f"criterion: {CRITERION}")
+    out.print(f"[bold]overall: {overall(verdicts)}[/]")
     pubs = published_results(finding)
     if pubs:
-        cli.out.print(published_rich_table(pubs))
-    cli.out.print(f"results: {directory}")
+        out.print(published_rich_table(pubs))
+    out.print(f"results: {directory}")
