@@ -2,7 +2,7 @@
 scores with the oracle (the true loss change of removing each weight or unit, see
 ``prunezoo.criteria.oracle``), measured on the dense run's final (or initial) weights.
 
-``prunezoo criteria-quality <study>`` (``prunezoo.cli_quality``) runs it from the command line and writes
+``prunezoo criteria-quality <study>`` (``prunezoo.cli.quality``) runs it from the command line and writes
 ``<study>/criteria-quality.json``. The oracle is computed once and shared by all criteria; every
 criterion and the oracle see the same training batches (the first ``batches`` batches of the
 dense run's data order), so data-dependent criteria are scored on exactly the data that defines ΔL.
