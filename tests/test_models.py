@@ -96,9 +96,9 @@ def test_mlp_shapes_and_options():
 
 
 def test_parameter_names_are_stable():
-    names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
+    names = lambda m: [n for n, _ in m.named_parameters()]
     assert names(build_model("lenet-300-100")) == [f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")]
-    zoo = [f"{l}.{k}" for l in ("conv1", "conv2", "conv3", "fc1", "fc2") for k in ("weight", "bias")]
+    zoo = [f"{layer}.{k}" for layer in ("conv1", "conv2", "conv3", "fc1", "fc2") for k in ("weight", "bias")]
     assert names(build_model("cnn-s")) == names(build_model("cnn-s", dropout=0.5)) == zoo
     assert names(build_model("cnn-l", input_shape=(3, 32, 32), dropout=0.5)) == zoo
     assert names(build_model("lenet5", variant="caffe"))[-2:] == ["fc2.weight", "fc2.bias"]

@@ -7,10 +7,10 @@ import torch
 
 from prunezoo.data import ArrayDataset, DataSplits
 from prunezoo.errors import ConfigError
+from prunezoo.models import build_model
 from prunezoo.sparsity import MaskSet
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks
-from prunezoo.models import build_model
 from prunezoo.zoo.population import MemberSpec, _Group, build_member, train_member, train_population
 
 
@@ -100,7 +100,7 @@ def test_masks_stay_enforced_and_match_masked_trainer():
     data = _splits()
     members = [MemberSpec(seed=11, weight_decay=1e-2), MemberSpec(seed=12, optimizer="sgd", lr=0.05)]
     masks = []
-    for k, m in enumerate(members):
+    for k in range(len(members)):
         shapes = dict(build_model("cnn-s", num_classes=4).named_parameters())
         g = torch.Generator().manual_seed(k)
         masks.append(MaskSet({n: torch.rand(shapes[n].shape, generator=g) < 0.3

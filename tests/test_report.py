@@ -288,7 +288,7 @@ def test_sdd_section_only_where_it_applies(tmp_path):
 def _zoo_analysis():
     from prunezoo.zoo.analysis import COMPARISON_METRICS, ORIGINAL, Correlation, GroupSummary, ZooAnalysis
 
-    stats = lambda m, s: {"mean": m, "std": s, "min": m - s, "median": m, "max": m + s}  # noqa: E731
+    stats = lambda m, s: {"mean": m, "std": s, "min": m - s, "median": m, "max": m + s}
     models, groups = [], []
     sets = [(ORIGINAL, "original", None, 0.0), ("mp-0.5", "mp", 0.5, 0.5), ("mp-0.9", "mp", 0.9, 0.9),
             ("vd-long-twin-set-name", "vd", None, 0.8)]
@@ -327,7 +327,7 @@ def _full_study(tmp_path) -> Path:
     with latency, diagnostics with calibration."""
     points = [("model.options.hidden=[16]", 1_000), ("model.options.hidden=[512]", 80_000)]
     rows = _sdd_rows(points, noise=True, methods=("imp", "imp-rewind-to-iteration-500"))
-    for p_i, (point, prunable) in enumerate(points):
+    for point, prunable in points:
         for seed in (0, 1):
             for target in (0.5, 0.9):
                 rows.append(_kept(_row("global-magnitude", "oneshot", None, target, target, 0.8 - 0.1 * target, seed,

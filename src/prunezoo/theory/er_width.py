@@ -30,14 +30,14 @@ def er_width_requirements(widths: Sequence[int], densities: Sequence[float], del
     if not 0 < delta < 1 or any(not 0 < p < 1 for p in densities):
         raise ValueError("delta and densities must be in (0, 1)")
     q = [1.0] * (L + 1)
-    for l in range(L - 1, 0, -1):
-        m_next = widths[l] * widths[l + 1]
-        q[l] = math.log(L * m_next * q[l + 1] / delta) / math.log(1.0 / (1.0 - densities[l]))
+    for k in range(L - 1, 0, -1):
+        m_next = widths[k] * widths[k + 1]
+        q[k] = math.log(L * m_next * q[k + 1] / delta) / math.log(1.0 / (1.0 - densities[k]))
     hidden = range(1, L)
     return {
         "q": q,
-        "n_source": [widths[0], *(round(q[l] * widths[l]) for l in hidden), widths[L]],
-        "n_source_sufficient": [widths[0], *(math.ceil(q[l] * widths[l]) for l in hidden), widths[L]],
+        "n_source": [widths[0], *(round(q[k] * widths[k]) for k in hidden), widths[L]],
+        "n_source_sufficient": [widths[0], *(math.ceil(q[k] * widths[k]) for k in hidden), widths[L]],
     }
 
 
