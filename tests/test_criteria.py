@@ -18,15 +18,13 @@ from prunezoo.criteria import (
     get_criterion,
     make_grasp,
     make_obd,
-    obs_prune,
     obs_saliency,
     obs_update,
     oracle_scores,
 )
 from prunezoo.errors import ConfigError
-from prunezoo.pruning import prune
+from prunezoo.pruning import obs_prune, prune, prune_iteratively, round_densities
 from prunezoo.sparsity import MaskSet, prunable_parameters
-from prunezoo.pruning import prune_iteratively, round_densities
 
 DATA_FREE = {"magnitude", "random", "synflow"}
 

@@ -94,7 +94,8 @@ def test_pattern_inside_a_mask_that_broke_it_is_an_error():
 
 def test_obs_style_nm_selection_prunes_the_lowest_saliency_per_group_and_corrects_survivors():
     from prunezoo.criteria import ScoringContext
-    from prunezoo.criteria.obs import fisher_inverse_blocks, obs_prune, obs_saliency
+    from prunezoo.criteria.obs import fisher_inverse_blocks, obs_saliency
+    from prunezoo.pruning import obs_prune
     from prunezoo.sparsity.selection import prunable_parameters
 
     model = _net()

@@ -191,7 +191,7 @@ def test_score_mode_errors_name_the_field():
 
 
 def test_obs_prune_scores_in_eval_mode_by_default():
-    from prunezoo.criteria import obs_prune
+    from prunezoo.pruning import obs_prune
 
     masks = []
     for model_mode in (True, False):

@@ -22,7 +22,7 @@ from prunezoo.criteria.base import CRITERIA, Criterion, ScoringContext, get_crit
 from prunezoo.criteria.fisher import diagonal_fisher, make_obd
 from prunezoo.criteria.grasp import make_grasp
 from prunezoo.criteria.movement import TRAINING_CRITERIA, MovementTracker, make_tracker
-from prunezoo.criteria.obs import fisher_inverse_blocks, make_obs, obs_prune, obs_saliency, obs_update
+from prunezoo.criteria.obs import fisher_inverse_blocks, make_obs, obs_saliency, obs_update
 from prunezoo.criteria.oracle import criterion_quality, oracle_scores
 from prunezoo.criteria.snip import make_snip
 from prunezoo.criteria.synflow import make_synflow
@@ -72,7 +72,6 @@ __all__ = [
     "make_synflow",
     "make_taylor",
     "make_tracker",
-    "obs_prune",
     "obs_saliency",
     "obs_update",
     "oracle_scores",

@@ -7,14 +7,14 @@ F = λI + (1/m) Σ_n g_n g_nᵀ over m per-sample gradients, inverted directly (
 are small). Saliency: s_k = w_k² / (2 [F⁻¹]_kk), the loss increase of removing w_k *and*
 optimally correcting the other weights of its block (registered ``"obs"``; higher = keep).
 
-:func:`obs_prune` also applies the correction. For the set P of weights pruned in a block the
-joint OBS update is δw = -F⁻¹[:, P] ([F⁻¹]_PP)⁻¹ w_P, which sets w_P exactly to zero (up to
-rounding; :func:`obs_prune` then writes exact zeros) and minimises the quadratic loss model over
+:func:`prunezoo.pruning.obs_prune` applies the correction. For the set P of weights pruned in a
+block the joint OBS update is δw = -F⁻¹[:, P] ([F⁻¹]_PP)⁻¹ w_P, which sets w_P exactly to zero (up to
+rounding; ``obs_prune`` then writes exact zeros) and minimises the quadratic loss model over
 the block's survivors. Selection uses the single-weight saliencies (as WoodFisher's one-shot
 variant), not a joint search over subsets.
 
 Mode: eval mode (BatchNorm running statistics, no dropout), as WoodFisher's code computes the
-Fisher of the trained network; ``mode="train"`` in :func:`make_obs`/:func:`obs_prune` changes it.
+Fisher of the trained network; ``mode="train"`` in :func:`make_obs`/``obs_prune`` changes it.
 
 Cost: the inverse blocks take ``numel × block_size`` float64 per layer (64× the weights at the
 default), fine for the small models prunezoo studies, too much for ImageNet-scale layers.
@@ -22,10 +22,8 @@ default), fine for the small models prunezoo studies, too much for ImageNet-scal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from torch import nn
 
 from prunezoo.criteria._common import check_mode, iter_sample_gradients, loss_function, preserved, require_batches
 from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
@@ -132,46 +130,3 @@ register_criterion("obs")(make_obs())
 # ``options`` of a study's oneshot ``obs`` method: obs_prune's Fisher options, ``update: false``
 # to mask by OBS saliency without correcting the survivors (an ablation), and ``score_mode``.
 OBS_STUDY_OPTIONS = ("update", "block_size", "damp", "num_samples", "per_sample", "score_mode")
-
-
-def obs_prune(
-    model: nn.Module,
-    density: float,
-    batches: Iterable,
-    *,
-    block_size: int = 64,
-    damp: float = 1e-4,
-    num_samples: int | None = None,
-    scheme: str = "global",
-    loss_fn: Callable | None = None,
-    masks=None,
-    seed: int = 0,
-    per_sample: bool | None = None,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    mode: str = MODE,
-    **alloc,
-):
-    """Prune ``model`` in place to ``density`` by OBS saliency and apply the joint OBS update.
-
-    Surviving weights of each block are corrected, pruned ones set to exactly zero; biases and
-    other parameters are untouched. Returns the MaskSet (apply/attach it to keep weights pruned
-    while training). ``scheme``/``alloc``/``masks`` behave as in :func:`prunezoo.pruning.prune`.
-    """
-    from prunezoo.pruning import prune
-    from prunezoo.sparsity.selection import prunable_parameters
-
-    params = prunable_parameters(model, include=include, exclude=exclude)
-    ctx = ScoringContext(model=model, params=params, batches=list(batches) if batches is not None else None,
-                         loss_fn=loss_fn, generator=torch.Generator().manual_seed(seed))
-    finv = fisher_inverse_blocks(ctx, block_size=block_size, damp=damp, num_samples=num_samples,
-                                 per_sample=per_sample, mode=mode)
-    scores = {n: obs_saliency(p, finv[n]) for n, p in params.items()}
-    keep = prune(model, density, criterion=lambda _: scores, scheme=scheme, masks=masks, seed=seed,
-                 include=include, exclude=exclude, **alloc)
-    with torch.no_grad():
-        for n, p in params.items():
-            k = keep[n].to(p.device)
-            new = obs_update(p, finv[n], ~k).to(p.dtype)
-            p.copy_(new * k)  # exact zeros where pruned
-    return keep

@@ -1,7 +1,7 @@
 """Deployment of pruned models: sparse inference export (CSR/BSR on CPU, 2:4 semi-structured on CUDA).
 
 See :mod:`prunezoo.deploy.sparse`; the run-directory export behind ``prunezoo export --sparse`` is
-:func:`prunezoo.deploy.run_export.export_run`.
+:func:`prunezoo.experiments.export.export_run` (on top of :mod:`prunezoo.deploy.run_export`).
 """
 
 from prunezoo.deploy.sparse import (

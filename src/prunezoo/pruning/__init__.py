@@ -7,6 +7,9 @@ experiments, ...); ``tests/test_architecture.py`` checks this.
 
 from prunezoo.pruning.core import imp_keep_count, prune
 from prunezoo.pruning.er import random_er_masks
+from prunezoo.pruning.obs import obs_prune
 from prunezoo.pruning.rounds import SCHEDULES, prune_iteratively, round_densities
 
-__all__ = ["SCHEDULES", "imp_keep_count", "prune", "prune_iteratively", "random_er_masks", "round_densities"]
+__all__ = [
+    "SCHEDULES", "imp_keep_count", "obs_prune", "prune", "prune_iteratively", "random_er_masks", "round_densities",
+]

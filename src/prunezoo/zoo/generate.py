@@ -247,9 +247,7 @@ class StoreEpochs(Callback):
 
 def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Train one member with the per-model Trainer (a runner task); returns its final result line."""
-    from prunezoo.zoo.twins import model_lock
-
-    with model_lock(Path(zoo), member_id(params)):  # one process per member: another waits, then reads back
+    with layout.model_lock(Path(zoo), member_id(params)):  # one process per member: another waits, then reads back
         return _train_one(zoo, params, threads)
 
 
@@ -257,10 +255,8 @@ def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, 
     import torch
 
     from prunezoo.training import Trainer, seed_everything
-    from prunezoo.zoo.twins import model_done
-
     model_dir = Path(zoo) / member_id(params)
-    if model_done(model_dir):  # finished and intact (damaged files are quarantined, the member redone)
+    if layout.model_done(model_dir):  # finished and intact (damaged files are quarantined, the member redone)
         return layout.read_done(model_dir)["final"]
     layout.clear_model_dir(model_dir)  # unfinished: redo from scratch (deterministic, small models)
     torch.set_num_threads(threads)
@@ -300,11 +296,9 @@ def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list
     """Train a chunk of members at once with :func:`prunezoo.zoo.population.train_population`."""
     import contextlib
 
-    from prunezoo.zoo.twins import model_lock
-
     with contextlib.ExitStack() as stack:
         for name in sorted(member_id(p) for p in chunk):  # one order for every process: no deadlock
-            stack.enter_context(model_lock(Path(zoo), name))
+            stack.enter_context(layout.model_lock(Path(zoo), name))
         return _train_chunk(zoo, chunk, threads)
 
 
@@ -312,9 +306,7 @@ def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> lis
     import torch
 
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
-    from prunezoo.zoo.twins import model_done
-
-    todo = [p for p in chunk if not model_done(Path(zoo) / member_id(p))]
+    todo = [p for p in chunk if not layout.model_done(Path(zoo) / member_id(p))]
     if not todo:
         return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
     torch.set_num_threads(threads)
@@ -383,9 +375,7 @@ def generate_zoo(
     layout.write_zoo_config(out, {"kind": "zoo", "name": cfg.name, "dataset": spec,
                                   "model": cfg.model.model_dump(mode="json"), "config": cfg.model_dump(mode="json"),
                                   "members": ids}, zoo_readme(cfg, len(params)))
-    from prunezoo.zoo.twins import model_done
-
-    todo = [p for p, i in zip(params, ids) if not model_done(out / i)]
+    todo = [p for p, i in zip(params, ids) if not layout.model_done(out / i)]
     if limit is not None:
         todo = todo[:limit]
     skipped = len(params) - len([p for p, i in zip(params, ids) if not layout.is_done(out / i)])

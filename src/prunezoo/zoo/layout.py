@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunezoo.utils.io import write_json, write_text
+from prunezoo.utils.io import CorruptFileError, file_lock, quarantine, read_json, verify_file, write_json, write_text
 
 FORMAT = "prunezoo-zoo/1"
 CONFIG_FILE = "config.json"
@@ -278,3 +278,43 @@ def mark_done(model_dir: str | Path, rows: list[Mapping[str, Any]], **extra: Any
 def clear_model_dir(model_dir: str | Path) -> None:
     """Remove an unfinished model directory so it can be redone from scratch."""
     shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def model_done(model_dir: Path) -> bool:
+    """Finished and intact (a zoo member or a twin): a damaged marker, result or last state is moved to
+    ``<parent>/quarantine/`` (logged) and the model counts as unfinished, so it is redone."""
+    if not is_done(model_dir):
+        return False
+    try:
+        read_json(model_dir / DONE_FILE)
+        read_json(model_dir / PARAMS_FILE)
+        if (model_dir / RESULTS_FILE).exists():  # JSON lines: checksum only
+            verify_file(model_dir / RESULTS_FILE)
+        epochs = list_epochs(model_dir)
+        if epochs:
+            checked_state(model_dir, epochs[-1])
+    except CorruptFileError as err:
+        quarantine(err.path, err.reason, into=model_dir.parent)
+        (model_dir / DONE_FILE).unlink(missing_ok=True)
+        return False
+    return True
+
+
+def model_lock(parent: Path, name: str):
+    """One process per model directory (a zoo member or a twin): ``<parent>/.<name>.lock``, an flock;
+    another process waits, then reads the model back."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(parent / f".{name}.lock")
+
+
+def checked_state(model_dir: Path, epoch: int):
+    """The state of ``epoch``, its checksum verified; a torn file raises CorruptFileError."""
+    path = checkpoint_dir(model_dir, epoch) / STATE_FILE
+    if path.exists():
+        verify_file(path)
+    try:
+        return load_state(model_dir, epoch)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors' own error type for torn files
+        raise CorruptFileError(path, f"unreadable state ({err})") from None

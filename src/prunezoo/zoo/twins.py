@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from prunezoo.errors import ConfigError
 from prunezoo.training.callbacks import Callback
-from prunezoo.utils.io import CorruptFileError, file_lock, quarantine, read_json, verify_file
+from prunezoo.utils.io import CorruptFileError, read_json
 from prunezoo.zoo import layout
 from prunezoo.zoo.generate import StoreEpochs, eval_row, training_config, zoo_data
 
@@ -180,51 +180,12 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
     return masks
 
 
-def model_done(model_dir: Path) -> bool:
-    """Finished and intact (a zoo member or a twin): a damaged marker, result or last state is moved to
-    ``<parent>/quarantine/`` (logged) and the model counts as unfinished, so it is redone."""
-    if not layout.is_done(model_dir):
-        return False
-    try:
-        read_json(model_dir / layout.DONE_FILE)
-        read_json(model_dir / layout.PARAMS_FILE)
-        if (model_dir / layout.RESULTS_FILE).exists():  # JSON lines: checksum only
-            verify_file(model_dir / layout.RESULTS_FILE)
-        epochs = layout.list_epochs(model_dir)
-        if epochs:
-            _checked_state(model_dir, epochs[-1])
-    except CorruptFileError as err:
-        quarantine(err.path, err.reason, into=model_dir.parent)
-        (model_dir / layout.DONE_FILE).unlink(missing_ok=True)
-        return False
-    return True
-
-
-def model_lock(parent: Path, name: str):
-    """One process per model directory (a zoo member or a twin): ``<parent>/.<name>.lock``, an flock;
-    another process waits, then reads the model back."""
-    parent.mkdir(parents=True, exist_ok=True)
-    return file_lock(parent / f".{name}.lock")
-
-
-def _checked_state(model_dir: Path, epoch: int):
-    path = layout.checkpoint_dir(model_dir, epoch) / layout.STATE_FILE
-    if path.exists():
-        verify_file(path)
-    try:
-        return layout.load_state(model_dir, epoch)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # safetensors' own error type for torn files
-        raise CorruptFileError(path, f"unreadable state ({err})") from None
-
-
 def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, level: float | None):
     source = Path(zoo) / model_name
     try:
         params = read_json(source / layout.PARAMS_FILE)
         epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
-        state = _checked_state(source, epoch)
+        state = layout.checked_state(source, epoch)
     except CorruptFileError as err:
         raise CorruptFileError(err.path, f"{err.reason}; the zoo model {source} is damaged: remove that directory "
                                          "and run `prunezoo zoo generate` again to redo it") from None
@@ -242,7 +203,7 @@ def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any]
     """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
     with contextlib.ExitStack() as stack:
         for name in sorted(names):  # one order for every process: no deadlock
-            stack.enter_context(model_lock(layout.twin_set_dir(zoo, set_name), name))
+            stack.enter_context(layout.model_lock(layout.twin_set_dir(zoo, set_name), name))
         return _twin_chunk(zoo, set_name, names, method, level, threads)
 
 
@@ -256,7 +217,7 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
 
     spec = TwinMethod.model_validate(method)
     set_dir = layout.twin_set_dir(zoo, set_name)
-    todo = [n for n in names if not model_done(set_dir / n)]
+    todo = [n for n in names if not layout.model_done(set_dir / n)]
     torch.set_num_threads(threads)
     dirs, specs, masks, states, rows, firsts = [], [], [], [], [], []
     for name in todo:
@@ -293,7 +254,7 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
 def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
              threads: int = 1) -> dict[str, Any]:
     """Make one twin (a runner task); returns its final result line."""
-    with model_lock(layout.twin_set_dir(zoo, set_name), model_name):
+    with layout.model_lock(layout.twin_set_dir(zoo, set_name), model_name):
         return _twin_one(zoo, set_name, model_name, method, level, threads)
 
 
@@ -305,7 +266,7 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
 
     spec = TwinMethod.model_validate(method)
     twin_dir = layout.twin_set_dir(zoo, set_name) / model_name
-    if model_done(twin_dir):
+    if layout.model_done(twin_dir):
         return layout.read_done(twin_dir)["final"]
     layout.clear_model_dir(twin_dir)
     torch.set_num_threads(threads)
@@ -385,7 +346,7 @@ def make_twins(
                                 f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
                                 f"(params.json `original` names each one's dense model).\n")
     tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
-    todo = [t for t in tasks if not model_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
+    todo = [t for t in tasks if not layout.model_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
     common = dict(executor=executor, workers=workers, threads=threads, address=address, progress=progress,
                   description=f"twins {method.name}")
