@@ -117,7 +117,7 @@ def export(
         fail(ConfigError("--sparse", "the only export so far is --sparse (structured runs are saved compact)"))
     if threads < 1:
         fail(ConfigError("--threads", f"must be >= 1, got {threads}"))
-    from prunezoo.deploy.run_export import export_run
+    from prunezoo.experiments.export import export_run
 
     try:
         rec = export_run(run_dir, out_path, batch=batch, threads=threads, level=level)
