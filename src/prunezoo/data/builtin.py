@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 from prunezoo.data import gmm
 from prunezoo.data.datasets import ArrayDataset, DataSplits
 from prunezoo.data.registry import register_dataset
+from prunezoo.utils.io import atomic_path
 
 
 def _stratified_split(n_samples: int, y: np.ndarray, test_size: float | int, seed: int):
@@ -94,10 +96,9 @@ def _mnist1d_arrays(root: Path | None, seed: int, num_samples: int, cache: bool)
             return tuple(f[k] for k in keys)
     arrays = _generate_mnist1d(seed, num_samples)
     if path is not None:
-        from prunezoo.utils.io import atomic_path
-
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: np.savez would append ".npz"
-            np.savez(fh, **dict(zip(keys, arrays, strict=True)))
+            named: dict[str, Any] = dict(zip(keys, arrays, strict=True))  # Any: savez's own keywords are typed
+            np.savez(fh, **named)
     return arrays
 
 

@@ -110,7 +110,7 @@ class ArrayDataset:
 
     def normalize(self, xb: Tensor) -> Tensor:
         """Apply the per-channel ``(x - mean) / std`` (out of place; identity if none is set)."""
-        if self._mean_t is None:
+        if self._mean_t is None or self._std_t is None:  # both or neither (checked in __init__)
             return xb
         return (xb - self._mean_t.to(xb.device)) / self._std_t.to(xb.device)
 

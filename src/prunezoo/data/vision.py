@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,13 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 # rejects legitimately re-packed or test fixture files. With download=True the stock classes are
 # used, so freshly fetched files are fully verified.
 class _PresentCIFARMixin:
+    # set by the torchvision class this is mixed into
+    root: str
+    base_folder: str
+    train_list: list[list[str]]
+    test_list: list[list[str]]
+    meta: dict[str, str]
+
     def _check_integrity(self) -> bool:
         return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
                    for f, _ in self.train_list + self.test_list)
@@ -78,7 +86,7 @@ def _splits(name: str, x_tr, y_tr, x_te, y_te, classes, root: Path, *, normalize
     return DataSplits(
         name=name, train=train, test=test, num_classes=len(classes), input_shape=tuple(x_tr.shape[1:]),
         meta={"source": f"torchvision ({root})", "classes": [str(c) for c in classes],
-              "normalization": {"mean": list(mean), "std": list(std)} if normalize else None,
+              "normalization": {"mean": list(mean), "std": list(std)} if mean is not None and std is not None else None,
               "augmentation": repr(transform) if transform is not None else None},
     )
 
@@ -112,7 +120,7 @@ def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
 
-def _cifar(name: str, stock: type, present: type, root: Path, download: bool, augment: bool,
+def _cifar(name: str, stock: type[Any], present: type[Any], root: Path, download: bool, augment: bool,
            normalize: bool) -> DataSplits:
     if not download:
         folder = root / stock.base_folder

@@ -48,7 +48,7 @@ def hessian_top_eigenvalue(
         buffers = {n: b for n, b in model.named_buffers()} | {n: p.detach() for n, p in model.named_parameters()
                                                                if n not in names}
         primal = tuple(named[n] for n in names)
-        _, hvp = vjp(grad(_loss_fn(model, batches, loss_fn, names, buffers)), primal)
+        hvp = vjp(grad(_loss_fn(model, batches, loss_fn, names, buffers)), primal)[1]  # (output, vjp_fn)
         gen = torch.Generator().manual_seed(seed)
         keep = [masks[n].to(p.dtype) if masks is not None and n in masks else None for n, p in zip(names, primal)]
         project = lambda vs: [t if k is None else t * k for t, k in zip(vs, keep)]  # noqa: E731

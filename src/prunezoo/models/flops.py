@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 # Layers whose FLOPs are attributed to (and scaled by) their weight.
-FLOP_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
+FLOP_LAYER_TYPES: tuple[type[nn.Linear], type[nn.modules.conv._ConvNd]] = (nn.Linear, nn.modules.conv._ConvNd)
+FlopLayer = nn.Linear | nn.modules.conv._ConvNd
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def _dummy_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     return torch.zeros(1, *input_shape, device=ref.device, dtype=ref.dtype)
 
 
-def flop_layers(model: nn.Module) -> dict[str, nn.Module]:
+def flop_layers(model: nn.Module) -> dict[str, FlopLayer]:
     """Conv/Linear modules keyed by the parameter name of their weight (``"conv1.weight"``)."""
     return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
             if isinstance(m, FLOP_LAYER_TYPES) and isinstance(getattr(m, "weight", None), torch.Tensor)}

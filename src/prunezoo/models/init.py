@@ -9,6 +9,7 @@ variants. Kaiming schemes use PyTorch's defaults (fan_in, leaky_relu gain with a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,9 +26,10 @@ INIT_SCHEMES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 INIT_BIAS = 0.01
+M = TypeVar("M", bound=nn.Module)  # init_weights returns the model it was given
 
 # Layers an init scheme touches (ConvTranspose included via _ConvNd).
-INIT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
+INIT_LAYER_TYPES: tuple[type[nn.Linear], type[nn.modules.conv._ConvNd]] = (nn.Linear, nn.modules.conv._ConvNd)
 
 
 def check_init(scheme: str | None, option: str = "init") -> str | None:
@@ -40,7 +42,7 @@ def check_init(scheme: str | None, option: str = "init") -> str | None:
 
 
 @torch.no_grad()
-def init_weights(model: nn.Module, scheme: str | None, *, bias: float = INIT_BIAS) -> nn.Module:
+def init_weights(model: M, scheme: str | None, *, bias: float = INIT_BIAS) -> M:
     """Re-initialise every Conv/Linear layer of ``model`` in place with ``scheme``; returns ``model``.
 
     Uses the global torch RNG, so seed it (``torch.manual_seed``) for reproducible models.

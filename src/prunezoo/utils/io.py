@@ -225,7 +225,7 @@ def quarantine(path: str | Path, reason: str = "", into: str | Path | None = Non
 def clean_staging(root: str | Path) -> list[Path]:
     """Remove what interrupted writes left under ``root``: ``.*.tmp`` files and staging directories.
     Only call it while no other process writes there (under the job or study lock)."""
-    removed = []
+    removed: list[Path] = []
     root = Path(root)
     if not root.is_dir():
         return removed
@@ -272,9 +272,11 @@ def file_lock(path: str | Path, on_wait: Callable[[str], None] | None = None) ->
     path = Path(path)
     try:
         import fcntl
+
+        have_fcntl = True
     except ImportError:  # pragma: no cover - Windows
-        fcntl = None
-    if fcntl is None:  # pragma: no cover - Windows
+        have_fcntl = False
+    if not have_fcntl:  # pragma: no cover - Windows
         if not _warned_no_lock:
             warnings.warn("no fcntl on this platform: runs sharing an output directory are not locked", stacklevel=3)
             _warned_no_lock = True
