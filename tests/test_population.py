@@ -11,6 +11,7 @@ from prunezoo.models import build_model
 from prunezoo.sparsity import MaskSet
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks
+from prunezoo.training.optim import lr_at
 from prunezoo.zoo.population import MemberSpec, _Group, build_member, train_member, train_population
 
 
@@ -33,8 +34,9 @@ def _splits(n_train=40, n_test=24, shape=(1, 28, 28), seed=0, val=False) -> Data
         y = (score > score.median()).long() + 2 * (x.float().flatten(1)[:, -1] > 127).long()
         return ArrayDataset(x, y, mean=0.5, std=0.25)
 
-    return DataSplits(name="tiny", train=ds(n_train), test=ds(n_test), val=ds(16) if val else None,
-                      num_classes=4, input_shape=shape)
+    return DataSplits(
+        name="tiny", train=ds(n_train), test=ds(n_test), val=ds(16) if val else None, num_classes=4, input_shape=shape
+    )
 
 
 def _collect():
@@ -50,10 +52,23 @@ def _collect():
 def _trainer_alone(model, opts, data, member, epochs, batch_size, mask=None):
     """The project's per-model path, written out without any population code."""
     seed_everything(member.seed)
-    net = build_model(model, num_classes=data.num_classes, input_shape=data.input_shape,
-                      activation=member.activation, init=member.init, **opts)
-    cfg = TrainingConfig(epochs=epochs, batch_size=batch_size, optimizer=member.optimizer, lr=member.lr,
-                         momentum=member.momentum, weight_decay=member.weight_decay, seed=member.seed)
+    net = build_model(
+        model,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        activation=member.activation,
+        init=member.init,
+        **opts,
+    )
+    cfg = TrainingConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=member.optimizer,
+        lr=member.lr,
+        momentum=member.momentum,
+        weight_decay=member.weight_decay,
+        seed=member.seed,
+    )
     cbs = [EnforceMasks(mask)] if mask is not None else []
     hist = Trainer(net, data.train, cfg, eval_sets={"test": data.test}, callbacks=cbs, progress=False).fit()
     return net, hist
@@ -89,8 +104,7 @@ def test_mlp_and_train_member_share_the_conventions():
     data = _splits(shape=(1, 6, 6))
     member = MemberSpec(seed=7, optimizer="sgd", lr=0.1, activation="relu", init="kaiming_uniform")
     states, _, cb = _collect()
-    train_population("mlp", {"hidden": [16]}, data, [member, MemberSpec(seed=8)], epochs=2, batch_size=5,
-                     on_epoch=cb)
+    train_population("mlp", {"hidden": [16]}, data, [member, MemberSpec(seed=8)], epochs=2, batch_size=5, on_epoch=cb)
     net, _ = train_member("mlp", {"hidden": [16]}, data, member, epochs=2, batch_size=5)
     for name, w in net.state_dict().items():
         torch.testing.assert_close(states[0, 2][name], w, rtol=1e-4, atol=1e-5)
@@ -103,8 +117,14 @@ def test_masks_stay_enforced_and_match_masked_trainer():
     for k in range(len(members)):
         shapes = dict(build_model("cnn-s", num_classes=4).named_parameters())
         g = torch.Generator().manual_seed(k)
-        masks.append(MaskSet({n: torch.rand(shapes[n].shape, generator=g) < 0.3
-                              for n in ("conv1.weight", "fc1.weight", "fc2.weight")}))
+        masks.append(
+            MaskSet(
+                {
+                    n: torch.rand(shapes[n].shape, generator=g) < 0.3
+                    for n in ("conv1.weight", "fc1.weight", "fc2.weight")
+                }
+            )
+        )
     states, _, cb = _collect()
     train_population("cnn-s", {}, data, members, epochs=2, batch_size=8, masks=[masks[0], None], on_epoch=cb)
     for epoch in (0, 1, 2):
@@ -120,9 +140,12 @@ def test_masks_stay_enforced_and_match_masked_trainer():
 
 def test_mixed_activations_form_groups_and_keep_member_order():
     data = _splits()
-    members = [MemberSpec(seed=1, activation="relu"), MemberSpec(seed=2, activation="tanh"),
-               MemberSpec(seed=3, activation="sigmoid", optimizer="sgd", lr=0.05),
-               MemberSpec(seed=4, activation="relu")]
+    members = [
+        MemberSpec(seed=1, activation="relu"),
+        MemberSpec(seed=2, activation="tanh"),
+        MemberSpec(seed=3, activation="sigmoid", optimizer="sgd", lr=0.05),
+        MemberSpec(seed=4, activation="relu"),
+    ]
     states, metrics, cb = _collect()
     final = train_population("cnn-s", {}, data, members, epochs=1, batch_size=10, on_epoch=cb)
     assert sorted(states) == [(i, e) for i in range(4) for e in (0, 1)]
@@ -173,8 +196,9 @@ def test_init_states_start_from_given_weights():
 def test_identical_members_stay_identical_without_dropout():
     data = _splits(shape=(1, 6, 6))
     states, _, cb = _collect()
-    train_population("mlp", {"hidden": [16]}, data, [MemberSpec(seed=1, activation="relu", init=None)] * 2,
-                     epochs=1, on_epoch=cb)
+    train_population(
+        "mlp", {"hidden": [16]}, data, [MemberSpec(seed=1, activation="relu", init=None)] * 2, epochs=1, on_epoch=cb
+    )
     assert torch.equal(states[0, 1]["fc1.weight"], states[1, 1]["fc1.weight"])
 
 
@@ -199,17 +223,23 @@ def test_dropout_equal_in_distribution_to_trainer():
     assert all(abs(a - b) > 1e-6 for a, b in zip(pop_loss.tolist(), alone))
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"members": [MemberSpec(seed=0, optimizer="rmsprop")]}, "members[0].optimizer"),
-    ({"members": [MemberSpec(seed=0), MemberSpec(seed=1, lr=-1.0)]}, "members[1].lr"),
-    ({"members": [MemberSpec(seed=0, dropout=1.5)]}, "members[0].dropout"),
-    ({"members": [MemberSpec(seed=0)], "masks": [None, None]}, "masks"),
-    ({"members": [MemberSpec(seed=0)], "init_states": []}, "init_states"),
-    ({"members": [MemberSpec(seed=0)], "masks": [{"nope.weight": torch.ones(3, dtype=torch.bool)}]}, "masks[0]"),
-    ({"members": [MemberSpec(seed=0)], "epochs": -1}, "epochs"),
-    ({"members": []}, "members"),
-    ({"members": [MemberSpec(seed=0)], "eval_splits": ["val"]}, "eval_splits"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"members": [MemberSpec(seed=0, optimizer="rmsprop")]}, "members[0].optimizer"),
+        ({"members": [MemberSpec(seed=0), MemberSpec(seed=1, lr=-1.0)]}, "members[1].lr"),
+        ({"members": [MemberSpec(seed=0, dropout=1.5)]}, "members[0].dropout"),
+        ({"members": [MemberSpec(seed=0)], "masks": [None, None]}, "masks"),
+        ({"members": [MemberSpec(seed=0)], "init_states": []}, "init_states"),
+        ({"members": [MemberSpec(seed=0)], "masks": [{"nope.weight": torch.ones(3, dtype=torch.bool)}]}, "masks[0]"),
+        ({"members": [MemberSpec(seed=0)], "epochs": -1}, "epochs"),
+        ({"members": []}, "members"),
+        ({"members": [MemberSpec(seed=0)], "eval_splits": ["val"]}, "eval_splits"),
+        ({"members": [MemberSpec(seed=0, lr_schedule="exp")]}, "members[0].lr_schedule"),
+        ({"members": [MemberSpec(seed=0), MemberSpec(seed=1, label_smoothing=1.0)]}, "members[1].label_smoothing"),
+        ({"members": [MemberSpec(seed=0, lr_schedule="step", milestones=(2.0, 1.0))]}, "members[0]"),
+    ],
+)
 def test_bad_input_names_the_field(kwargs, field):
     data = _splits(n_train=10, n_test=5)
     kwargs = {"epochs": 1, **kwargs}
@@ -277,3 +307,104 @@ def test_convolution_paths_give_the_same_weights(model, shape):
     with pytest.raises(ConfigError) as err:
         train_population(model, {}, data, members, epochs=0, conv="fft")
     assert err.value.field == "conv"
+
+
+SCHEDULED = [  # two groups (adam, sgd); in each, members differ in schedule and label smoothing
+    MemberSpec(seed=1, lr=3e-3, lr_schedule="cosine", label_smoothing=0.1),
+    MemberSpec(seed=2, lr=2e-3, lr_schedule="linear", warmup_epochs=0.5, label_smoothing=0.2, weight_decay=1e-2),
+    MemberSpec(seed=3, optimizer="sgd", lr=0.05, lr_schedule="cosine", label_smoothing=0.1),
+    MemberSpec(
+        seed=4,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.5,
+        lr_schedule="step",
+        milestones=(1.0,),
+        gamma=0.2,
+        label_smoothing=0.1,
+    ),
+    MemberSpec(seed=5, optimizer="adamw", lr=3e-3, weight_decay=0.1, lr_schedule="cosine"),
+]
+
+
+def test_members_match_trainer_with_lr_schedules_and_label_smoothing():
+    """The population uses the Trainer's LR schedules (lr_at) and label smoothing, member by member."""
+    data = _splits()
+    states, _, cb = _collect()
+    final = train_population("cnn-s", {}, data, SCHEDULED, epochs=2, batch_size=7, on_epoch=cb)
+    for i, m in enumerate(SCHEDULED):
+        seed_everything(m.seed)
+        net = build_model(
+            "cnn-s", num_classes=data.num_classes, input_shape=data.input_shape, activation=m.activation, init=m.init
+        )
+        cfg = TrainingConfig(
+            epochs=2,
+            batch_size=7,
+            optimizer=m.optimizer,
+            lr=m.lr,
+            momentum=m.momentum,
+            weight_decay=m.weight_decay,
+            seed=m.seed,
+            lr_schedule=m.lr_schedule,
+            warmup_epochs=m.warmup_epochs,
+            milestones=list(m.milestones),
+            gamma=m.gamma,
+            label_smoothing=m.label_smoothing,
+        )
+        hist = Trainer(net, data.train, cfg, eval_sets={"test": data.test}, progress=False).fit()
+        for name, w in net.state_dict().items():
+            torch.testing.assert_close(states[i, 2][name], w, rtol=1e-4, atol=1e-5, msg=f"member {i} {name}")
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert final[i][key] == pytest.approx(hist[-1][key], rel=1e-4, abs=1e-5), (i, key)
+    # Without the schedule (constant LR) the weights differ: the comparison above sees the schedule.
+    plain = {}
+    train_population(
+        "cnn-s",
+        {},
+        data,
+        [MemberSpec(seed=1, lr=3e-3, label_smoothing=0.1)],
+        epochs=2,
+        batch_size=7,
+        on_epoch=lambda i, e, st, _m: plain.setdefault(e, st),
+    )
+    assert not torch.allclose(plain[2]["fc2.weight"], states[0, 2]["fc2.weight"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_stacked_optimizer_matches_torch_optim_member_by_member(kind):
+    from prunezoo.training.optim import StackedOptimizer, build_optimizer
+
+    configs = [
+        TrainingConfig(optimizer=kind, lr=0.1, weight_decay=0.0, lr_schedule="cosine", betas=(0.9, 0.99)),
+        TrainingConfig(
+            optimizer=kind,
+            lr=0.02,
+            momentum=0.5,
+            weight_decay=0.05,
+            lr_schedule="step",
+            milestones=[1.0],
+            warmup_epochs=0.5,
+            nesterov=kind == "sgd",
+        ),
+        TrainingConfig(optimizer=kind, lr=0.05, momentum=0.0, weight_decay=0.01, betas=(0.8, 0.9)),
+    ]
+    g = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(3, 4, 5, generator=g), "b": torch.randn(3, 5, generator=g)}
+    stacked = {n: t.clone().requires_grad_(True) for n, t in start.items()}
+    opt = StackedOptimizer(stacked, configs, total_steps=8, steps_per_epoch=2)
+    alone = []
+    for j, cfg in enumerate(configs):
+        mod = torch.nn.Module()
+        mod.w, mod.b = (torch.nn.Parameter(start[n][j].clone()) for n in ("w", "b"))
+        alone.append((mod, build_optimizer(mod, cfg)))
+    for step in range(8):
+        grads = {n: torch.randn(t.shape, generator=g) for n, t in start.items()}
+        opt.step(grads)
+        for j, (mod, o) in enumerate(alone):
+            for group in o.param_groups:
+                group["lr"] = lr_at(step, 8, 2, configs[j])
+            mod.w.grad, mod.b.grad = grads["w"][j].clone(), grads["b"][j].clone()
+            o.step()
+    for j, (mod, _) in enumerate(alone):
+        torch.testing.assert_close(stacked["w"][j], mod.w.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stacked["b"][j], mod.b.detach(), rtol=1e-5, atol=1e-6)

@@ -37,9 +37,14 @@ def _fields_read_by(path: Path) -> set[str]:
     """Result-row fields the module aggregates per group of replicates: ``g.mean("x")``, ``std``, ``values``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
-                and node.func.attr in ("mean", "std", "values") \
-                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.args
+            and node.func.attr in ("mean", "std", "values")
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             found.add(node.args[0].value)
     return found
 

@@ -34,8 +34,16 @@ def test_many_concurrent_writer_processes_lose_no_rows(tmp_path):
 
 def test_queries_and_replace(tmp_path):
     store = RunStore(tmp_path / "i.sqlite")
-    store.record_study("a-123", "a", "123", "p", {}, "complete", [{"method": "dense", "test_acc": 0.9}],
-                       {"dense": [{"epoch": 1, "test_acc": 0.8, "train_loss": 1.0}]})
+    store.record_study(
+        "a-123",
+        "a",
+        "123",
+        "p",
+        {},
+        "complete",
+        [{"method": "dense", "test_acc": 0.9}],
+        {"dense": [{"epoch": 1, "test_acc": 0.8, "train_loss": 1.0}]},
+    )
     store.record_study("a-123", "a", "123", "p", {}, "complete", [{"method": "dense", "test_acc": 0.95}])
     df = store.results("a-123")
     assert df["test_acc"].tolist() == [0.95]
@@ -52,8 +60,16 @@ def test_readonly_store_reads_everything_and_writes_nothing(tmp_path):
     import pytest
 
     path = tmp_path / "index.sqlite"
-    RunStore(path).record_study("a-123", "a", "123", "p", {"x": 1}, "complete",
-                                [{"method": "dense", "test_acc": 0.9}], {"dense": [{"epoch": 1, "test_acc": 0.8}]})
+    RunStore(path).record_study(
+        "a-123",
+        "a",
+        "123",
+        "p",
+        {"x": 1},
+        "complete",
+        [{"method": "dense", "test_acc": 0.9}],
+        {"dense": [{"epoch": 1, "test_acc": 0.8}]},
+    )
     before = _files(tmp_path)
     assert list(before) == ["index.sqlite"]  # the writer checkpointed and removed its WAL on close
     store = RunStore(path, readonly=True)
@@ -118,12 +134,17 @@ def test_every_result_column_round_trips_in_a_store_of_the_old_column_order(tmp_
     old.insert([f.name for f in old].index("test_ece") + 1, flops)
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as con:
-        con.execute("CREATE TABLE results (study_id TEXT NOT NULL, row_index INTEGER NOT NULL, "
-                    + "".join(f"{f.name} {f.sql_type}, " for f in old) + "PRIMARY KEY (study_id, row_index))")
+        con.execute(
+            "CREATE TABLE results (study_id TEXT NOT NULL, row_index INTEGER NOT NULL, "
+            + "".join(f"{f.name} {f.sql_type}, " for f in old)
+            + "PRIMARY KEY (study_id, row_index))"
+        )
     for fresh in (False, True):
         store = RunStore(tmp_path / "new.sqlite" if fresh else path)
-        row = {f.name: (f"v{i}" if f.sql_type == "TEXT" else i + 0.5 if f.sql_type == "REAL" else i)
-               for i, f in enumerate(RESULT_SCHEMA)}
+        row = {
+            f.name: (f"v{i}" if f.sql_type == "TEXT" else i + 0.5 if f.sql_type == "REAL" else i)
+            for i, f in enumerate(RESULT_SCHEMA)
+        }
         store.record_study("s-1", "s", "1", "p", {}, "complete", [row])
         got = store.results("s-1").iloc[0]
         assert {k: got[k] for k in row} == row

@@ -1,8 +1,13 @@
-"""Run a job graph: in this process, on a local process pool, or on a Ray cluster.
+"""The one executor layer of prunezoo: run a graph of tasks in this process, on a local process pool
+or on a Ray cluster. Studies (:func:`run_jobs`), zoos and twins (:func:`prunezoo.zoo.runner.run_tasks`)
+and benches (through studies) all run here.
 
-Jobs are submitted as soon as their dependencies have finished. Each job runs with a fixed number
-of torch threads (default 1) whatever the executor, so the numbers do not depend on where or how
-parallel it ran. With Ray on several machines, ``root`` must be on a shared filesystem.
+A task is ``fn(*task.args, threads)``: a top-level function and picklable arguments. It is submitted
+as soon as its dependencies have finished; ``on_done(task, result)`` runs in this process, in
+completion order. Each task sets a fixed number of torch threads (default 1) whatever the executor,
+so the numbers do not depend on where or how parallel it ran. With Ray on several machines, results
+written to disk must be on a shared filesystem. A failing task raises :class:`TaskFailed` (a full
+disk named as such) after cancelling what has not started.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.jobs import execute_job
@@ -36,10 +41,30 @@ def describe_failure(cause: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}"
 
 
-class JobFailed(RuntimeError):
+class TaskFailed(RuntimeError):
+    """A task raised; ``label`` names it, the message says why (see :func:`describe_failure`)."""
+
+    def __init__(self, label: str, cause: BaseException):
+        self.label = label
+        super().__init__(f"{label} failed: {describe_failure(cause)}")
+
+
+class JobFailed(TaskFailed):
     def __init__(self, job: Job, cause: BaseException):
         self.job = job
-        super().__init__(f"job {job.label} ({job.id}) failed: {describe_failure(cause)}")
+        super().__init__(f"job {job.label} ({job.id})", cause)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One call ``fn(*args, threads)``; it starts once every task whose key is in ``deps`` finished.
+    Among ready tasks, lower ``priority`` goes first (then input order)."""
+
+    key: Hashable
+    args: tuple
+    deps: tuple = ()
+    label: str = ""
+    priority: int = 0
 
 
 def default_workers() -> int:
@@ -60,6 +85,118 @@ def check_executor_options(executor: str, workers: int | None, threads: int) -> 
             raise ConfigError("executor", "the Ray executor needs Ray: pip install 'prunezoo[ray]'")
 
 
+def run_graph(
+    fn: Callable[..., Any],
+    tasks: Sequence[Task],
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+    on_done: Callable[[Task, Any], None] = lambda task, result: None,
+    failure: Callable[[Task, BaseException], Exception] | None = None,
+) -> dict[Hashable, Any]:
+    """Run every task once; returns ``{task key: result}``.
+
+    ``executor="local"`` runs in this process when ``workers`` is 1 or there is at most one task,
+    else on a pool of ``workers`` spawned processes (default: the usable CPUs); ``"ray"`` submits to
+    Ray (``address``, or a local Ray with ``workers`` CPUs), each task reserving ``threads`` CPUs.
+    ``failure(task, error)`` builds the exception raised for a failed task (default :class:`TaskFailed`).
+    """
+    check_executor_options(executor, workers, threads)
+    keys = {t.key for t in tasks}
+    if len(keys) != len(tasks):
+        raise ValueError("task keys must be unique")
+    for t in tasks:
+        if missing := [d for d in t.deps if d not in keys]:
+            raise ValueError(f"{t.label or t.key} depends on unknown tasks {missing}")
+    fail = failure or (lambda task, err: TaskFailed(task.label or str(task.key), err))
+    run = _Graph(list(tasks), on_done, fail)
+    if executor == "ray":
+        run.ray(fn, workers, threads, address)
+    elif (workers or default_workers()) == 1 or len(tasks) <= 1:
+        run.inline(fn, threads)
+    else:
+        run.pool(fn, workers or default_workers(), threads)
+    return run.results
+
+
+class _Graph:
+    """Bookkeeping shared by the three executors: what is ready, what finished, what failed."""
+
+    def __init__(self, tasks: list[Task], on_done, fail):
+        self.pending = {t.key: t for t in tasks}
+        self.results: dict[Hashable, Any] = {}
+        self.on_done, self.fail = on_done, fail
+
+    def ready(self) -> list[Task]:
+        ready = [t for t in self.pending.values() if all(d in self.results for d in t.deps)]
+        for t in ready:
+            del self.pending[t.key]
+        return sorted(ready, key=lambda t: t.priority)  # stable: input order within a priority
+
+    def finish(self, task: Task, get: Callable[[], Any]) -> None:
+        try:
+            result = get()
+        except Exception as err:
+            raise self.fail(task, err) from err
+        self.results[task.key] = result
+        self.on_done(task, result)
+
+    def inline(self, fn, threads: int) -> None:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            while self.pending:  # input order (priorities only matter in parallel): the first ready task
+                task = next((t for t in self.pending.values() if all(d in self.results for d in t.deps)), None)
+                if task is None:
+                    raise ValueError(f"dependency cycle among {list(self.pending)}")
+                del self.pending[task.key]
+                self.finish(task, lambda: fn(*task.args, threads))  # noqa: B023 (called at once)
+        finally:
+            torch.set_num_threads(before)
+
+    def pool(self, fn, workers: int, threads: int) -> None:
+        running: dict[Future, Task] = {}
+        with process_pool(workers) as pool:
+            try:
+                while self.pending or running:
+                    for task in self.ready():
+                        running[pool.submit(fn, *task.args, threads)] = task
+                    if not running:
+                        raise ValueError(f"dependency cycle among {list(self.pending)}")
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        self.finish(running.pop(fut), fut.result)
+            except BaseException:
+                for fut in running:
+                    fut.cancel()
+                raise
+
+    def ray(self, fn, workers: int | None, threads: int, address: str | None) -> None:
+        ray, started_here = start_ray(workers, address)
+        remote = ray.remote(num_cpus=threads, max_retries=0)(fn)
+        running: dict = {}
+        try:
+            while self.pending or running:
+                for task in self.ready():
+                    running[remote.remote(*task.args, threads)] = task
+                if not running:
+                    raise ValueError(f"dependency cycle among {list(self.pending)}")
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    self.finish(running.pop(ref), lambda: ray.get(ref))  # noqa: B023 (called at once)
+        finally:
+            for ref in running:
+                ray.cancel(ref)
+            if started_here:
+                ray.shutdown()
+
+
+_PRIORITY = {"imp": 0, "dense": 1}  # longest chain first, then what unblocks others
+
+
 def run_jobs(
     jobs: list[Job],
     root: str | Path,
@@ -70,39 +207,23 @@ def run_jobs(
     address: str | None = None,
     on_done: Callable[[Job, dict], None] = lambda job, result: None,
 ) -> dict[str, dict]:
-    """Execute every job once (finished ones are read back); returns ``{job id: result}``."""
-    check_executor_options(executor, workers, threads)
+    """Execute every job of a study once (finished ones are read back); returns ``{job id: result}``."""
     todo = unique_jobs(jobs)
-    root = str(root)
-    if executor == "ray":
-        return _run_ray(todo, root, workers, threads, address, on_done)
-    workers = workers or default_workers()
-    if workers == 1:
-        return _run_inline(todo, root, threads, on_done)
-    return _run_pool(todo, root, workers, threads, on_done)
-
-
-_PRIORITY = {"imp": 0, "dense": 1}  # longest chain first, then what unblocks others
-
-
-def _ready(pending: dict[str, Job], results: dict[str, dict]) -> list[Job]:
-    ready = [job for job in pending.values() if all(d in results for d in job.deps)]
-    return sorted(ready, key=lambda job: _PRIORITY.get(job.kind, 2))
-
-
-def _run_inline(todo: list[Job], root: str, threads: int, on_done) -> dict[str, dict]:
-    results: dict[str, dict] = {}
-    before = torch.get_num_threads()
-    try:
-        for job in todo:  # plan order already puts dependencies first
-            try:
-                results[job.id] = execute_job(job.to_dict(), root, threads)
-            except Exception as err:
-                raise JobFailed(job, err) from err
-            on_done(job, results[job.id])
-    finally:
-        torch.set_num_threads(before)
-    return results
+    by_id = {job.id: job for job in todo}
+    tasks = [
+        Task(job.id, (job.to_dict(), str(root)), tuple(job.deps), job.label, _PRIORITY.get(job.kind, 2)) for job in todo
+    ]  # plan order already puts dependencies first (the inline order)
+    # execute_job looked up at call time (tests replace it)
+    return run_graph(
+        execute_job,
+        tasks,
+        executor=executor,
+        workers=workers,
+        threads=threads,
+        address=address,
+        on_done=lambda task, result: on_done(by_id[task.key], result),
+        failure=lambda task, err: JobFailed(by_id[task.key], err),
+    )
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -115,8 +236,12 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     outlives it (Linux delivers the parent-death signal when the spawning *thread* exits).
     """
     # spawn, not fork: forking a process that already ran torch ops can deadlock in OpenMP.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _die_with_parent(parent: int) -> None:
@@ -140,30 +265,6 @@ def _watch_parent(parent: int, interval: float = 1.0) -> None:
     os._exit(1)
 
 
-def _run_pool(todo: list[Job], root: str, workers: int, threads: int, on_done) -> dict[str, dict]:
-    results: dict[str, dict] = {}
-    pending = {job.id: job for job in todo}
-    running: dict[Future, Job] = {}
-    with process_pool(workers) as pool:
-        try:
-            while pending or running:
-                for job in _ready(pending, results):
-                    running[pool.submit(execute_job, job.to_dict(), root, threads)] = pending.pop(job.id)
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    job = running.pop(fut)
-                    try:
-                        results[job.id] = fut.result()
-                    except Exception as err:
-                        raise JobFailed(job, err) from err
-                    on_done(job, results[job.id])
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            raise
-    return results
-
-
 def start_ray(workers: int | None, address: str | None):
     """``(ray, started_here)``: connect to ``address`` or start a local Ray with ``workers`` CPUs,
     unless Ray is already initialised (then the caller must not shut it down)."""
@@ -178,30 +279,3 @@ def start_ray(workers: int | None, address: str | None):
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
     return ray, started_here
-
-
-def _run_ray(todo: list[Job], root: str, workers: int | None, threads: int, address: str | None,
-             on_done) -> dict[str, dict]:
-    ray, started_here = start_ray(workers, address)
-    remote = ray.remote(num_cpus=threads, max_retries=0)(execute_job)
-    results: dict[str, dict] = {}
-    pending = {job.id: job for job in todo}
-    running: dict = {}
-    try:
-        while pending or running:
-            for job in _ready(pending, results):
-                running[remote.remote(job.to_dict(), root, threads)] = pending.pop(job.id)
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                job = running.pop(ref)
-                try:
-                    results[job.id] = ray.get(ref)
-                except Exception as err:
-                    raise JobFailed(job, err) from err
-                on_done(job, results[job.id])
-    finally:
-        for ref in running:
-            ray.cancel(ref)
-        if started_here:
-            ray.shutdown()
-    return results

@@ -64,5 +64,4 @@ def result_row(values: dict) -> dict:
     return {k: values.get(k) for k in ROW_FIELDS}
 
 
-__all__ = ["FIELDS_BY_NAME", "RESULT_COLUMNS", "RESULT_SCHEMA", "ROW_FIELDS", "ResultField", "result_row",
-           "sql_column"]
+__all__ = ["FIELDS_BY_NAME", "RESULT_COLUMNS", "RESULT_SCHEMA", "ROW_FIELDS", "ResultField", "result_row", "sql_column"]

@@ -51,8 +51,10 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 # Columns named: a store written by an older prunezoo has its columns in another order.
-_INSERT_RESULT = (f"INSERT INTO results (study_id, row_index, {', '.join(RESULT_COLUMNS)}) "
-                  f"VALUES ({','.join('?' * (len(RESULT_COLUMNS) + 2))})")
+_INSERT_RESULT = (
+    f"INSERT INTO results (study_id, row_index, {', '.join(RESULT_COLUMNS)}) "
+    f"VALUES ({','.join('?' * (len(RESULT_COLUMNS) + 2))})"
+)
 
 
 class RunStore:
@@ -137,8 +139,9 @@ class RunStore:
                 code, what = (errno.ENOSPC, "No space left on device") if full else (errno.EIO, "Disk I/O error")
                 raise OSError(code, f"{what} {said}", str(self.path)) from None
             if "readonly" in msg or "read-only" in msg or "unable to open database" in msg:
-                raise PermissionError(errno.EACCES, f"Cannot open or write the run store {said}",
-                                      str(self.path)) from None
+                raise PermissionError(
+                    errno.EACCES, f"Cannot open or write the run store {said}", str(self.path)
+                ) from None
             raise
 
     def _write(self, con: sqlite3.Connection, fn, retries: int = 200) -> None:
@@ -176,8 +179,15 @@ class RunStore:
 
     # -- writes ------------------------------------------------------------------------------------
     def record_study(
-        self, study_id: str, name: str, config_hash: str, path: str | Path, config: dict, status: str,
-        rows: Iterable[dict] = (), histories: dict[str, list[dict]] | None = None,
+        self,
+        study_id: str,
+        name: str,
+        config_hash: str,
+        path: str | Path,
+        config: dict,
+        status: str,
+        rows: Iterable[dict] = (),
+        histories: dict[str, list[dict]] | None = None,
     ) -> None:
         """Insert or replace a study with its result rows and per-epoch metrics, atomically."""
         rows = list(rows)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prunezoo.allocation import allocate
 from prunezoo.errors import ConfigError
@@ -29,6 +28,7 @@ from prunezoo.experiments.schema import ROW_FIELDS
 from prunezoo.experiments.store import RunStore
 from prunezoo.models import build_model
 from prunezoo.utils.io import CorruptFileError, clean_staging, file_lock, quarantine, read_json, write_json, write_text
+from prunezoo.utils.progress import ProgressBar
 
 STORE_NAME = "index.sqlite"
 
@@ -113,11 +113,11 @@ def _run_locked(cfg: StudyConfig, out_root: Path, directory: Path, jobs: list[Jo
     todo = unique_jobs(jobs)
     finished = sum((runs / job.id / "result.json").exists() for job in todo)
     log(f"{cfg.name}: {len(todo)} jobs ({finished} already done) → {directory}")
-    with _StudyProgress(progress, len(todo), 0) as bar:
+    with ProgressBar("jobs", len(todo), enabled=progress) as bar:
 
         def on_done(job: Job, result: dict) -> None:
             accs = [r["test_acc"] for r in result["rows"] if r.get("test_acc") is not None]
-            bar.advance(job.label)
+            bar.advance(description=job.label)
             log(f"done {job.label}" + (f": test acc {accs[-1]:.2%}" if accs else ""))
 
         results = run_jobs(jobs, runs, executor=executor, workers=workers, threads=threads, address=address,
@@ -208,30 +208,3 @@ def rows_to_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
-
-
-class _StudyProgress:
-    """One rich bar over the study's jobs (done/total, elapsed, ETA) on a terminal; silent otherwise."""
-
-    def __init__(self, enabled: bool | None, total: int, completed: int):
-        import sys
-
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.total, self.completed = total, completed
-        self.bar = None
-
-    def __enter__(self) -> _StudyProgress:
-        if self.enabled:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("jobs", total=self.total, completed=self.completed)
-        return self
-
-    def advance(self, label: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, description=label)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

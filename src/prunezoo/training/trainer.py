@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from prunezoo.training.callbacks import Callback, CallbackList
@@ -17,6 +16,7 @@ from prunezoo.training.checkpoint import load_checkpoint, save_checkpoint
 from prunezoo.training.config import TrainingConfig
 from prunezoo.training.evaluate import evaluate
 from prunezoo.training.optim import build_optimizer, lr_at
+from prunezoo.utils.progress import ProgressBar
 
 
 class Trainer:
@@ -87,7 +87,7 @@ class Trainer:
         if eval_initial and start_step == 0:
             self.history.append({"epoch": 0, "step": 0, **self.evaluate()})
 
-        with _progress(self.progress, self.description, self.total_steps, start_step) as (bar, task):
+        with ProgressBar(self.description, self.total_steps, completed=start_step, enabled=self.progress) as bar:
             epoch = start_step // spe
             while self.step < self.total_steps and not self.stop_requested:
                 t0 = time.perf_counter()
@@ -107,8 +107,7 @@ class Trainer:
                     correct += (logits.detach().argmax(1) == yb).sum()
                     seen += len(yb)
                     self.callbacks.on_step_end(self, self.step - 1, loss.detach())  # a tensor: no per-step device sync
-                    if bar is not None:
-                        bar.advance(task)
+                    bar.advance()
                 metrics = {
                     "epoch": epoch + 1,
                     "step": self.step,
@@ -123,8 +122,12 @@ class Trainer:
                 if checkpoint_dir is not None:
                     cb_meta, cb_tensors = self._callback_states()
                     save_checkpoint(
-                        checkpoint_dir, self.model, self.optimizer, step=self.step,
-                        extra={"history": self.history, "callbacks": cb_meta}, tensors=cb_tensors,
+                        checkpoint_dir,
+                        self.model,
+                        self.optimizer,
+                        step=self.step,
+                        extra={"history": self.history, "callbacks": cb_meta},
+                        tensors=cb_tensors,
                     )
                 epoch += 1
         self.callbacks.on_train_end(self)
@@ -145,7 +148,7 @@ class Trainer:
         for i, cb in enumerate(self.callbacks.callbacks):
             if hasattr(cb, "load_state_dict") and str(i) in meta:
                 prefix = f"{i}/"
-                own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
                 cb.load_state_dict({"meta": meta[str(i)], "tensors": own})
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,25 +167,3 @@ class Trainer:
         self.optimizer.step()
         self.step = step + 1
         return loss, logits
-
-
-class _progress:
-    """Rich progress bar when attached to a terminal, nothing otherwise (CI logs stay clean)."""
-
-    def __init__(self, enabled: bool, description: str, total: int, completed: int):
-        self.enabled, self.description, self.total, self.completed = enabled, description, total, completed
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None, None
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(self.description, total=self.total, completed=self.completed)
-        return self.bar, task
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from prunezoo.errors import ConfigError
+from prunezoo.utils.progress import ProgressBar
 from prunezoo.zoo import layout
 
 ORIGINAL = "original"
@@ -485,12 +486,12 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
     original_models: dict[str, nn.Module] = {}
     sets = _twin_groups(zoo)
     n_twins = sum(len(layout.list_models(d)) for *_, d in sets)
-    bar = _progress(progress, len(originals) + n_twins)
+    bar = ProgressBar("analysing models", len(originals) + n_twins, enabled=progress).start()
     for d in originals:
         row, model = _model_record(d, ORIGINAL, ORIGINAL, None, epoch, layers)
         models.append(row)
         by_name[d.name], original_models[d.name] = row, model
-        bar()
+        bar.advance()
 
     outputs = functools.lru_cache(maxsize=None)(lambda name: model_outputs(original_models[name],
                                                                            _eval_set(zoo, name, max_samples)))
@@ -514,7 +515,7 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
                     notes.append(f"twin comparisons skipped: no evaluation data ({err})")
                     can_compare = False
             rows.append(row)
-            bar()
+            bar.advance()
         models += rows
         layers += set_layers
         groups.append(_summarise(set_name, method, level, rows, set_layers, compare and can_compare))
@@ -536,30 +537,3 @@ def _eval_set(zoo: Path, model_name: str, max_samples: int | None):
 @functools.lru_cache(maxsize=4)
 def _load_test(spec_json: str):
     return layout.load_zoo_data(json.loads(spec_json)).test
-
-
-class _NoBar:
-    def __call__(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _RichBar(_NoBar):
-    def __init__(self, total: int) -> None:
-        from rich.progress import Progress
-
-        self._progress = Progress(transient=True)
-        self._task = self._progress.add_task("analysing models", total=total)
-        self._progress.start()
-
-    def __call__(self) -> None:
-        self._progress.advance(self._task)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _progress(enabled: bool, total: int) -> _NoBar:
-    return _RichBar(total) if enabled else _NoBar()

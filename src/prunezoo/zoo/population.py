@@ -3,17 +3,19 @@
 Members' parameters are stacked along a leading "member" dimension and the model runs through
 ``torch.func.functional_call`` under ``torch.func.vmap``; one autograd backward of the summed
 per-member losses gives every member its own gradient (members share no parameters, so the sum
-decouples exactly). Adam / SGD-with-momentum updates run on the stacked tensors with per-member
-learning-rate, momentum and weight-decay vectors, following ``torch.optim``'s single-tensor update
-formulas, so a member matches :class:`~prunezoo.training.Trainer` run alone up to float rounding.
+decouples exactly). The optimizer, learning-rate schedule and label smoothing are those of
+``prunezoo.training`` (:func:`training_config` gives each member its :class:`TrainingConfig`;
+:class:`~prunezoo.training.optim.StackedOptimizer` runs ``torch.optim``'s SGD/Adam/AdamW update on the
+stacked tensors with per-member hyperparameters and :func:`~prunezoo.training.optim.lr_at` schedules),
+so a member matches :class:`~prunezoo.training.Trainer` run alone up to float rounding.
 
 Conventions shared with the per-model path (:func:`train_member`, ``experiments.jobs``):
 
 - init: ``seed_everything(member.seed)`` then ``build_model(...)``;
 - data order: epoch ``e`` of member ``m`` is ``BatchLoader(train, batch_size, seed=m.seed).order(e)``
   (``epoch_seed(seed, e)``); the last batch may be smaller (no ``drop_last``);
-- loss: mean cross-entropy per batch; masks re-applied after every optimizer step (pruned weights
-  stay exactly 0, as ``MaskSet.attach`` does);
+- loss: mean cross-entropy per batch (with the member's label smoothing); masks re-applied after
+  every optimizer step (pruned weights stay exactly 0, as ``MaskSet.attach`` does);
 - metrics: ``train_loss/train_acc`` of an epoch are running means over its batches (the Trainer's
   definition); at epoch 0 (the init state) they are evaluated on the training split instead.
 
@@ -42,13 +44,12 @@ from torch import Tensor, nn
 
 from prunezoo.errors import ConfigError
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
 # Member settings that change the traced computation: members differing in them cannot share a vmap.
 GRAPH_FIELDS = ("optimizer", "activation", "dropout")
 # Member settings passed to build_model as model options.
 MODEL_FIELDS = ("activation", "init", "dropout")
 ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 # How the population runs: "stacked" (members stacked along channels, one grouped convolution in
 # channels-last memory, linear layers as one bmm; see _Stacked), "grouped" (vmap's own batching rule:
 # one grouped convolution with groups=M, NCHW) or "im2col" (vmap, unfold + batched matmul).
@@ -62,13 +63,19 @@ class MemberSpec:
     """One population member: its seed (init, data order) and hyperparameters."""
 
     seed: int
-    optimizer: str = "adam"  # "adam" | "sgd" (sgd uses momentum)
+    optimizer: str = "adam"  # "adam" | "sgd" (sgd uses momentum) | "adamw"
     lr: float = 3e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
     activation: str = "tanh"
     init: str | None = "uniform"  # prunezoo.models.init names
     dropout: float = 0.0
+    # As in TrainingConfig (prunezoo.training.optim.lr_at): LR schedule and label smoothing.
+    lr_schedule: str = "constant"  # "constant" | "step" | "cosine" | "linear"
+    warmup_epochs: float = 0.0
+    milestones: tuple[float, ...] = ()  # step schedule, in epochs
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
 
     def graph_key(self) -> tuple:
         return tuple(getattr(self, f) for f in GRAPH_FIELDS)
@@ -91,6 +98,16 @@ def _check_member(i: int, m) -> MemberSpec:
         raise ConfigError(f"{f}.weight_decay", f"must be >= 0, got {m.weight_decay!r}")
     if not (isinstance(m.dropout, int | float) and not isinstance(m.dropout, bool) and 0 <= m.dropout < 1):
         raise ConfigError(f"{f}.dropout", f"must be a probability in [0, 1), got {m.dropout!r}")
+    from pydantic import ValidationError
+
+    try:  # the schedule and loss settings, checked by the Trainer's own config
+        training_config(m, epochs=1, batch_size=1)
+    except ValidationError as err:
+        e = err.errors()[0]
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across fields (milestones order)
+            raise ConfigError(f, msg) from None
+        raise ConfigError(f"{f}.{e['loc'][0]}", f"{msg}, got {e.get('input')!r}") from None
     return m
 
 
@@ -186,8 +203,11 @@ def train_population(
         raise ConfigError("conv", f"unknown convolution implementation {conv!r}; known: {list(CONV_IMPLS)}")
     modules = [build_member(model, model_options, data, m, i) for i, m in enumerate(members)]
     if next(iter(modules[0].buffers()), None) is not None:
-        raise ConfigError("model", f"{model!r} has buffers (BatchNorm); population training supports "
-                                   "buffer-free models (cnn-s, cnn-l, mlp, conv1d)")
+        raise ConfigError(
+            "model",
+            f"{model!r} has buffers (BatchNorm); population training supports "
+            "buffer-free models (cnn-s, cnn-l, mlp, conv1d)",
+        )
     if init_states is not None:
         for i, (mod, state) in enumerate(zip(modules, init_states)):
             if state is None:
@@ -203,10 +223,12 @@ def train_population(
         groups.setdefault(m.graph_key(), []).append(i)
     results: list[dict | None] = [None] * len(members)
     for index in groups.values():
-        group = _Group([modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index],
-                       conv=conv)
-        for j, metrics in enumerate(group.fit(data, epochs, batch_size, eval_splits, steps, evaluate,
-                                              _forward_callback(on_epoch, index))):
+        group = _Group(
+            [modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index], conv=conv
+        )
+        for j, metrics in enumerate(
+            group.fit(data, epochs, batch_size, eval_splits, steps, evaluate, _forward_callback(on_epoch, index))
+        ):
             results[index[j]] = metrics
     return results  # type: ignore[return-value]
 
@@ -228,8 +250,7 @@ def _check_mask(i: int, module: nn.Module, mask) -> dict[str, Tensor] | None:
         if name not in params:
             raise ConfigError(f"masks[{i}]", f"{name!r} is not a parameter of the model")
         if tuple(m.shape) != tuple(params[name].shape):
-            raise ConfigError(f"masks[{i}]", f"{name!r} has shape {tuple(m.shape)}, "
-                                             f"weight {tuple(params[name].shape)}")
+            raise ConfigError(f"masks[{i}]", f"{name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
         out[name] = m.to(torch.bool)
     return out
 
@@ -270,8 +291,11 @@ def _use_im2col(module: nn.Module) -> None:
     import types
 
     for m in module.modules():
-        plain = getattr(m, "groups", None) == 1 and getattr(m, "padding_mode", None) == "zeros" \
+        plain = (
+            getattr(m, "groups", None) == 1
+            and getattr(m, "padding_mode", None) == "zeros"
             and not isinstance(getattr(m, "padding", None), str)
+        )
         if type(m) is nn.Conv2d and plain:
             m.forward = types.MethodType(_im2col_conv2d, m)
         elif type(m) is nn.Conv1d and plain:
@@ -280,9 +304,27 @@ def _use_im2col(module: nn.Module) -> None:
 
 # Parameter-free layers that act per channel or per element, so they run unchanged on members
 # stacked along the channel dimension (conv layout) or the leading dimension (linear layout).
-_PER_CHANNEL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d,
-                nn.AvgPool2d, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU,
-                nn.Softplus, nn.Flatten, nn.Sequential)
+_PER_CHANNEL = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.Tanh,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Flatten,
+    nn.Sequential,
+)
 
 
 class _Stacked:
@@ -358,8 +400,15 @@ class _Stacked:
 def _stacked_conv(self, x: Tensor) -> Tensor:
     w, b = self.stacked  # (M, C_out, C_in, *k), (M, C_out)
     conv = F.conv2d if w.ndim == 5 else F.conv1d
-    return conv(x, w.flatten(0, 1), None if b is None else b.flatten(), self.stride, self.padding,
-                self.dilation, groups=w.shape[0])
+    return conv(
+        x,
+        w.flatten(0, 1),
+        None if b is None else b.flatten(),
+        self.stride,
+        self.padding,
+        self.dilation,
+        groups=w.shape[0],
+    )
 
 
 def _stacked_linear(self, x: Tensor) -> Tensor:
@@ -373,8 +422,9 @@ def _stacked_linear(self, x: Tensor) -> Tensor:
 class _Group:
     """Members sharing one computation graph, with their stacked parameters and optimizer state."""
 
-    def __init__(self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None],
-                 conv: str = "stacked"):
+    def __init__(
+        self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None], conv: str = "stacked"
+    ):
         from torch.func import functional_call, vmap
 
         self.specs = specs
@@ -385,19 +435,15 @@ class _Group:
         self.names = [n for n, _ in self.base.named_parameters()]
         per_member = [dict(m.named_parameters()) for m in modules]
         self.params = {n: torch.stack([p[n].detach() for p in per_member]).requires_grad_(True) for n in self.names}
-        kind = specs[0].optimizer
-        self.kind = kind
-        self.lr = torch.tensor([s.lr for s in specs], dtype=torch.float32)
-        self.wd = torch.tensor([s.weight_decay for s in specs], dtype=torch.float32)
-        self.momentum = torch.tensor([s.momentum for s in specs], dtype=torch.float32)
-        self.use_wd = bool((self.wd != 0).any())
-        self.t = 0
-        self.state: dict[str, dict[str, Tensor]] = {}
+        self.optimizer = None  # a StackedOptimizer, built by fit() (the LR schedule needs the run's length)
+        smoothing = [s.label_smoothing for s in specs]
+        self.label_smoothing = smoothing[0] if len(set(smoothing)) == 1 else torch.tensor(smoothing)
         # Float keep-masks (1 where kept; members without a mask get all ones) for every masked name.
         names = sorted({n for m in masks if m for n in m})
         self.masks = {
-            n: torch.stack([(m[n] if m and n in m else torch.ones_like(self.params[n][0], dtype=torch.bool))
-                            for m in masks]).to(self.params[n].dtype)
+            n: torch.stack(
+                [(m[n] if m and n in m else torch.ones_like(self.params[n][0], dtype=torch.bool)) for m in masks]
+            ).to(self.params[n].dtype)
             for n in names
         }
         self._enforce_masks()
@@ -425,41 +471,28 @@ class _Group:
                 self.impl = "stacked"
             self.stacked = None
 
-    def _vec(self, v: Tensor, like: Tensor) -> Tensor:
-        return v.view(-1, *([1] * (like.ndim - 1)))
-
     @torch.no_grad()
     def _enforce_masks(self) -> None:
         for n, m in self.masks.items():
             self.params[n].mul_(m)
 
-    @torch.no_grad()
     def _step(self, grads: list[Tensor]) -> None:
-        """torch.optim's single-tensor Adam / SGD(momentum, dampening 0) on stacked parameters."""
-        self.t += 1
-        for n, g in zip(self.names, grads):
-            p = self.params[n]
-            if self.use_wd:
-                g = g.add(p * self._vec(self.wd, p))
-            st = self.state.setdefault(n, {})
-            if self.kind == "adam":
-                b1, b2 = ADAM_BETAS
-                if not st:
-                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                m, v = st["m"], st["v"]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1, bc2_sqrt = 1 - b1**self.t, (1 - b2**self.t) ** 0.5
-                denom = (v.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-                p.sub_(m / denom * self._vec(self.lr / bc1, p))
-            else:
-                buf = st.get("buf")
-                if buf is None:
-                    buf = st["buf"] = g.clone()
-                else:
-                    buf.mul_(self._vec(self.momentum, p)).add_(g)
-                p.sub_(buf * self._vec(self.lr, p))
+        self.optimizer.step(dict(zip(self.names, grads)))
         self._enforce_masks()
+
+    def _losses(self, logits: Tensor, yb: Tensor) -> Tensor:
+        """Per member mean cross-entropy of the batch, with each member's label smoothing (F.cross_entropy's)."""
+        c = logits.shape[-1]
+        eps = self.label_smoothing
+        if not isinstance(eps, Tensor):  # one value for the group: exactly the Trainer's call
+            return (
+                F.cross_entropy(logits.reshape(-1, c), yb.reshape(-1), reduction="none", label_smoothing=eps)
+                .view(self.size, -1)
+                .mean(1)
+            )
+        log_p = F.log_softmax(logits, dim=2)
+        nll = -log_p.gather(2, yb.unsqueeze(2)).squeeze(2)
+        return ((1 - eps).unsqueeze(1) * nll - eps.unsqueeze(1) * log_p.mean(2)).mean(1)
 
     def member_state(self, j: int) -> dict[str, Tensor]:
         return {n: self.params[n][j].detach().clone() for n in self.names}
@@ -472,8 +505,13 @@ class _Group:
         self.base.eval()
         params = {n: p.detach() for n, p in self.params.items()}
         chunk = max(1, EVAL_SAMPLES // self.size)
-        logits = torch.cat([self.forward_eval(params, dataset.prepare(dataset.x[s:s + chunk]))
-                            for s in range(0, len(dataset.y), chunk)], dim=1)
+        logits = torch.cat(
+            [
+                self.forward_eval(params, dataset.prepare(dataset.x[s : s + chunk]))
+                for s in range(0, len(dataset.y), chunk)
+            ],
+            dim=1,
+        )
         self.base.train()
         y = dataset.y
         log_p = F.log_softmax(logits, dim=2)
@@ -481,8 +519,15 @@ class _Group:
         acc = (logits.argmax(2) == y).float().mean(1)
         probs = log_p.exp()
         entropy = -(probs * log_p).sum(2).mean(1)
-        return [{"loss": float(nll[j]), "acc": float(acc[j]), "entropy": float(entropy[j]),
-                 "ece": expected_calibration_error(probs[j], y)} for j in range(self.size)]
+        return [
+            {
+                "loss": float(nll[j]),
+                "acc": float(acc[j]),
+                "entropy": float(entropy[j]),
+                "ece": expected_calibration_error(probs[j], y),
+            }
+            for j in range(self.size)
+        ]
 
     def _eval_metrics(self, data, eval_splits) -> list[dict[str, float]]:
         out: list[dict[str, float]] = [{} for _ in range(self.size)]
@@ -493,8 +538,9 @@ class _Group:
         return out
 
     # -- training -----------------------------------------------------------------------------------
-    def fit(self, data, epochs: int, batch_size: int, eval_splits, steps: int | None, evaluate: bool,
-            on_epoch) -> list[dict]:
+    def fit(
+        self, data, epochs: int, batch_size: int, eval_splits, steps: int | None, evaluate: bool, on_epoch
+    ) -> list[dict]:
         from prunezoo.data import BatchLoader
         from prunezoo.data.loader import epoch_seed
 
@@ -502,9 +548,19 @@ class _Group:
         self._adopt_stacked(train.prepare(train.x[:4]))
         loaders = [BatchLoader(train, batch_size, shuffle=True, seed=s.seed) for s in self.specs]
         n_batches = len(loaders[0])
+        from prunezoo.training.optim import StackedOptimizer
+
+        configs = [training_config(s, epochs, batch_size, steps) for s in self.specs]
+        self.optimizer = StackedOptimizer(
+            self.params,
+            configs,
+            steps_per_epoch=max(1, n_batches),
+            total_steps=steps if steps is not None else epochs * max(1, n_batches),
+        )
         # Dropout draws come from the global RNG under vmap: seed it from the members' seeds.
-        torch.manual_seed(epoch_seed(sum(s.seed * 1_000_003**k for k, s in enumerate(self.specs)) % 2**63,
-                                     len(self.specs)))
+        torch.manual_seed(
+            epoch_seed(sum(s.seed * 1_000_003**k for k, s in enumerate(self.specs)) % 2**63, len(self.specs))
+        )
         initial_train = self.evaluate(train) if evaluate else [{} for _ in self.specs]
         final = [
             {"epoch": 0, "step": 0, **{f"train_{k}": t[k] for k in ("loss", "acc") if k in t}, **ev}
@@ -522,9 +578,7 @@ class _Group:
                 if steps is not None and step >= steps:
                     break
                 logits = self.forward_train(self.params, xb)
-                c = logits.shape[-1]
-                losses = F.cross_entropy(logits.reshape(-1, c), yb.reshape(-1), reduction="none")
-                losses = losses.view(self.size, -1).mean(1)
+                losses = self._losses(logits, yb)
                 grads = torch.autograd.grad(losses.sum(), [self.params[n] for n in self.names])
                 self._step(list(grads))
                 step += 1
@@ -534,8 +588,13 @@ class _Group:
                 seen += yb.shape[1]
             evals = self._eval_metrics(data, eval_splits)
             final = [
-                {"epoch": epoch + 1, "step": step, "train_loss": float(loss_sum[j]) / max(seen, 1),
-                 "train_acc": float(correct[j]) / max(seen, 1), **evals[j]}
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train_loss": float(loss_sum[j]) / max(seen, 1),
+                    "train_acc": float(correct[j]) / max(seen, 1),
+                    **evals[j],
+                }
                 for j in range(self.size)
             ]
             self._report(on_epoch, epoch + 1, final)
@@ -557,7 +616,7 @@ class _Group:
             return
         orders = torch.stack([ld.order(epoch) for ld in loaders])
         for b in range(n_batches):
-            idx = orders[:, b * batch_size:(b + 1) * batch_size]
+            idx = orders[:, b * batch_size : (b + 1) * batch_size]
             xb, yb = train.get_batch(idx.reshape(-1))
             yield xb.view(self.size, idx.shape[1], *xb.shape[1:]), yb.view(self.size, -1)
 
@@ -567,9 +626,22 @@ def training_config(member: MemberSpec, epochs: int, batch_size: int, steps: int
     """The :class:`TrainingConfig` that trains ``member`` alone with the population's conventions."""
     from prunezoo.training import TrainingConfig
 
-    return TrainingConfig(epochs=epochs, steps=steps, batch_size=batch_size, optimizer=member.optimizer,
-                          lr=member.lr, momentum=member.momentum if member.optimizer == "sgd" else 0.9,
-                          weight_decay=member.weight_decay, betas=ADAM_BETAS, seed=member.seed)
+    return TrainingConfig(
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=member.optimizer,
+        lr=member.lr,
+        momentum=member.momentum if member.optimizer == "sgd" else 0.9,
+        weight_decay=member.weight_decay,
+        betas=ADAM_BETAS,
+        seed=member.seed,
+        lr_schedule=member.lr_schedule,
+        warmup_epochs=member.warmup_epochs,
+        milestones=list(member.milestones),
+        gamma=member.gamma,
+        label_smoothing=member.label_smoothing,
+    )
 
 
 def train_member(
@@ -597,8 +669,14 @@ def train_member(
         module.load_state_dict(dict(init_state))
     callbacks = [] if mask is None else [EnforceMasks(MaskSet(_check_mask(0, module, mask)))]
     sets = {("train_eval" if s == "train" else s): getattr(data, s) for s in eval_splits}
-    trainer = Trainer(module, data.train, training_config(member, epochs, batch_size, steps), eval_sets=sets,
-                      callbacks=callbacks, progress=False)
+    trainer = Trainer(
+        module,
+        data.train,
+        training_config(member, epochs, batch_size, steps),
+        eval_sets=sets,
+        callbacks=callbacks,
+        progress=False,
+    )
     return module, trainer.fit()
 
 
