@@ -14,8 +14,16 @@ from typing import Annotated
 import typer
 
 from prunezoo.cli import bench, quality, runs, study, tools, zoo
-from prunezoo.cli.common import (Commands, TableFormat, console, fail, out, results_table, results_text,
-                                 storage_error_message)
+from prunezoo.cli.common import (
+    Commands,
+    TableFormat,
+    console,
+    fail,
+    out,
+    results_table,
+    results_text,
+    storage_error_message,
+)
 
 __all__ = ["app", "main", "console", "fail", "out", "results_table", "results_text", "storage_error_message",
            "TableFormat"]

@@ -8,8 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli.common import (FormatOption, OutOption, TableFormat, fail, open_store, out, print_results,
-                                 resolve_study)
+from prunezoo.cli.common import (
+    FormatOption,
+    OutOption,
+    TableFormat,
+    fail,
+    open_store,
+    out,
+    print_results,
+    resolve_study,
+)
 from prunezoo.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Query the run store (<out>/index.sqlite).")

@@ -9,9 +9,24 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli.common import (Executor, ExecutorOption, FormatOption, OutOption, QuietOption, RunsOutOption,
-                                 StudyArgument, TableFormat, ThreadsOption, WorkersOption, console, fail, need_writable,
-                                 out, print_results, study_dir)
+from prunezoo.cli.common import (
+    Executor,
+    ExecutorOption,
+    FormatOption,
+    OutOption,
+    QuietOption,
+    RunsOutOption,
+    StudyArgument,
+    TableFormat,
+    ThreadsOption,
+    WorkersOption,
+    console,
+    fail,
+    need_writable,
+    out,
+    print_results,
+    study_dir,
+)
 from prunezoo.errors import ConfigError
 
 
