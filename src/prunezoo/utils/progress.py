@@ -8,6 +8,10 @@ Imports only rich (and only when the bar is shown) and the standard library.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rich.progress itself only once a bar is shown
+    from rich.progress import Progress, TaskID
 
 
 class ProgressBar:
@@ -22,8 +26,8 @@ class ProgressBar:
     ):
         self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
         self.description, self.total, self.completed, self.transient = description, total, completed, transient
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> ProgressBar:
         return self.start()
@@ -57,7 +61,7 @@ class ProgressBar:
     def advance(self, n: int = 1, description: str | None = None) -> None:
         """``n`` more done; ``description`` replaces the label (e.g. the job that just finished)."""
         self.completed += n
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             if description is None:
                 self._progress.advance(self._task, n)
             else:
