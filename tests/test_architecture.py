@@ -9,6 +9,10 @@ by a string in it (the lazy ``__getattr__`` of ``prunezoo.zoo``). Imports under 
 never run, so they may close a cycle inside one package (a callback annotated with the ``Trainer``
 that calls it), but they must still point down the layers.
 
+Private stays private: no module imports another module's ``_name`` (or reads it as ``module._name``),
+and a private module (``criteria/_common.py``) is imported only inside its own package; what other
+modules need is public (``analysis.report.html_table``, ``schedules.dst.zero_optimizer_state``...).
+
 Layers, lowest first (a package may import its own layer and the layers below it; packages of one
 layer must not import each other both ways):
 
@@ -217,6 +221,55 @@ def test_no_package_import_cycle(graph):
     assert not found, "packages importing each other:\n" + "\n".join(_describe(c, edges, top_package) for c in found)
 
 
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def private_uses(src: Path, root: str = ROOT) -> list[str]:
+    """``file:line: what`` for every use of another module's private name or of a private module
+    from outside its package."""
+    files = {module_name(p, src): p for p in sorted((src / root).rglob("*.py"))}
+    bad = []
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        where = f"{path.relative_to(src.parent)}"
+        modules_bound: set[str] = set()  # local names bound to prunezoo modules
+
+        def check_module(target: str, line: int, mod: str = mod, where: str = where) -> None:
+            parts = target.split(".")
+            for i, part in enumerate(parts):
+                owner = ".".join(parts[:i])  # the package the private module belongs to
+                if _private(part) and not (mod == owner or mod.startswith(owner + ".")):
+                    bad.append(f"{where}:{line}: private module {target} used outside {owner}")
+                    return
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == root:
+                        check_module(a.name, node.lineno)
+                        if a.asname:
+                            modules_bound.add(a.asname)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == root and not node.level:
+                check_module(node.module, node.lineno)
+                for a in node.names:
+                    if f"{node.module}.{a.name}" in files:
+                        check_module(f"{node.module}.{a.name}", node.lineno)
+                        modules_bound.add(a.asname or a.name)
+                    elif _private(a.name):
+                        bad.append(f"{where}:{node.lineno}: {mod} imports private {node.module}.{a.name}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules_bound):
+                bad.append(f"{where}:{node.lineno}: {mod} reads private {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_no_private_name_is_used_outside_its_module():
+    bad = private_uses(SRC)
+    assert not bad, "private names used across modules (make them public):\n" + "\n".join(bad)
+
+
 def test_the_checker_finds_cycles_and_upward_imports(tmp_path):
     """The analysis itself, on a small fake package: a deferred (function-level) cycle, a relative
     import, an upward import and a type-only import are all seen for what they are."""
@@ -241,3 +294,20 @@ def test_the_checker_finds_cycles_and_upward_imports(tmp_path):
                for b in bad)
     assert any("prunezoo.criteria.typed (L3) imports prunezoo.cli.app (L11)" in b for b in bad)  # type-only counts
     assert not any("prunezoo.criteria.base" in b.split(" imports ")[0] for b in bad)  # downward: fine
+
+
+def test_the_checker_finds_private_names_used_across_modules(tmp_path):
+    pkg = tmp_path / ROOT
+    (pkg / "criteria").mkdir(parents=True)
+    (pkg / "schedules").mkdir()
+    for init in (pkg, pkg / "criteria", pkg / "schedules"):
+        (init / "__init__.py").write_text("")
+    (pkg / "criteria" / "_common.py").write_text("def helper():\n    pass\n")
+    (pkg / "criteria" / "snip.py").write_text("from prunezoo.criteria._common import helper\n")  # inside: fine
+    (pkg / "schedules" / "dst.py").write_text("def _zero():\n    pass\n")
+    (pkg / "schedules" / "acdc.py").write_text(
+        "from prunezoo.schedules.dst import _zero\nfrom prunezoo.schedules import dst\nx = dst._zero\n")
+    (pkg / "schedules" / "gmp.py").write_text("from prunezoo.criteria._common import helper\n")
+    bad = private_uses(tmp_path)
+    assert sorted(b.split(": ", 1)[0].split("/", 1)[1] for b in bad) == [
+        "prunezoo/schedules/acdc.py:1", "prunezoo/schedules/acdc.py:3", "prunezoo/schedules/gmp.py:1"]

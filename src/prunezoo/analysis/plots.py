@@ -119,7 +119,7 @@ def _flops_axis(ax, flops: Sequence[float]) -> None:
     ax.set_xlabel("FLOPs per sample (sparse, log scale)")
 
 
-def _legend(fig: Figure, handles: list, labels: list[str], max_cols: int = 6) -> None:
+def figure_legend(fig: Figure, handles: list, labels: list[str], max_cols: int = 6) -> None:
     """Legend below the axes, filled row by row (matplotlib fills columns first), never wider than the figure."""
     if not handles:
         return
@@ -149,9 +149,9 @@ def accuracy_figure(series: Sequence[Series], dense: Sequence[Band], title: str 
         fig.suptitle(title, fontsize=12)
     if legend is not None:
         handles = [Line2D([], [], color=c, marker=m, ls=ls, ms=5) for _, c, m, ls in legend]
-        _legend(fig, handles, [entry[0] for entry in legend])
+        figure_legend(fig, handles, [entry[0] for entry in legend])
     else:
-        _legend(fig, *left.get_legend_handles_labels())
+        figure_legend(fig, *left.get_legend_handles_labels())
     return fig
 
 
@@ -184,7 +184,7 @@ def layer_density_figure(layers: list[str], bars: Sequence[tuple[str, str, dict[
     ax.set_ylabel("density (weights kept)" + (", log scale" if log else ""))
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "per-layer density (dotted: overall density)", fontsize=11)
-    _legend(fig, *ax.get_legend_handles_labels())
+    figure_legend(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -204,5 +204,5 @@ def history_figure(curves: Sequence[tuple[str, str, list[dict]]]) -> Figure:
         ax.set_ylabel(name)
         ax.set_title(f"dense training: {name}", fontsize=11)
         ax.grid(True, alpha=0.3)
-    _legend(fig, *acc_ax.get_legend_handles_labels())
+    figure_legend(fig, *acc_ax.get_legend_handles_labels())
     return fig

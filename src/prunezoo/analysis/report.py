@@ -20,7 +20,7 @@ from prunezoo.analysis import plots
 
 BEST_MIN_SPARSITY = 0.9
 
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 main{max-width:1240px;margin:0 auto;padding:24px 32px 48px;background:#fff}
 h1{font-size:1.6em;margin:0 0 .3em}h2{font-size:1.3em;margin:1.6em 0 .5em;border-bottom:2px solid #e3e6ea;
@@ -98,7 +98,7 @@ def _target(g: Group) -> str:
     return f"{100 * g.key:.4g}%"  # STR/VD report their realized sparsity as target: no long decimals
 
 
-def _table(head: list[str], body: list[tuple[str, list[str]]], text: int | set[int] = 3) -> str:
+def html_table(head: list[str], body: list[tuple[str, list[str]]], text: int | set[int] = 3) -> str:
     """HTML table; text columns (the first ``text``, or those indices) are left-aligned and may wrap,
     the others hold numbers and never wrap."""
     left = set(range(text)) if isinstance(text, int) else text
@@ -124,7 +124,7 @@ def _results_table(groups: list[Group]) -> str:
             g.method, g.kind, _target(g), f"{100 * g.mean('sparsity'):.2f}%", _acc(g), *val,
             "–" if math.isnan(nnz) else f"{round(nnz):,}", f"{g.mean('compression'):.1f}×",
             f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
-    return _table(head, body)
+    return html_table(head, body)
 
 
 def reaches_sparsity(g: Group, threshold: float, layer_counts: dict[str, int] | None = None) -> bool:
@@ -163,10 +163,10 @@ def _best_table(groups: list[Group], multi: bool, layer_counts: dict[str, int] |
         body.append(("", ([point or "—"] if multi else []) + [
             g.method, g.kind, f"{100 * g.mean('sparsity'):.2f}%", _acc(g), delta,
             f"{g.mean('compression'):.1f}×", f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
-    return _table(head, body, text=3 if multi else 2)
+    return html_table(head, body, text=3 if multi else 2)
 
 
-class _Figures:
+class Figures:
     """Writes each figure as a PNG next to the HTML and returns an embedded <figure> element."""
 
     def __init__(self, directory: Path) -> None:
@@ -180,7 +180,7 @@ class _Figures:
                 f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
-def _series(groups: list[Group], methods: list[str]) -> tuple[list[plots.Series], list[plots.Band]]:
+def method_series(groups: list[Group], methods: list[str]) -> tuple[list[plots.Series], list[plots.Band]]:
     series, dense = [], []
     for g in groups:
         if g.kind == "dense":
@@ -214,7 +214,7 @@ def _layer_bars(rows: list[dict], methods: list[str], layers: dict[str, dict[str
     return names, bars
 
 
-def _sdd_section(rows: list[dict], figure: _Figures) -> str:
+def _sdd_section(rows: list[dict], figure: Figures) -> str:
     """Best pruned IMP models and the sparse-double-descent figure; "best small dense" only with a size
     sweep, the label-noise table only under label noise, so that every table fits the page."""
     from prunezoo.analysis import sdd
@@ -245,7 +245,7 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
             + (" Best small dense: the smallest dense model of the sweep at least as accurate." if sweep else "")
             + "</p>")
     parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", note,
-             _table([c for c, _ in cols], [("", [fn(s) for _, fn in cols]) for s in summary], text=len(key))]
+             html_table([c for c, _ in cols], [("", [fn(s) for _, fn in cols]) for s in summary], text=len(key))]
     if noisy:
         noise_cols: list[tuple[str, Any]] = [
             *key,
@@ -260,7 +260,7 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
         parts += ["<h3>Under label noise (best pruned model)</h3>",
                   '<p class="note">Noisy labels fit: share of the corrupted training samples predicted as their '
                   "wrong label (memorisation), by the dense model and by the best pruned one.</p>",
-                  _table([c for c, _ in noise_cols], [("", [fn(s) for _, fn in noise_cols]) for s in summary],
+                  html_table([c for c, _ in noise_cols], [("", [fn(s) for _, fn in noise_cols]) for s in summary],
                          text=len(key))]
     caption = ("Test error vs nonzero weights: " + ("dense models of the size sweep (dashed) and " if sweep else "")
                + "the mean IMP trajectory of each starting point (level 0: the dense model)"
@@ -269,7 +269,7 @@ def _sdd_section(rows: list[dict], figure: _Figures) -> str:
     return "\n".join(parts)
 
 
-def _imp_calibration(rows: list[dict], figure: _Figures) -> str:
+def _imp_calibration(rows: list[dict], figure: Figures) -> str:
     from prunezoo.analysis import sdd
 
     return "<h2>Calibration along the IMP levels</h2>" + figure(
@@ -287,7 +287,7 @@ def _latency_section(rows: list[dict]) -> str:
     return ("<h2>Structured pruning: measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
             "thread (warm-up; dense and compact timed in alternating pairs, speed-up = median paired ratio) of the "
             "dense model and the physically compacted one, both exported alike (BatchNorm folded, channels-last), "
-            "beside the theoretical FLOP ratio.</p>" + _table(head, body, text=2))
+            "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=2))
 
 
 def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
@@ -329,7 +329,7 @@ def _diagnostics_section(records: list[dict]) -> str:
             "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
             "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
             "sharpness (top Hessian eigenvalue over the unpruned weights).</p>"
-            + _table([h for h, _ in shown], body, text=1 + (shown[0][0] == "point")))
+            + html_table([h for h, _ in shown], body, text=1 + (shown[0][0] == "point")))
 
 
 def _read_json(path: Path) -> Any:
@@ -354,7 +354,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     points = list(dict.fromkeys(g.point for g in groups))
     methods = list(dict.fromkeys(g.method for g in groups if g.kind != "dense"))
     multi = len(points) > 1
-    figure = _Figures(out.parent)
+    figure = Figures(out.parent)
     name = str(cfg.get("name") or study_dir.name)
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     meta = {
@@ -377,7 +377,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     if multi:
         series, dense = [], []
         for p_i, point in enumerate(points):
-            s, d = _series([g for g in groups if g.point == point], methods)
+            s, d = method_series([g for g in groups if g.point == point], methods)
             for line in s:
                 line.label, line.color, line.std = f"{point} · {line.label}", plots.color(p_i), None
             for band in d:
@@ -395,7 +395,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         pg = [g for g in groups if g.point == point]
         suffix = f"-p{p_i}" if multi else ""
         parts.append(f"<h2>Sweep point: <code>{escape(point)}</code></h2>" if multi else "<h2>Results</h2>")
-        series, dense = _series(pg, methods)
+        series, dense = method_series(pg, methods)
         parts.append(figure(f"accuracy{suffix}", plots.accuracy_figure(series, dense),
                             "Mean test accuracy over seeds (band: ±1 std when ≥ 2 seeds); dashed: dense control."))
         parts.append("<h3>Accuracy, size and cost per method and sparsity</h3>")
@@ -444,7 +444,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append(f"<h2>Configuration</h2><details><summary>config.yaml ({len(cfg_text.splitlines())} lines, "
                      f"every field resolved)</summary><pre>{escape(cfg_text)}</pre></details>")
     html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(name)} – prunezoo report</title><style>{_CSS}</style></head>\n"
+            f"<title>{escape(name)} – prunezoo report</title><style>{REPORT_CSS}</style></head>\n"
             "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
     out.write_text(html, encoding="utf-8")
     return out

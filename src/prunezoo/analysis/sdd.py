@@ -16,7 +16,7 @@ from collections import defaultdict
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from prunezoo.experiments.summary import _clean
+from prunezoo.experiments.summary import finite_or_none
 
 
 def size_sweep(rows: list[dict]) -> bool:
@@ -26,7 +26,7 @@ def size_sweep(rows: list[dict]) -> bool:
 
 def label_noise(rows: list[dict]) -> bool:
     """Trained under label noise: rows carry the fit to the noisy training labels."""
-    return any(_clean(r.get(k)) is not None for r in rows for k in ("memorization", "train_eval_acc"))
+    return any(finite_or_none(r.get(k)) is not None for r in rows for k in ("memorization", "train_eval_acc"))
 
 
 def applies(rows: list[dict]) -> bool:
@@ -49,28 +49,28 @@ def trajectories(rows: list[dict]) -> dict[tuple[str, int, str], list[dict]]:
 
 
 def _pick(levels: list[dict], key: str) -> dict:
-    usable = [r for r in levels if _clean(r.get(key)) is not None]
-    return max(usable or levels, key=lambda r: (_clean(r.get(key)) or -1.0, -r["level"]))
+    usable = [r for r in levels if finite_or_none(r.get(key)) is not None]
+    return max(usable or levels, key=lambda r: (finite_or_none(r.get(key)) or -1.0, -r["level"]))
 
 
 def best_pruned(rows: list[dict]) -> list[dict]:
     """One record per trajectory: the val- and test-selected best levels and their numbers."""
     out = []
     for (point, seed, method), levels in trajectories(rows).items():
-        has_val = any(_clean(r.get("val_acc")) is not None for r in levels)
+        has_val = any(finite_or_none(r.get("val_acc")) is not None for r in levels)
         by_val, by_test = _pick(levels, "val_acc" if has_val else "test_acc"), _pick(levels, "test_acc")
         out.append({
             "point": point, "seed": seed, "method": method,
             "selected_on": "val" if has_val else "test",
             "level": by_val["level"], "sparsity": by_val["sparsity"], "effective_params": by_val["nnz"],
-            "test_acc": by_val["test_acc"], "test_ece": _clean(by_val.get("test_ece")),
+            "test_acc": by_val["test_acc"], "test_ece": finite_or_none(by_val.get("test_ece")),
             "test_selected_level": by_test["level"], "test_selected_acc": by_test["test_acc"],
             "test_selected_params": by_test["nnz"],
             "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
-            "memorization": _clean(by_val.get("memorization")),
-            "train_noisy_acc": _clean(by_val.get("train_eval_acc")),  # fit to the noisy training labels
-            "test_noisy_acc": _clean(by_val.get("test_noisy_acc")),
-            "dense_memorization": _clean(levels[0].get("memorization")) if levels[0]["level"] == 0 else None,
+            "memorization": finite_or_none(by_val.get("memorization")),
+            "train_noisy_acc": finite_or_none(by_val.get("train_eval_acc")),  # fit to the noisy training labels
+            "test_noisy_acc": finite_or_none(by_val.get("test_noisy_acc")),
+            "dense_memorization": finite_or_none(levels[0].get("memorization")) if levels[0]["level"] == 0 else None,
             "dense_params": levels[0]["prunable"],
         })
     return out
@@ -174,7 +174,7 @@ def calibration_figure(rows: list[dict]) -> Figure:
     for (point, _, method), levels in trajectories(rows).items():
         for r in levels:
             for key, kind in (("test_ece", "test, clean labels"), ("train_eval_ece", "train, noisy labels")):
-                if _clean(r.get(key)) is not None:
+                if finite_or_none(r.get(key)) is not None:
                     curves[" · ".join(x for x in (point, f"{method} ({kind})") if x)][r["sparsity"]].append(r[key])
     for label, pts in curves.items():
         xs = sorted(pts)
@@ -190,6 +190,6 @@ def calibration_figure(rows: list[dict]) -> Figure:
 
 def _legend_below(fig: Figure, ax) -> None:
     """Legend under the axes (an in-axes legend hides the curves once there are several)."""
-    from prunezoo.analysis.plots import _legend
+    from prunezoo.analysis.plots import figure_legend
 
-    _legend(fig, *ax.get_legend_handles_labels(), max_cols=3)
+    figure_legend(fig, *ax.get_legend_handles_labels(), max_cols=3)

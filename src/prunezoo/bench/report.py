@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from prunezoo.analysis import plots
-from prunezoo.analysis.report import _CSS, _Figures, _series, _table, group_rows
+from prunezoo.analysis.report import REPORT_CSS, Figures, group_rows, html_table, method_series
 from prunezoo.bench.published import PublishedResult, published_results
 from prunezoo.experiments.summary import t_interval
 from prunezoo.utils.io import write_text
@@ -98,13 +98,13 @@ def _measured_table(records: list[dict]) -> str:
             "—" if r["kind"] == "dense" else _pct(r["delta_vs_dense"], sign=True),
             f"{r['compression']:.1f}×", f"{round(r['nnz']):,}", f"{r['flop_speedup']:.2f}×",
             f"{r['train_flops_total']:.3g}", *lat, str(r["n"])]))
-    return _table(head, body)
+    return html_table(head, body)
 
 
 def published_table(items: list[PublishedResult]) -> str:
     head = ["paper", "model", "dataset", "protocol", "metric", "published value", "note", "source"]
     body = [("", [p.paper, p.model, p.dataset, p.protocol, p.metric, p.shown, p.note, p.source]) for p in items]
-    return _table(head, body, text={0, 1, 2, 3, 4, 6, 7})  # all but the value are text that may wrap
+    return html_table(head, body, text={0, 1, 2, 3, 4, 6, 7})  # all but the value are text that may wrap
 
 
 def _relevant_first(items: list[PublishedResult], model: str, dataset: str) -> list[PublishedResult]:
@@ -124,10 +124,10 @@ def write_bench_report(study_dir: str | Path, suite_meta: dict, baselines: froze
     csv_path, html_path = out / "bench.csv", out / "bench.html"
     write_text(csv_path, to_csv(records))
 
-    figure = _Figures(out)
+    figure = Figures(out)
     groups = group_rows(rows)
     methods = list(dict.fromkeys(g.method for g in groups if g.kind != "dense"))
-    series, dense = _series(groups, methods)
+    series, dense = method_series(groups, methods)
     parts = [f"<h1>Benchmark: {escape(suite_meta['name'])}</h1><dl class=meta>"]
     parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in suite_meta.items()]
     parts.append("</dl>")
@@ -147,7 +147,7 @@ def write_bench_report(study_dir: str | Path, suite_meta: dict, baselines: froze
                  "CPU-scale measurements above.</p>")
     parts.append(published_table(items))
     html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(suite_meta['name'])} – prunezoo bench</title><style>{_CSS}</style></head>\n"
+            f"<title>{escape(suite_meta['name'])} – prunezoo bench</title><style>{REPORT_CSS}</style></head>\n"
             "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
     write_text(html_path, html)
     return csv_path, html_path

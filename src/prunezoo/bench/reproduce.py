@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from prunezoo.errors import ConfigError
+from prunezoo.experiments.config import check_output_dir, parse_config
 from prunezoo.experiments.summary import t_interval
+from prunezoo.utils.io import write_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 CRITERION = ("each claim 'A beats B' is tested on paired differences d = A − B per seed (per model for a zoo): "
@@ -236,15 +239,12 @@ def _zoo_config(quick: bool) -> dict:
 def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, list[dict]]:
     """Generate the zoo, its MP twins (one-shot global magnitude at MP_LEVELS + fine-tuning) and VD twins,
     and return the analysis rows (one per model: group, method, level, original, test_acc, sparsity...)."""
-    from prunezoo.experiments.config import check_output_dir
-    from prunezoo.zoo.analysis import analyze_zoo
-    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
-    from prunezoo.zoo.twins import parse_twin_method
-
     import hashlib
     import json
 
-    from prunezoo.zoo.twins import make_twins
+    from prunezoo.zoo.analysis import analyze_zoo
+    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
+    from prunezoo.zoo.twins import make_twins, parse_twin_method
 
     zoo_cfg = _zoo_config(quick)
     mp = parse_twin_method({"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2},
@@ -340,9 +340,6 @@ PLANNED: dict[str, str] = {}
 
 
 def finding_config(name: str, quick: bool = False):
-    from prunezoo.errors import ConfigError
-    from prunezoo.experiments.config import parse_config
-
     if name in PLANNED:
         raise ConfigError("finding", f"{name!r} is not available yet: {PLANNED[name]}")
     if name not in FINDINGS:
@@ -356,7 +353,6 @@ def reproduce(name: str, out_root="runs", *, quick: bool = False, **run_options)
     """Run (or reuse) the finding's study (or zoo) and judge it; returns its directory and the verdicts,
     which are also saved to ``<directory>/reproduce.json``."""
     from prunezoo.experiments.study import run_study
-    from prunezoo.utils.io import write_json
 
     finding = FINDINGS.get(name)
     if finding is not None and finding.runner is not None:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import (DataConfig, ModelConfig, SafeName, StudyConfig, _format_validation_error,
+from prunezoo.experiments.config import (DataConfig, ModelConfig, SafeName, StudyConfig, format_validation_error,
                                          read_yaml_mapping)
 from prunezoo.training.config import TrainingConfig
 
@@ -105,7 +105,7 @@ def load_suite(name_or_path: str | Path, overrides: dict[str, Any] | None = None
     try:
         return BenchSuite.model_validate(data)
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise format_validation_error(err) from None
 
 
 def quick_suite(suite: BenchSuite) -> BenchSuite:
@@ -174,7 +174,7 @@ def build_study(suite: BenchSuite) -> StudyConfig:
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise format_validation_error(err) from None
     check_fairness(cfg)
     return cfg
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunezoo.errors import ConfigError
+
 
 @dataclass
 class ScoringContext:
@@ -41,6 +43,4 @@ def get_criterion(name_or_fn: str | Criterion) -> Criterion:
     try:
         return CRITERIA[name_or_fn]
     except KeyError:
-        from prunezoo.errors import ConfigError
-
         raise ConfigError("criterion", f"unknown criterion {name_or_fn!r}; known: {sorted(CRITERIA)}") from None

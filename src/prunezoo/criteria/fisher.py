@@ -23,7 +23,6 @@ import torch
 from prunezoo.criteria._common import check_mode, iter_sample_gradients, loss_function, preserved, require_batches
 from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
 
-
 MODE = "eval"
 
 

@@ -38,6 +38,7 @@ import torch
 
 from prunezoo.criteria.base import ScoringContext
 from prunezoo.errors import ConfigError
+from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training.callbacks import Callback
 
 
@@ -55,8 +56,6 @@ class MovementTracker(Callback):
         self._params: dict[str, torch.nn.Parameter] = {}
 
     def on_train_begin(self, trainer) -> None:
-        from prunezoo.sparsity.selection import prunable_parameters
-
         params = prunable_parameters(trainer.model, include=self.include, exclude=self.exclude)
         for name, p in params.items():
             s = self.scores.get(name)

@@ -22,13 +22,11 @@ default), fine for the small models prunezoo studies, too much for ImageNet-scal
 
 from __future__ import annotations
 
-
 import torch
 
 from prunezoo.criteria._common import check_mode, iter_sample_gradients, loss_function, preserved, require_batches
 from prunezoo.criteria.base import Criterion, ScoringContext, register_criterion
 from prunezoo.errors import ConfigError
-
 
 MODE = "eval"  # WoodFisher's code
 

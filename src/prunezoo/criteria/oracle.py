@@ -23,14 +23,13 @@ from torch import nn
 
 from prunezoo.criteria.base import Criterion, ScoringContext, get_criterion
 from prunezoo.errors import ConfigError
+from prunezoo.sparsity.selection import prunable_parameters
 
 UNITS = ("weight", "neuron")
 
 
 def _select(model: nn.Module, params: Mapping[str, torch.Tensor] | Sequence[str] | None) -> list[str]:
     if params is None:
-        from prunezoo.sparsity.selection import prunable_parameters
-
         return list(prunable_parameters(model))
     names = list(params)
     known = dict(model.named_parameters())

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunezoo.sparsity.masks import MaskSet
+from prunezoo.sparsity.nm import satisfies
+
 CSR, BSR, SEMI, DENSE = "csr", "bsr", "semi-structured", "dense"
 BSR_BLOCK = 4
 
@@ -152,8 +155,6 @@ def _candidates(module: nn.Module, weight: torch.Tensor) -> tuple[list[str], str
                                           or isinstance(module.padding, str)):
         return [], "conv with groups/padding mode the im2col path does not cover"
     if weight.device.type == "cuda":
-        from prunezoo.sparsity.nm import satisfies
-
         if not isinstance(module, nn.Linear):
             return [], "semi-structured export covers Linear layers only"
         if not satisfies(weight, "2:4"):
@@ -264,8 +265,6 @@ def sparse_export(
         raise ValueError(f"unknown formats {bad}; known: {[CSR, BSR, SEMI]}")
     reference = copy.deepcopy(model).eval()
     if masks is not None:
-        from prunezoo.sparsity.masks import MaskSet
-
         MaskSet(masks).apply(reference)
     out = copy.deepcopy(reference)
     layers = {n: m for n, m in out.named_modules() if type(m) in (nn.Linear, nn.Conv2d)}

@@ -447,7 +447,7 @@ class StudyConfig(BaseModel):
             try:
                 out.append((label, StudyConfig.model_validate(data)))
             except ValidationError as err:
-                e = _format_validation_error(err)
+                e = format_validation_error(err)
                 raise ConfigError(f"sweep[{label}].{e.field}", e.message,
                                   [(f"sweep[{label}].{f}", m) for f, m in e.more]) from None
         return out
@@ -470,7 +470,7 @@ def _shown(value: Any) -> str:
     return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
 
 
-def _format_validation_error(err: ValidationError, root: str = "", drop_tags: bool = False) -> ConfigError:
+def format_validation_error(err: ValidationError, root: str = "", drop_tags: bool = False) -> ConfigError:
     """One :class:`ConfigError` for every problem pydantic found (the first is ``field``; all are in the text).
 
     ``drop_tags``: leave pydantic's union-branch tags (``list[int]``, ``function-after[...]``) out of paths.
@@ -495,7 +495,7 @@ def parse_config(data: dict[str, Any] | None) -> StudyConfig:
     try:
         return StudyConfig.model_validate(data or {})
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise format_validation_error(err) from None
 
 
 def _index(node: list, part: str, where: str) -> int:

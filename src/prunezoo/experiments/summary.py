@@ -9,7 +9,7 @@ from collections.abc import Iterable
 MEAN_FIELDS = ("sparsity", "nnz", "compression", "flops_sparse", "flop_speedup", "test_acc", "val_acc", "train_loss")
 
 
-def _clean(value):
+def finite_or_none(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
@@ -32,17 +32,17 @@ def summarize(rows: Iterable[dict]) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (_clean(r.get("point")) or "", r["method"], r["kind"], _clean(r.get("level")),
-               _clean(r.get("target_sparsity")))
+        key = (finite_or_none(r.get("point")) or "", r["method"], r["kind"], finite_or_none(r.get("level")),
+               finite_or_none(r.get("target_sparsity")))
         groups.setdefault(key, []).append(r)
     out = []
     for (point, method, kind, level, target), members in groups.items():
         agg = {"point": point, "method": method, "kind": kind, "level": level, "target_sparsity": target,
                "n": len(members)}
         for f in MEAN_FIELDS:
-            vals = [v for v in (_clean(m.get(f)) for m in members) if v is not None]
+            vals = [v for v in (finite_or_none(m.get(f)) for m in members) if v is not None]
             agg[f] = statistics.fmean(vals) if vals else None
-        accs = [m["test_acc"] for m in members if _clean(m.get("test_acc")) is not None]
+        accs = [m["test_acc"] for m in members if finite_or_none(m.get("test_acc")) is not None]
         agg["test_acc_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
         agg["test_acc_ci95_low"], agg["test_acc_ci95_high"] = t_interval(accs) or (None, None)
         out.append(agg)

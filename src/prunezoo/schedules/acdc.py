@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from prunezoo.schedules.base import MaskingSchedule
-from prunezoo.schedules.dst import _zero_optimizer_state
-from prunezoo.sparsity.masks import MaskSet
 from prunezoo.pruning import prune
+from prunezoo.schedules.base import MaskingSchedule
+from prunezoo.schedules.dst import zero_optimizer_state
+from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
 
 Phase = tuple[float, float, str]  # (start_epoch, end_epoch, kind)
@@ -223,7 +223,7 @@ class ACDC(MaskingSchedule):
     def _reset_state(self, trainer, where: dict[str, torch.Tensor]) -> None:
         params = dict(trainer.model.named_parameters())
         for name, m in where.items():
-            _zero_optimizer_state(trainer.optimizer, params[name], m)
+            zero_optimizer_state(trainer.optimizer, params[name], m)
 
     @staticmethod
     def _epoch(trainer, step: int) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prunezoo.sparsity.masks import MaskSet
 from prunezoo.pruning import prune
+from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training.callbacks import Callback
 

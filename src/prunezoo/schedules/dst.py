@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from prunezoo.schedules.base import MaskingSchedule
 from prunezoo.pruning import random_er_masks
+from prunezoo.schedules.base import MaskingSchedule
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.topk import keep_top_k
 
@@ -149,7 +149,7 @@ class DynamicSparseTraining(MaskingSchedule):
             new[name] = kept | grown
             fresh = grown & ~mask  # regrown ones were active: they keep their value and optimizer state
             p.masked_fill_(fresh.to(p.device), 0.0)  # new weights start at exactly 0
-            _zero_optimizer_state(trainer.optimizer, p, fresh)
+            zero_optimizer_state(trainer.optimizer, p, fresh)
             self.last_grown[name], self.last_dropped[name] = fresh, dropped & ~grown
             changed += int(fresh.sum())
         new_masks = MaskSet(new)
@@ -160,7 +160,7 @@ class DynamicSparseTraining(MaskingSchedule):
         return event
 
 
-def _zero_optimizer_state(optimizer: torch.optim.Optimizer | None, p: torch.Tensor, where: torch.Tensor) -> None:
+def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, p: torch.Tensor, where: torch.Tensor) -> None:
     """Zero the per-element optimizer state of ``p`` at ``where`` (SGD momentum, Adam moments...)."""
     if optimizer is None or p not in optimizer.state:
         return

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunezoo.sparsity.masks import MaskSet
 from prunezoo.pruning import imp_keep_count, prune
+from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.selection import prunable_parameters
 from prunezoo.training.callbacks import Callback, EnforceMasks, SnapshotAtStep
 from prunezoo.training.checkpoint import latest_checkpoint, load_state, save_state

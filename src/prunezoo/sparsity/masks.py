@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunezoo.sparsity.selection import prunable_parameters
+from prunezoo.utils.io import atomic_path
+
 
 class MaskSet(Mapping[str, torch.Tensor]):
     """Boolean keep-masks keyed by parameter name (``True`` = weight kept)."""
@@ -43,8 +46,6 @@ class MaskSet(Mapping[str, torch.Tensor]):
     @classmethod
     def from_model(cls, model: nn.Module, names: list[str] | None = None) -> MaskSet:
         """Masks from a model's current nonzero pattern (for models pruned elsewhere)."""
-        from prunezoo.sparsity.selection import prunable_parameters
-
         params = prunable_parameters(model) if names is None else _lookup(model, names)
         return cls({n: p.detach() != 0 for n, p in params.items()})
 
@@ -149,8 +150,6 @@ class MaskSet(Mapping[str, torch.Tensor]):
     def save(self, path: str | Path) -> None:
         """Save as safetensors (uint8 tensors), written atomically."""
         from safetensors.torch import save_file
-
-        from prunezoo.utils.io import atomic_path
 
         with atomic_path(path) as tmp:
             save_file(self.state_dict(), str(tmp), metadata={"format": "prunezoo.maskset/1"})

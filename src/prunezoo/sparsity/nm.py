@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import torch
 
 from prunezoo.errors import ConfigError
+from prunezoo.sparsity.selection import prunable_parameters
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -118,8 +119,6 @@ def satisfies(t: torch.Tensor, pattern: str | tuple[int, int], *, exact: bool = 
 
 def check_model(model: torch.nn.Module, pattern: str | tuple[int, int], names=None) -> dict[str, bool]:
     """``{weight name: exactly n nonzeros per group}`` for the eligible prunable weights of ``model``."""
-    from prunezoo.sparsity.selection import prunable_parameters
-
     params = prunable_parameters(model)
     if names is not None:
         params = {k: params[k] for k in names}

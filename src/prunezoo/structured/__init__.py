@@ -6,6 +6,7 @@ slimming, neuron merging, ThiNet, compact export and latency measurement.
 >>> res.flops_after < res.flops_before
 """
 
+from prunezoo.structured.deploy import ChannelsLast, count_batchnorm, deploy, fold_batchnorm
 from prunezoo.structured.export import layer_shapes, load_compact, save_compact
 from prunezoo.structured.importance import (
     CHANNEL_CRITERIA,
@@ -14,7 +15,6 @@ from prunezoo.structured.importance import (
     get_channel_criterion,
     register_channel_criterion,
 )
-from prunezoo.structured.deploy import ChannelsLast, count_batchnorm, deploy, fold_batchnorm
 from prunezoo.structured.latency import compare_latency, measure_latency
 from prunezoo.structured.merge import cluster_neurons, merge_neurons
 from prunezoo.structured.prune import (

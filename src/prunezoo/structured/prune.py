@@ -19,7 +19,9 @@ from torch import nn
 
 from prunezoo.errors import ConfigError
 from prunezoo.models.flops import count_parameters, dense_flops
+from prunezoo.structured.deploy import deploy
 from prunezoo.structured.importance import PRUNABLE, ChannelImportance, get_channel_criterion
+from prunezoo.structured.latency import compare_latency
 
 SCOPES = ("layer", "global")
 
@@ -214,9 +216,6 @@ def allocate_from_sensitivity(
             raise ConfigError("allocation.latency_budget", f"must be in (0, 1], got {latency_budget}")
         if model is None or example_input is None:
             raise ConfigError("allocation", "a latency budget needs model and example_input to time it")
-        from prunezoo.structured.deploy import deploy
-        from prunezoo.structured.latency import compare_latency
-
         timing_input = example_input if latency_input is None else latency_input
         dense_deployed = deploy(model)
     grid = {n: sorted(r) for n, r in scan.items()}

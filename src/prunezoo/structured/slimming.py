@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from prunezoo.structured.prune import prune_channels
 from prunezoo.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -43,7 +44,5 @@ class BatchNormL1(Callback):
 def slim(model: nn.Module, example_input: torch.Tensor, ratio: float, *,
          ignored_layers: Sequence[str] | None = None) -> StructuredResult:
     """Prune ``ratio`` of all channels by a global |γ| threshold (after training with BatchNormL1)."""
-    from prunezoo.structured.prune import prune_channels
-
     return prune_channels(model, example_input, ratio, criterion="bn-scale", scope="global",
                           ignored_layers=ignored_layers)

@@ -22,7 +22,8 @@ from torch import nn
 
 from prunezoo.errors import ConfigError
 from prunezoo.models.flops import count_parameters, dense_flops
-from prunezoo.structured.importance import CHANNEL_CRITERIA
+from prunezoo.structured.importance import CHANNEL_CRITERIA, PRUNABLE
+from prunezoo.structured.merge import merge_neurons
 from prunezoo.structured.prune import (
     StructuredResult,
     allocate_from_sensitivity,
@@ -30,6 +31,7 @@ from prunezoo.structured.prune import (
     prune_channels,
     sensitivity_scan,
 )
+from prunezoo.structured.thinet import thinet_prune
 
 PROCEDURES = ("slimming", "thinet", "merge")
 ALIASES = {
@@ -60,11 +62,7 @@ def _layer_pairs(model: nn.Module, types: tuple[type, ...]) -> list[tuple[str, s
 
 
 def _thinet_all(model: nn.Module, ratio: float, batches: Sequence, seed: int) -> list[str]:
-    from prunezoo.structured.thinet import thinet_prune
-
     import torch_pruning as tp
-
-    from prunezoo.structured.importance import PRUNABLE
 
     # One dependency graph up front: a pair qualifies when removing the layer's output channels
     # touches no prunable layer but the next (no residual coupling). Pruning keeps that structure.
@@ -93,8 +91,6 @@ def _thinet_all(model: nn.Module, ratio: float, batches: Sequence, seed: int) ->
 
 
 def _merge_all(model: nn.Module, ratio: float) -> list[str]:
-    from prunezoo.structured.merge import merge_neurons
-
     done = []
     for layer, nxt in _layer_pairs(model, (nn.Linear,)):
         n = model.get_submodule(layer).out_features

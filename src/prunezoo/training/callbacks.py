@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from prunezoo.models.flops import weight_densities
+from prunezoo.training.checkpoint import load_state, save_state
+
 if TYPE_CHECKING:
     from prunezoo.training.trainer import Trainer
 
@@ -75,16 +78,12 @@ class SnapshotAtStep(Callback):
     def _take(self, trainer: Trainer) -> None:
         self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         if self.path is not None:
-            from prunezoo.training.checkpoint import save_state
-
             save_state(self.path, self.state)
 
     def on_train_begin(self, trainer: Trainer) -> None:
         if trainer.start_step == self.step:
             self._take(trainer)
         elif trainer.start_step > self.step and self.path is not None and self.path.exists():
-            from prunezoo.training.checkpoint import load_state
-
             self.state = load_state(self.path)
 
     def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
@@ -115,8 +114,6 @@ class TrainingFlops(Callback):
         self._per_sample = float(total_flops)
 
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
-        from prunezoo.models.flops import weight_densities
-
         dens = weight_densities(trainer.model)
         self._per_sample = self.total_flops - sum(f * (1 - dens.get(n, 1.0)) for n, f in self.layer_flops.items())
 

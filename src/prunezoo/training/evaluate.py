@@ -16,13 +16,14 @@ def predict(model: nn.Module, dataset, batch_size: int = 1024) -> tuple[torch.Te
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     logits = []
     for start in range(0, len(ys), batch_size):
-        xb = _prepare(dataset, xs[start : start + batch_size]).to(device)
+        xb = prepare_inputs(dataset, xs[start : start + batch_size]).to(device)
         logits.append(model(xb).float().cpu())
     model.train(was_training)
     return torch.cat(logits) if logits else torch.empty(0), ys
 
 
-def _prepare(dataset, xb: torch.Tensor) -> torch.Tensor:
+def prepare_inputs(dataset, xb: torch.Tensor) -> torch.Tensor:
+    """A batch of ``dataset``'s stored inputs as models take them: its ``prepare`` (if any), else float."""
     prepare = getattr(dataset, "prepare", None)
     return prepare(xb) if prepare is not None else xb.float()
 
@@ -31,7 +32,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 1024) -> dict[str, flo
     logits, y = predict(model, dataset, batch_size)
     if len(y) == 0:
         return {"loss": float("nan"), "acc": float("nan"), "entropy": float("nan"), "ece": float("nan")}
-    from prunezoo.metrics.calibration import expected_calibration_error
+    from prunezoo.metrics.calibration import expected_calibration_error  # deferred: prunezoo.metrics loads torchvision
 
     log_p = F.log_softmax(logits, dim=1)
     probs = log_p.exp()

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from prunezoo.errors import ConfigError
-from prunezoo.utils.progress import ProgressBar
 from prunezoo.zoo import layout
 
 ORIGINAL = "original"
@@ -241,7 +240,7 @@ class Outputs:
 @torch.no_grad()
 def model_outputs(model: nn.Module, dataset, batch_size: int = 1024) -> Outputs:
     """Logits and the input of the model's last ``nn.Linear`` (its penultimate representation)."""
-    from prunezoo.training.evaluate import _prepare
+    from prunezoo.training.evaluate import prepare_inputs
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     captured: list[torch.Tensor] = []
@@ -251,7 +250,7 @@ def model_outputs(model: nn.Module, dataset, batch_size: int = 1024) -> Outputs:
     logits = []
     try:
         for start in range(0, len(dataset.y), batch_size):
-            logits.append(model(_prepare(dataset, dataset.x[start:start + batch_size])).double())
+            logits.append(model(prepare_inputs(dataset, dataset.x[start:start + batch_size])).double())
     finally:
         if hook is not None:
             hook.remove()
@@ -486,12 +485,12 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
     original_models: dict[str, nn.Module] = {}
     sets = _twin_groups(zoo)
     n_twins = sum(len(layout.list_models(d)) for *_, d in sets)
-    bar = ProgressBar("analysing models", len(originals) + n_twins, enabled=progress).start()
+    bar = _progress(progress, len(originals) + n_twins)
     for d in originals:
         row, model = _model_record(d, ORIGINAL, ORIGINAL, None, epoch, layers)
         models.append(row)
         by_name[d.name], original_models[d.name] = row, model
-        bar.advance()
+        bar()
 
     outputs = functools.lru_cache(maxsize=None)(lambda name: model_outputs(original_models[name],
                                                                            _eval_set(zoo, name, max_samples)))
@@ -515,7 +514,7 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
                     notes.append(f"twin comparisons skipped: no evaluation data ({err})")
                     can_compare = False
             rows.append(row)
-            bar.advance()
+            bar()
         models += rows
         layers += set_layers
         groups.append(_summarise(set_name, method, level, rows, set_layers, compare and can_compare))
@@ -537,3 +536,30 @@ def _eval_set(zoo: Path, model_name: str, max_samples: int | None):
 @functools.lru_cache(maxsize=4)
 def _load_test(spec_json: str):
     return layout.load_zoo_data(json.loads(spec_json)).test
+
+
+class _NoBar:
+    def __call__(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _RichBar(_NoBar):
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._task = self._progress.add_task("analysing models", total=total)
+        self._progress.start()
+
+    def __call__(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(enabled: bool, total: int) -> _NoBar:
+    return _RichBar(total) if enabled else _NoBar()

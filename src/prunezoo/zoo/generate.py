@@ -27,8 +27,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import (MAX_JOBS, DataConfig, ModelConfig, SafeName, _format_validation_error,
-                                         check_output_dir)
+from prunezoo.experiments.config import (
+    MAX_JOBS,
+    DataConfig,
+    ModelConfig,
+    SafeName,
+    check_output_dir,
+    format_validation_error,
+)
 from prunezoo.training.callbacks import Callback
 from prunezoo.zoo import layout
 
@@ -134,7 +140,7 @@ def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
     try:
         cfg = ZooConfig.model_validate(dict(data or {}))
     except ValidationError as err:
-        raise _format_validation_error(err, drop_tags=True) from None  # no union-branch tags in paths
+        raise format_validation_error(err, drop_tags=True) from None  # no union-branch tags in paths
     lists = {f: len(_listify(getattr(cfg, f))) for f in (*HYPER_FIELDS[:-1], "seeds")}
     if (n := math.prod(lists.values())) > MAX_MEMBERS:
         raise ConfigError(max(lists, key=lists.get), f"the zoo would have {n:,} members (the product of "

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 
 from prunezoo.errors import ConfigError
+from prunezoo.models import get_model_spec
+from prunezoo.models.layers import ACTIVATIONS
 from prunezoo.zoo import layout
 
 # Conv weight shapes (out, kernel) identifying the public architectures; input sizes per model.
@@ -97,8 +99,6 @@ def _unpickling_detail(err: Exception) -> str:
 
 def import_model(source: Path, dest: Path, *, model: str | None = None, dataset: dict | None = None) -> None:
     """Import one public model directory into ``dest`` (a model directory)."""
-    from prunezoo.models.layers import ACTIVATIONS
-
     raw = json.loads((source / layout.PARAMS_FILE).read_text())
     epochs = layout.list_epochs(source)
     if not epochs:
@@ -141,8 +141,6 @@ def import_zoo(source: str | Path, dest: str | Path, *, model: str | None = None
     if not source.is_dir():
         raise ConfigError("source", f"no directory at {source}")
     if model is not None:
-        from prunezoo.models import get_model_spec
-
         get_model_spec(model)
     ds = {"name": dataset} if dataset else None
     if dataset is not None:

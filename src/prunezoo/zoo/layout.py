@@ -46,6 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunezoo.models import build_model
+from prunezoo.training import checkpoint
 from prunezoo.utils.io import CorruptFileError, file_lock, quarantine, read_json, verify_file, write_json, write_text
 
 FORMAT = "prunezoo-zoo/1"
@@ -196,8 +198,6 @@ def read_public_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def build_member_model(params: Mapping[str, Any]) -> nn.Module:
     """Build (uninitialised-from-disk) the architecture described by a ``params.json`` dict."""
-    from prunezoo.models import build_model
-
     return build_model(params["model"], num_classes=int(params["num_classes"]),
                        input_shape=tuple(params["input_shape"]), **dict(params.get("model_options") or {}))
 
@@ -261,11 +261,9 @@ def write_results(model_dir: str | Path, rows: list[Mapping[str, Any]]) -> None:
 
 def save_state(model_dir: str | Path, epoch: int, state: Mapping[str, torch.Tensor]) -> Path:
     """Write the state dict of ``epoch`` to ``checkpoint_{epoch:06d}/state.safetensors`` (atomic)."""
-    from prunezoo.training.checkpoint import save_state as _save
-
     ckpt = checkpoint_dir(model_dir, epoch)
     ckpt.mkdir(parents=True, exist_ok=True)
-    _save(ckpt / STATE_FILE, dict(state))
+    checkpoint.save_state(ckpt / STATE_FILE, dict(state))
     return ckpt
 
 

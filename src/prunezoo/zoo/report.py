@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from prunezoo.analysis import plots
-from prunezoo.analysis.report import _CSS, _Figures, _table
+from prunezoo.analysis.report import REPORT_CSS, Figures, html_table
 from prunezoo.zoo.analysis import COMPARISON_METRICS, ORIGINAL, GroupSummary, ZooAnalysis
 
 _METRIC_LABELS = {"agreement": "agreement (%)", "kappa": "Cohen's κ", "js": "JS divergence (nats)",
@@ -48,7 +48,7 @@ def summary_table(analysis: ZooAnalysis) -> str:
         _pm(g.gen_gap, pct=True), _pm(g.sparsity, pct=True)]) for g in analysis.groups]
     twins = _twin_groups(analysis)
     if not twins:
-        return _table(head, body)
+        return html_table(head, body)
     head2 = ["group", *(_METRIC_LABELS[m] for m in COMPARISON_METRICS), "Pearson r (p)", "Kendall τ (p)",
              "Spearman ρ size~sparsity (p)"]
     body2 = []
@@ -61,7 +61,7 @@ def summary_table(analysis: ZooAnalysis) -> str:
             _with_p(corr.pearson_r, corr.pearson_p) if corr else "–",
             _with_p(corr.kendall_tau, corr.kendall_p) if corr else "–",
             _with_p(g.size_sparsity_spearman, g.size_sparsity_p)]))
-    return _table(head, body) + "<h3>Twins vs their originals</h3>" + _table(head2, body2, text=1)
+    return html_table(head, body) + "<h3>Twins vs their originals</h3>" + html_table(head2, body2, text=1)
 
 
 def _twin_groups(analysis: ZooAnalysis) -> list[GroupSummary]:
@@ -189,7 +189,7 @@ def write_zoo_report(analysis: ZooAnalysis, out: str | Path) -> Path:
     """Write the HTML report (and its PNG figures next to it); return the HTML path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure = _Figures(out.parent)
+    figure = Figures(out.parent)
     name = Path(analysis.zoo).name
     twins = _twin_groups(analysis)
     orig = analysis.group(ORIGINAL)
@@ -226,7 +226,7 @@ def write_zoo_report(analysis: ZooAnalysis, out: str | Path) -> Path:
         parts.append(figure("zoo-layers", layers_figure(analysis),
                             "Mean sparsity of each layer over a twin set's models against its number of weights."))
     html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(name)} – prunezoo zoo analysis</title><style>{_CSS}</style></head>\n"
+            f"<title>{escape(name)} – prunezoo zoo analysis</title><style>{REPORT_CSS}</style></head>\n"
             "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
     out.write_text(html, encoding="utf-8")
     return out
