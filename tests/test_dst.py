@@ -3,15 +3,14 @@
 import math
 
 import numpy as np
-
 import pytest
 import torch
 
 from prunezoo.data import load_dataset
 from prunezoo.data.datasets import ArrayDataset
 from prunezoo.models import build_model
-from prunezoo.schedules import SET, DynamicSparseTraining, RigL, drop_fraction
 from prunezoo.pruning import random_er_masks
+from prunezoo.schedules import SET, DynamicSparseTraining, RigL, drop_fraction
 from prunezoo.sparsity import MaskSet
 from prunezoo.training import Callback, Trainer, TrainingConfig, seed_everything
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from prunezoo.data import load_dataset
 from prunezoo.models import build_model
+from prunezoo.pruning import random_er_masks
 from prunezoo.reparam import (
     Conv2dSVDO,
     LinearSVDO,
@@ -30,7 +31,6 @@ from prunezoo.reparam import (
     to_variational,
 )
 from prunezoo.reparam import variational_dropout as vdmod
-from prunezoo.pruning import random_er_masks
 from prunezoo.sparsity import MaskSet
 from prunezoo.sparsity.topk import keep_count
 from prunezoo.training import Trainer, TrainingConfig, evaluate, seed_everything
