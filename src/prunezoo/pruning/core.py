@@ -70,7 +70,7 @@ def prune(
 
     total = sum(p.numel() for p in params.values())
     floor = lambda n: int(forced[n].sum()) if forced is not None else 0  # noqa: E731
-    if forced is not None and density <= nm_density(pattern) + 1e-9:
+    if forced is not None and pattern is not None and density <= nm_density(pattern) + 1e-9:
         keep = forced  # at (or past) the pattern's own density: exactly N:M, whatever the scheme
     elif scheme == "global" and not alloc_options:
         keep = global_keep_masks(scores, max(keep_count(density, total), sum(floor(n) for n in scores)))

@@ -75,4 +75,5 @@ def prune_iteratively(
             work, d, criterion=criterion, scheme=scheme, masks=current, seed=seed + r,
             batches=batches, loss_fn=loss_fn, **alloc,
         )
+    assert current is not None  # rounds >= 2: the loop ran
     return current
