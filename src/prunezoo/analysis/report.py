@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from prunezoo.analysis import plots
+from prunezoo.methods.registry import job_kind
 
 BEST_MIN_SPARSITY = 0.9
 
@@ -73,7 +74,7 @@ def group_rows(rows: list[dict]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for r in rows:
         # IMP levels and branches off them are identified by level; their realized target can jitter by seed.
-        by_level = r["kind"] in ("imp", "branch") and r.get("level") is not None
+        by_level = job_kind(r["kind"]).levelled and r.get("level") is not None
         key = r.get("level") if by_level else r.get("target_sparsity")
         gk = (r.get("point") or "", r["method"], r["kind"], float(key or 0.0))
         groups.setdefault(gk, Group(*gk, rows=[])).rows.append(r)
@@ -93,7 +94,7 @@ def _acc(g: Group) -> str:
 def _target(g: Group) -> str:
     if g.kind == "dense":
         return "—"
-    if g.kind in ("imp", "branch") and all(r.get("level") is not None for r in g.rows):
+    if job_kind(g.kind).levelled and all(r.get("level") is not None for r in g.rows):
         return f"level {int(g.key)}"
     return f"{100 * g.key:.4g}%"  # STR/VD report their realized sparsity as target: no long decimals
 
@@ -134,7 +135,7 @@ def reaches_sparsity(g: Group, threshold: float, layer_counts: dict[str, int] | 
     ``layer_counts`` maps run ids to their number of prunable layers (default: one)."""
     if g.kind == "dense":
         return False
-    if g.kind != "structured" and g.mean("target_sparsity") >= threshold - 1e-9:
+    if job_kind(g.kind).target_unit != "channels" and g.mean("target_sparsity") >= threshold - 1e-9:
         return True
     layers = max((layer_counts or {}).get(str(r.get("run_id")), 1) for r in g.rows)
     kept, total = g.mean("nnz"), g.mean("prunable")
@@ -416,7 +417,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
     if sdd.applies(rows):
         parts.append(_sdd_section(rows, figure))
-    if any(r["kind"] == "imp" for r in rows) and any(r.get("test_ece") is not None for r in rows):
+    if any(job_kind(r["kind"]).levelled for r in rows) and any(r.get("test_ece") is not None for r in rows):
         parts.append(_imp_calibration(rows, figure))
     diagnostics = _read_json(study_dir / "diagnostics.json")
     if diagnostics:

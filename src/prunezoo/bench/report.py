@@ -15,6 +15,8 @@ from prunezoo.analysis import plots
 from prunezoo.analysis.report import REPORT_CSS, Figures, group_rows, html_table, method_series
 from prunezoo.bench.published import PublishedResult, published_results
 from prunezoo.experiments.summary import t_interval
+from prunezoo.methods.dense import DENSE
+from prunezoo.methods.registry import job_kind
 from prunezoo.utils.io import write_text
 
 BENCH_FIELDS = [
@@ -24,15 +26,13 @@ BENCH_FIELDS = [
 ]
 
 
-FROM_DENSE = ("oneshot", "structured", "vd")
-
-
 def _target_compression(kind: str, key: float, rows: list[dict]) -> float:
-    if kind == "dense":
+    mk = job_kind(kind)
+    if kind == DENSE.name:
         return 1.0
-    if kind == "structured":  # key is the channel fraction removed; weights shrink with its square
+    if mk.target_unit == "channels":  # key is the channel fraction removed; weights shrink with its square
         return round(1 / (1 - key) ** 2, 2)
-    if kind in ("imp", "branch"):
+    if mk.levelled:  # key is a level
         key = rows[0]["target_sparsity"]
     return round(1 / (1 - key), 2)
 
@@ -47,7 +47,7 @@ def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list
     for g in groups:
         accs = g.values("test_acc")
         ci = t_interval(accs)
-        mean = lambda f: None if math.isnan(g.mean(f)) else g.mean(f)  # noqa: E731
+        mean = lambda f: None if math.isnan(g.mean(f)) else g.mean(f)
         acc = mean("test_acc")
         out.append({
             "point": g.point, "method": g.method, "kind": g.kind, "baseline": g.method in baselines,
@@ -56,7 +56,7 @@ def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list
             "flop_speedup": mean("flop_speedup"), "train_flops": mean("train_flops"),
             # methods that start from the trained dense model also paid for training it
             "train_flops_total": (mean("train_flops") or 0.0) + (
-                dense_flops.get(g.point, 0.0) if g.kind in FROM_DENSE else 0.0),
+                dense_flops.get(g.point, 0.0) if job_kind(g.kind).from_dense else 0.0),
             "latency_ms": mean("latency_ms"), "latency_speedup": mean("latency_speedup"),
             "test_acc_mean": acc, "test_acc_std": g.std("test_acc"),
             # an accuracy lies in [0, 1]; the t-interval can overshoot with few, spread seeds
@@ -109,7 +109,7 @@ def published_table(items: list[PublishedResult]) -> str:
 
 def _relevant_first(items: list[PublishedResult], model: str, dataset: str) -> list[PublishedResult]:
     def close(p: PublishedResult) -> int:
-        norm = lambda s: s.lower().replace("-", "").replace(" ", "")  # noqa: E731
+        norm = lambda s: s.lower().replace("-", "").replace(" ", "")
         return -(norm(model) in norm(p.model) or norm(p.model) in norm(model)) - (norm(dataset) in norm(p.dataset))
     return sorted(items, key=close)
 

@@ -23,14 +23,23 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import (DataConfig, ModelConfig, SafeName, StudyConfig, format_validation_error,
-                                         read_yaml_mapping)
+from prunezoo.experiments.config import (
+    DataConfig,
+    ModelConfig,
+    SafeName,
+    StudyConfig,
+    format_validation_error,
+    read_yaml_mapping,
+)
+from prunezoo.methods.base import method_kind_of
+from prunezoo.methods.imp import IMP
+from prunezoo.methods.registry import job_kind
 from prunezoo.training.config import TrainingConfig
 
 SUITE_DIR = Path(__file__).parent / "suites"
 MIN_OPERATING_POINTS = 5
 MIN_SEEDS = 3
-IMP_DEFAULT_FRACTION = 0.5
+IMP_DEFAULT_FRACTION = IMP.bench_fraction
 # Options that would give one method its own training budget (unfair by construction).
 BUDGET_OPTIONS = ("epochs", "steps", "finetune_epochs", "finetune_steps")
 
@@ -131,8 +140,9 @@ def _equivalent(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def with_baselines(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``methods`` plus the random / magnitude baselines not already among them (by settings, not name)."""
     out = [dict(m) for m in methods]
-    families = [UNSTRUCTURED_BASELINES] if any(m["kind"] != "structured" for m in methods) or not methods else []
-    if any(m["kind"] == "structured" for m in methods):
+    channels = [method_kind_of(m["kind"]).target_unit == "channels" for m in methods]
+    families = [UNSTRUCTURED_BASELINES] if not all(channels) or not methods else []
+    if any(channels):
         families.append(STRUCTURED_BASELINES)
     names = {m["name"] for m in out}
     for family in families:
@@ -153,18 +163,9 @@ def baseline_names(suite: BenchSuite) -> frozenset[str]:
 
 def build_study(suite: BenchSuite) -> StudyConfig:
     """The study that runs ``suite`` (baselines added, operating points filled in), validated."""
-    sparsities = [round(1 - 1 / c, 6) for c in suite.compressions]
-    methods = []
-    for m in with_baselines(suite.methods):
-        m = dict(m)
-        if m["kind"] == "imp":
-            fraction = m.setdefault("fraction", IMP_DEFAULT_FRACTION)
-            m.setdefault("levels", math.ceil(math.log(max(suite.compressions)) / -math.log(1 - fraction) - 1e-9))
-        elif m["kind"] == "structured":
-            m["sparsities"] = [channel_fraction(c) for c in suite.compressions]
-        elif m["kind"] not in ("str", "vd"):  # str/vd: sparsity emerges from training
-            m["sparsities"] = sparsities
-        methods.append(m)
+    # each kind sets its own operating points (sparsities, channel fractions, IMP levels)
+    methods = [method_kind_of(m["kind"]).operating_points(dict(m), suite.compressions)
+               for m in with_baselines(suite.methods)]
     data = {
         "name": f"bench-{suite.name}", "seed": suite.seed, "replicates": suite.seeds,
         "dataset": suite.dataset.model_dump(mode="json"), "model": suite.model.model_dump(mode="json"),
@@ -196,5 +197,5 @@ def check_fairness(cfg: StudyConfig) -> None:
             if j.spec[key] != first[key]:
                 raise ConfigError(key, f"job {j.label} uses a different {key} than the dense control")
         parent = j.spec.get("parent")
-        if j.kind in ("oneshot", "structured", "vd") and parent != dense[(j.point, j.seed)]:
+        if job_kind(j.kind).from_dense and parent != dense[(j.point, j.seed)]:
             raise ConfigError("methods", f"job {j.label} does not start from the shared dense checkpoint")

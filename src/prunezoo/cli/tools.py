@@ -56,15 +56,26 @@ LIST_GROUPS: dict[str, Callable[[], Iterable[str]]] = {
     "criteria": lambda: names.CRITERIA,
     "schemes": lambda: names.SCHEMES,
     "noise": lambda: names.NOISE_KINDS,
+    "kinds": lambda: _method_kinds(),  # method kinds (prunezoo.methods: light, no torch)
 }
+
+
+def _method_kinds() -> dict[str, str]:
+    """Registered method kinds and their one-paragraph summaries (the kind classes' docstrings)."""
+    from prunezoo.methods import METHOD_KINDS
+
+    return {name: kind.summary for name, kind in METHOD_KINDS.items()}
 
 
 def list_components(
     what: Annotated[str, typer.Argument(help=f"{' | '.join(LIST_GROUPS)} (default: all)")] = "all",
 ) -> None:
-    """List the registered datasets, models, criteria, allocation schemes and label-noise kinds."""
+    """List the registered datasets, models, criteria, allocation schemes, label-noise kinds and method kinds."""
     if what != "all" and what not in LIST_GROUPS:
         fail(ConfigError("what", f"unknown {what!r}; choose from {['all', *LIST_GROUPS]}"))
     for name, items in LIST_GROUPS.items():
-        if what in ("all", name):
+        if what == name == "kinds":  # one line per kind: what it does (`prunezoo list kinds`)
+            for kind, summary in _method_kinds().items():
+                out.print(f"[bold]{kind}[/]: {summary}", highlight=False)
+        elif what in ("all", name):
             out.print(f"[bold]{name}[/]: {', '.join(sorted(items()))}")

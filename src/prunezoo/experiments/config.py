@@ -13,55 +13,38 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from prunezoo.errors import ConfigError
+from prunezoo.methods import METHOD_KINDS, MethodConfig, StartConfig  # noqa: F401  (StartConfig: re-exported)
+from prunezoo.methods.base import (  # noqa: F401
+    MAX_NAME_LENGTH,
+    STRICT,
+    FiniteDict,
+    SafeName,
+    check_finite,
+    check_safe_name,
+    method_config_class,
+)
+from prunezoo.methods.imp import BranchConfig  # noqa: F401  (re-exported)
 from prunezoo.schedules.iterative import ResetMode
 from prunezoo.training.config import TrainingConfig
 
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float of a config is finite
-MAX_NAME_LENGTH = 100
+_STRICT = STRICT  # every float of a config is finite
 MAX_JOBS = 10_000  # a plan beyond this is a typo (replicates: 1000000), not a study
 MAX_YAML_CHARS = 2_000_000  # characters of a config YAML after expanding its aliases
-
-
-def check_safe_name(value: str) -> str:
-    """``value`` if it is safe as one path component (study, zoo, suite, method names), else ValueError."""
-    if not value:
-        raise ValueError("must not be empty")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-    if not value.isprintable():
-        raise ValueError("must be printable (no NUL or control characters)")
-    if "/" in value or "\\" in value:
-        raise ValueError("must be a single path component (no '/' or '\\')")
-    if value.startswith("."):
-        raise ValueError("must not start with '.' (no '.', '..' or hidden names)")
-    return value
-
-
-# A name that becomes (part of) a file or directory name: rejected, never rewritten.
-SafeName = Annotated[str, AfterValidator(check_safe_name)]
-
-
-def check_finite(value: Any, path: str = "") -> Any:
-    """``value`` if every float inside it (nested dicts/lists) is finite, else ValueError naming where."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path + ': ' if path else ''}must be a finite number, got {value}")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            check_finite(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            check_finite(v, f"{path}[{i}]")
-    return value
-
-
-FiniteDict = Annotated[dict[str, Any], AfterValidator(check_finite)]
 
 
 class DataConfig(BaseModel):
@@ -117,237 +100,30 @@ class ModelConfig(BaseModel):
         return v
 
 
-class BranchConfig(BaseModel):
-    """An ablation branch of an IMP method, run as its own job from the pruned levels.
-
-    kinds: ``random-reinit`` (same mask, fresh random init), ``random-mask`` (random mask with the
-    same per-layer densities, rewound to init), ``rewind`` (same mask, weights from step
-    ``rewind_step`` of the dense trajectory), ``finetune`` (same mask, fine-tune the previous
-    level's trained weights instead of rewinding).
-    """
-
-    model_config = _STRICT
-    name: str = Field(min_length=1)  # a label only: jobs re-validate it as "<method>/<branch>"
-    kind: Literal["random-reinit", "random-mask", "rewind", "finetune"]
-    levels: list[int] = Field(default_factory=list, description="IMP levels to branch from; empty = all")
-    rewind_step: int = Field(0, ge=0)
-
-
-SPARSITY_KINDS = ("oneshot", "at-init", "gmp", "dst", "acdc", "edge-popup", "structured", "sr-ste")
-METHOD_KINDS = (*SPARSITY_KINDS, "imp", "str", "vd")
-
-
-# Method kinds whose masks come from prune() (N:M-constrained selection) or SR-STE.
-PATTERN_KINDS = ("oneshot", "at-init", "gmp", "imp", "sr-ste")
-
-
-class StartConfig(BaseModel):
-    """Sparse-to-sparse start: a random ER mask every later mask must stay inside."""
-
-    model_config = _STRICT
-    density: float = Field(gt=0, le=1)
-    scheme: str = "balanced"
-    flow_preservation: bool = False
-
-
-class MethodConfig(BaseModel):
-    """One pruning method of a study. ``kind`` picks how it trains; criterion/scheme are pluggable.
-
-    kinds: ``oneshot`` (prune the trained dense model, fine-tune), ``at-init`` (prune at
-    initialisation, optionally in ``rounds``, then train), ``gmp``, ``imp``, ``dst`` (RigL/SET:
-    ``options.grow``), ``acdc``, ``str``, ``edge-popup``, ``vd`` (sparse variational dropout on the
-    trained dense model), ``structured`` (remove a fraction ``sparsities`` of the channels of the
-    trained dense model with a channel ``criterion`` — l1, l2, fpgm, apoz, taylor, bn-scale, random,
-    slimming, thinet, merge, or an alias such as l1-filter — then fine-tune the physically smaller
-    model). ``options`` go to the method's constructor.
-    """
-
-    model_config = _STRICT
-    name: SafeName
-    kind: Literal["oneshot", "at-init", "imp", "gmp", "dst", "acdc", "str", "edge-popup", "vd", "structured",
-                  "sr-ste"]
-    criterion: str = "magnitude"
-    scheme: str = "global"
-    sparsities: list[float] = Field(default_factory=list, description="oneshot/gmp target sparsities")
-    levels: int = Field(0, ge=0, description="imp: number of pruning levels")
-    fraction: float = Field(0.2, gt=0, lt=1, description="imp: fraction of remaining weights pruned per level")
-    reset: ResetMode = ResetMode.REWIND_INIT
-    rewind_step: int = Field(0, ge=0)
-    include: list[str] | None = None
-    exclude: list[str] | None = None
-    keep_dense: list[str] = Field(default_factory=list)
-    overrides: dict[str, float] = Field(default_factory=dict)
-    scheme_options: FiniteDict = Field(
-        default_factory=dict, description="allocator options, e.g. redistribute: true, erk_variant: clamp"
-    )
-    gmp_frequency: int = Field(10, ge=1)
-    batches: int = Field(1, ge=1, description="training batches given to data-dependent criteria (SNIP, OBD...)")
-    rounds: int = Field(1, ge=1, description="at-init: iterative pruning rounds (SynFlow uses 100)")
-    start: StartConfig | None = Field(None, description="sparse-to-sparse: start from a random ER mask")
-    options: FiniteDict = Field(default_factory=dict, description="method-specific constructor options")
-    branches: list[BranchConfig] = Field(default_factory=list, description="imp: ablation branches")
-    sparse_export: bool = Field(False, description="also export each result to sparse kernels (prunezoo.deploy) "
-                                                   "and record its measured latency_ms vs dense")
-    pattern: str | None = Field(None, description="N:M sparsity ('2:4', '1:4', '4:8'): exactly n nonzeros in "
-                                                  "every m consecutive weights; kinds " + ", ".join(PATTERN_KINDS))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _pattern_sparsity(cls, data: Any) -> Any:
-        # A pattern fixes the sparsity (1 - n/m): fill 'sparsities' in when it is left out.
-        if isinstance(data, dict) and isinstance(data.get("pattern"), str) and not data.get("sparsities"):
-            from prunezoo.sparsity.nm import pattern_density
-
-            try:
-                data = {**data, "sparsities": [1.0 - pattern_density(data["pattern"])]}
-            except ConfigError:
-                pass  # reported by the field validator below
-        return data
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from prunezoo.sparsity.nm import parse_pattern
-
-        try:
-            n, m = parse_pattern(v)
-        except ConfigError as err:
-            raise ValueError(str(err).removeprefix("pattern: ")) from None
-        return f"{n}:{m}"
-
-    @field_validator("sparsities")
-    @classmethod
-    def _range(cls, v: list[float]) -> list[float]:
-        bad = [s for s in v if not 0 <= s < 1]
-        if bad:
-            raise ValueError(f"sparsities must be in [0, 1) (density in (0, 1]), got {bad}")
-        return v
-
-
-    @field_validator("scheme")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        from prunezoo.allocation import SCHEME_NAMES
-
-        if v not in SCHEME_NAMES:
-            raise ValueError(f"unknown scheme {v!r}; known: {sorted(SCHEME_NAMES)}")
-        return v
-
-    @field_validator("criterion")
-    @classmethod
-    def _criterion(cls, v: str, info: ValidationInfo) -> str:
-        # kind is declared before criterion, so it is validated and visible here
-        if info.data.get("kind") == "structured":
-            from prunezoo.structured import structured_criterion_names
-
-            known = structured_criterion_names()  # channel criteria, slimming/thinet/merge, aliases
-        else:
-            from prunezoo.criteria import CRITERIA as known
-            from prunezoo.criteria import TRAINING_CRITERIA
-
-            if v in TRAINING_CRITERIA:  # scores come from the training trajectory (movement)
-                if info.data.get("kind") not in TRAINING_CRITERIA[v]:
-                    raise ValueError(f"criterion {v!r} needs training-time scores: use it with kind "
-                                     f"{' or '.join(map(repr, TRAINING_CRITERIA[v]))}")
-                return v
-        if v not in known:
-            raise ValueError(f"unknown criterion {v!r} for kind {info.data.get('kind')!r}; known: {sorted(known)}")
-        return v
-
-    @model_validator(mode="after")
-    def _kind(self) -> MethodConfig:
-        if self.kind in SPARSITY_KINDS and not self.sparsities:
-            raise ValueError(f"method kind {self.kind!r} needs at least one value in 'sparsities'")
-        if self.kind == "imp" and self.levels < 1:
-            raise ValueError("method kind 'imp' needs levels >= 1")
-        if unknown := sorted(set(self.options) - set(known := known_method_options(self))):
-            what = f"kind {self.kind!r}" + (f" with criterion {self.criterion!r}" if self.criterion == "obs" else "")
-            raise ValueError(f"unknown options {unknown} for {what}; known: {list(known) or 'none'}")
-        if "score_mode" in self.options:  # a bad mode, or a criterion without one, fails here and not in a job
-            from prunezoo.criteria import criterion_with_mode
-
-            try:
-                criterion_with_mode(self.criterion, self.options["score_mode"])
-            except ConfigError as err:
-                raise ValueError(str(err)) from None
-        if self.start is not None and self.kind in ("vd", "structured"):  # would be silently ignored
-            raise ValueError(f"method kind {self.kind!r} does not take a sparse-to-sparse 'start' mask")
-        if self.kind == "vd":
-            from prunezoo.reparam.variational_dropout import check_vd_options
-
-            check_vd_options(self.options)
-        if self.branches and self.kind != "imp":
-            raise ValueError("branches are only defined for method kind 'imp'")
-        self._check_pattern()
-        if self.sparse_export and self.kind == "structured":
-            raise ValueError("sparse_export: structured runs are compacted and timed already (latency_ms)")
-        for b in self.branches:
-            bad = [lv for lv in b.levels if not 1 <= lv <= self.levels]
-            if bad:
-                raise ValueError(f"branch {b.name!r}: levels {bad} outside 1..{self.levels}")
-        return self
-
-    def _check_pattern(self) -> None:
-        if self.pattern is None:
-            if self.kind == "sr-ste":
-                raise ValueError("method kind 'sr-ste' needs a 'pattern' such as '2:4'")
-            return
-        if self.kind not in PATTERN_KINDS:  # their masks come from thresholds, grow/drop or channels
-            raise ValueError(f"pattern: N:M is not supported for method kind {self.kind!r}; "
-                             f"kinds that take it: {', '.join(PATTERN_KINDS)}")
-        if self.start is not None:
-            raise ValueError("pattern: a random sparse-to-sparse 'start' mask cannot hold an N:M pattern")
-        n, m = (int(v) for v in self.pattern.split(":"))
-        target = 1.0 - n / m
-        if self.kind == "imp":
-            need = math.ceil(math.log(n / m) / math.log(1.0 - self.fraction) - 1e-9)
-            if self.levels != need:
-                raise ValueError(f"pattern {self.pattern}: imp with fraction {self.fraction} reaches exactly "
-                                 f"{self.pattern} at level {need}; set levels: {need}")
-            if any(b.kind == "random-mask" for b in self.branches):
-                raise ValueError(f"pattern {self.pattern}: a 'random-mask' branch would break the pattern")
-        elif bad := [s for s in self.sparsities if abs(s - target) > 1e-9]:
-            raise ValueError(f"pattern {self.pattern} fixes the sparsity at {target:g}; sparsities {bad} "
-                             "cannot hold it (leave 'sparsities' out to use the pattern's)")
-
-
-# Option names each method kind consumes (where: experiments/jobs.py passes ``options`` to the kind's
-# constructor). Add a name here when a constructor learns a new keyword; tests check the signatures.
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    # score_mode: jobs.scoring_criterion (train/eval mode of data-dependent criteria, criteria.SCORING_MODES)
-    "oneshot": ("score_mode",),  # criterion obs: OBS_STUDY_OPTIONS (see known_method_options)
-    "at-init": ("schedule", "score_mode"),  # prunezoo.pruning.rounds.prune_iteratively (rounds > 1)
-    "imp": (),
-    "gmp": ("from_dense",),
-    "dst": ("grow", "delta_t", "alpha", "end_fraction", "t_end", "decay",  # schedules.DynamicSparseTraining
-            "regrow_dropped", "drop_count"),
-    "acdc": ("warmup_epochs", "compressed_epochs", "decompressed_epochs", "final_sparse_epochs",  # schedules.ACDC
-             "scale_with_epochs", "base_epochs", "ramp", "ramp_start", "min_decompressed_sparsity", "reset_momentum"),
-    "str": ("s_init",),  # reparam.apply_str
-    "edge-popup": ("freeze_bias", "weight_init"),  # reparam.apply_edge_popup
-    "vd": ("log_sigma2_init", "threshold", "schedule", "ramp_to", "ramp_length", "ramp_unit", "ramp_cap"),
-    # structured.apply_structured, then prune_channels; thinet/merge take none, slimming also l1
-    "structured": ("allocation", "budget", "scan_ratios", "scope", "ignored_layers", "max_layer_ratio", "round_to"),
-    "sr-ste": ("decay",),  # reparam.srste.apply_srste
-}
+# Derived from the registry (the kinds' classes own these facts); kept for callers of the old tables.
+SPARSITY_KINDS = tuple(k for k, mk in METHOD_KINDS.items() if mk.has_target)
+PATTERN_KINDS = tuple(k for k, mk in METHOD_KINDS.items() if mk.takes_pattern)
+# Option names each built-in kind consumes: the fields of its Options model.
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {k: tuple(mk.Options.model_fields) for k, mk in METHOD_KINDS.items()}
 
 
 def known_method_options(method: MethodConfig) -> tuple[str, ...]:
     """The ``options`` names ``method`` can use (its kind's, adjusted for criteria that take their own)."""
-    if method.kind == "oneshot" and method.criterion == "obs":
-        from prunezoo.criteria.obs import OBS_STUDY_OPTIONS
+    return tuple(method.method_kind.options_model(method).model_fields)
 
-        return tuple(OBS_STUDY_OPTIONS)
-    if method.kind == "structured":
-        from prunezoo.structured.study import canonical_structured_criterion
 
-        crit = canonical_structured_criterion(method.criterion)
-        if crit in ("thinet", "merge"):
-            return ()
-        return (*METHOD_OPTIONS["structured"], "l1") if crit == "slimming" else METHOD_OPTIONS["structured"]
-    return METHOD_OPTIONS.get(method.kind, ())
+def _method(value: Any, handler: Any) -> MethodConfig:
+    # Dispatch on ``kind`` through the registry (kinds registered by user code included); errors keep
+    # their field paths (methods.0.options...).
+    if isinstance(value, MethodConfig):
+        return value
+    if isinstance(value, dict):
+        return method_config_class(value.get("kind")).model_validate(value)
+    return handler(value)  # not a mapping: pydantic's own type error
+
+
+# One method of a study: validated as its kind's Config, serialised with that class's fields.
+Method = SerializeAsAny[Annotated[MethodConfig, WrapValidator(_method)]]
 
 
 def _default_methods() -> list[MethodConfig]:
@@ -379,7 +155,7 @@ class StudyConfig(BaseModel):
     finetune: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=64, lr=0.01, lr_schedule="cosine")
     )
-    methods: list[MethodConfig] = Field(default_factory=_default_methods)
+    methods: list[Method] = Field(default_factory=_default_methods)
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:
@@ -411,22 +187,13 @@ class StudyConfig(BaseModel):
         """Which jobs train with ``section`` (the dense run always trains with ``training``)."""
         if section == "training":
             return "the dense run"
-        names = [m.name for m in self.methods if m.kind in ("oneshot", "structured", "vd")
-                 or (m.kind == "gmp" and m.options.get("from_dense"))
-                 or (m.kind == "imp" and (m.reset is ResetMode.FINETUNE or any(b.kind == "finetune"
-                                                                              for b in m.branches)))]
+        names = [m.name for m in self.methods if m.method_kind.uses_finetune(m)]
         return f"methods {names}" if names else ""
 
     def job_count(self) -> int:
         """The number of jobs :func:`prunezoo.experiments.plan.plan_study` makes, without making them."""
         per_seed = 1  # the dense run
-        for m in self.methods:
-            if m.kind in ("vd", "str"):
-                per_seed += 1
-            elif m.kind == "imp":
-                per_seed += 1 + sum(len(b.levels) or m.levels for b in m.branches)
-            else:
-                per_seed += len(m.sparsities)
+        per_seed += sum(m.method_kind.job_count(m) for m in self.methods)
         return math.prod(len(v) for v in self.sweep.values()) * self.replicates * per_seed
 
     @property

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prunezoo.experiments.config import MethodConfig, StudyConfig
+from prunezoo.methods import Planner
 
 
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # dense | oneshot | gmp | imp | branch
+    kind: str  # dense, a method kind's name, or another job kind it runs (imp: branch)
     label: str  # human readable: "gm@0.9 seed=0 [training.lr=0.1]"
     method: str  # result-row method name ("dense", "gm", "imp/reinit")
     point: str
@@ -58,31 +59,8 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
                 return job
 
             dense = add("dense", "dense", "dense", {})
-            for m in pcfg.methods:
-                mspec = _method_spec(m)
-                if m.kind in ("oneshot", "structured"):  # start from the trained dense model
-                    for s in m.sparsities:
-                        add(m.kind, m.name, f"{m.name}@{s:g}",
-                            {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
-                elif m.kind == "gmp" and m.options.get("from_dense"):  # gradual pruning while fine-tuning it
-                    for s in m.sparsities:
-                        add("gmp", m.name, f"{m.name}@{s:g}",
-                            {"method": mspec, "sparsity": s, "finetune": finetune, "parent": dense.id}, (dense.id,))
-                elif m.kind == "vd":  # sparsity emerges; starts from the trained dense model
-                    add("vd", m.name, m.name, {"method": mspec, "finetune": finetune, "parent": dense.id}, (dense.id,))
-                elif m.kind == "str":  # sparsity emerges from the learned thresholds
-                    add("str", m.name, m.name, {"method": mspec})
-                elif m.kind != "imp":  # trained from init at each target sparsity
-                    for s in m.sparsities:
-                        add(m.kind, m.name, f"{m.name}@{s:g}", {"method": mspec, "sparsity": s})
-                else:
-                    imp = add("imp", m.name, m.name, {"method": mspec, "finetune": finetune})
-                    for b in m.branches:
-                        for level in b.levels or range(1, m.levels + 1):
-                            bspec = b.model_dump(mode="json", exclude_defaults=True, exclude={"name", "levels"})
-                            add("branch", f"{m.name}/{b.name}", f"{m.name}/{b.name}@L{level}",
-                                {"branch": bspec, "level": level, "parent": imp.id, "finetune": finetune},
-                                (imp.id,))
+            for m in pcfg.methods:  # each kind plans its own jobs (from dense or from init, which targets)
+                m.method_kind.plan(m, Planner(add, dense.id, finetune, _method_spec(m)))
     # Jobs with equal ids (e.g. the dense run when a sweep axis only touches fine-tuning) appear once
     # per sweep point here so each point gets its rows; executors run each id once.
     return jobs

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from prunezoo.allocation import allocate
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import StudyConfig, check_output_dir
 from prunezoo.experiments.executors import check_executor_options, run_jobs
-from prunezoo.experiments.jobs import dataset_splits, prune_options, schedule_callback
+from prunezoo.experiments.jobs import dataset_splits
 from prunezoo.experiments.plan import Job, plan_study, unique_jobs
 from prunezoo.experiments.schema import ROW_FIELDS
 from prunezoo.experiments.store import RunStore
@@ -189,17 +188,11 @@ def _preflight(cfg: StudyConfig) -> None:
             raise ConfigError(f"{where}{section}.options" if not isinstance(err, OSError) else f"{where}dataset",
                               str(err)) from None
         for i, method in enumerate(pcfg.methods):
-            densities = [1 - s for s in method.sparsities] or [(1 - method.fraction) ** method.levels]
-            for density in densities:
-                try:
-                    alloc = {k: v for k, v in prune_options(method).items() if k != "pattern"}  # N:M: prune() only
-                    allocate(model, density, method.scheme, **alloc)
-                    if method.kind in ("dst", "acdc"):  # options reach the allocator at prune time
-                        cb = schedule_callback(method, 1 - density)
-                        allocate(model, density, cb.scheme, **cb.prune_options)
-                except ConfigError as err:
-                    field = err.field.split("].", 1)[-1] if err.field.startswith("methods[") else err.field
-                    raise ConfigError(f"{where}methods[{i}].{field}", str(err).split(": ", 1)[-1]) from None
+            try:
+                method.method_kind.preflight(method, model)  # each kind checks what its jobs will need
+            except ConfigError as err:
+                field = err.field.split("].", 1)[-1] if err.field.startswith("methods[") else err.field
+                raise ConfigError(f"{where}methods[{i}].{field}", str(err).split(": ", 1)[-1]) from None
 
 
 def rows_to_csv(rows: list[dict]) -> str:

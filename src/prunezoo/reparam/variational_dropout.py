@@ -28,8 +28,8 @@ original with those (tiny) weights zeroed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -293,3 +293,36 @@ def check_vd_options(options: dict) -> None:
         VariationalDropoutLoss(1, **{k: v for k, v in options.items() if k in VD_LOSS_OPTIONS})
     except TypeError as err:  # e.g. a string where a number belongs
         raise ValueError(f"bad vd options {options}: {err}") from None
+
+
+def finetune_variational(
+    model: nn.Module,
+    num_train_samples: int,
+    fit: Callable[[nn.Module, list[Callback]], Any],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    inplace: bool = False,
+    on_bad_options: Callable[[Exception], Exception] | None = None,
+    **options: Any,
+) -> tuple[nn.Module, MaskSet, Any]:
+    """Sparse VD fine-tuning of a trained model: the one recipe of a study's ``vd`` kind and the zoo's VD twins.
+
+    Converts ``model`` (:func:`to_variational` with the layer options of ``options``), calls
+    ``fit(vd_model, [kl_callback])`` (the caller's trainer, which may add its own callbacks), and returns
+    ``(plain model with dropped weights zeroed, keep masks, fit's return value)``. ``options``:
+    VD_LAYER_OPTIONS and VD_LOSS_OPTIONS. A TypeError/ValueError from those options is passed
+    through ``on_bad_options`` (to name the config field) before it is raised.
+    """
+    try:
+        vd = to_variational(model, include=include, exclude=exclude, inplace=inplace,
+                            **{k: v for k, v in options.items() if k in VD_LAYER_OPTIONS})
+        kl = VariationalDropoutLoss(num_train_samples,
+                                    **{k: v for k, v in options.items() if k not in VD_LAYER_OPTIONS})
+    except (TypeError, ValueError) as err:
+        if on_bad_options is None:
+            raise
+        raise on_bad_options(err) from None
+    result = fit(vd, [kl])
+    plain, masks = from_variational(vd)
+    return plain, masks, result

@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
@@ -53,8 +52,8 @@ DEFAULT_LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
 
 
 class TwinMethod(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$")  # a dir name
     kind: Literal["prune", "vd"] = "prune"
     criterion: str = "magnitude"
     scheme: str = "global"
@@ -115,16 +114,13 @@ def parse_twin_method(method: str | Mapping[str, Any], *, levels: str | list[flo
                       epochs: int | None = None, lr: float | None = None,
                       overrides: list[str] | None = None) -> TwinMethod:
     """``"mp"``, ``"vd"`` or a (YAML) mapping of :class:`TwinMethod` fields, plus CLI overrides."""
-    from prunezoo.experiments.config import set_override
+    from prunezoo.experiments.config import load_yaml, set_override
 
     if isinstance(method, str):
         if method in ("mp", "vd"):
             data: dict[str, Any] = {"name": method, "kind": "prune" if method == "mp" else "vd"}
         else:
-            try:
-                data = yaml.safe_load(method)
-            except yaml.YAMLError as err:
-                raise ConfigError("--method", f"not mp, vd or a YAML mapping: {err}") from None
+            data = load_yaml(method, "--method")  # aliases bounded, errors name --method
             if not isinstance(data, dict):
                 raise ConfigError("--method", f"expected mp, vd or a mapping like '{{name: snip, criterion: snip}}', "
                                               f"got {method!r}")
@@ -277,34 +273,40 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
     cfg = training_config(twin_params, epochs=spec.fine_tune_epochs, lr=twin_params["lr"])
     evals = {s: getattr(data, s) for s in ("test", "val") if getattr(data, s) is not None and len(getattr(data, s))}
     extra: dict[str, Any] = {}
+
+    def train(final_model, rows: list[dict], callbacks: list, state_of=None) -> None:
+        layout.save_state(twin_dir, 0, (state_of or (lambda m: m.state_dict()))(final_model))
+        layout.write_results(twin_dir, rows)
+        Trainer(final_model, data.train, cfg, eval_sets=evals, callbacks=callbacks, progress=False).fit()
+
     if spec.kind == "prune":
         from prunezoo.training.callbacks import EnforceMasks
 
         masks = prune_once(model, spec, level, params, data)
         rows = [eval_row(model, data, 0) | {"sparsity_ratio": weight_sparsity(model)}]
-        callbacks = [EnforceMasks(masks), LogWeightSparsity(), StoreEpochs(twin_dir, rows)]
-        state_of = None
-        final_model = model
+        train(model, rows, [EnforceMasks(masks), LogWeightSparsity(), StoreEpochs(twin_dir, rows)])
     else:
-        from prunezoo.reparam import VariationalDropoutLoss, from_variational, sparsity_ratio, to_variational
+        # the same VD fine-tuning as a study's ``vd`` kind (reparam.finetune_variational), plus the twin's logging
+        from prunezoo.reparam import from_variational, sparsity_ratio
+        from prunezoo.reparam.variational_dropout import finetune_variational
 
         model.eval()
         original = eval_row(model, data, 0)
-        vd = to_variational(model, threshold=spec.threshold)
-        converted = eval_row(vd.eval(), data, 0)
-        vd.train()
-        extra["sanity"] = {"original_test_loss": original["test_loss"], "original_test_acc": original["test_acc"],
-                           "converted_test_loss": converted["test_loss"],
-                           "converted_test_acc": converted["test_acc"]}
-        rows = [converted | {"sparsity_ratio": sparsity_ratio(vd)}]
-        callbacks = [VariationalDropoutLoss(len(data.train), spec.kl_schedule, ramp_to=spec.ramp_to,
-                                            ramp_length=spec.ramp_length),
-                     StoreEpochs(twin_dir, rows, state_of=lambda m: from_variational(m)[0].state_dict())]
-        state_of = callbacks[-1].state_of
-        final_model = vd
-    layout.save_state(twin_dir, 0, (state_of or (lambda m: m.state_dict()))(final_model))
-    layout.write_results(twin_dir, rows)
-    Trainer(final_model, data.train, cfg, eval_sets=evals, callbacks=callbacks, progress=False).fit()
+
+        def fit(vd, kl_callbacks: list) -> list[dict]:
+            converted = eval_row(vd.eval(), data, 0)
+            vd.train()
+            extra["sanity"] = {"original_test_loss": original["test_loss"], "original_test_acc": original["test_acc"],
+                               "converted_test_loss": converted["test_loss"],
+                               "converted_test_acc": converted["test_acc"]}
+            rows = [converted | {"sparsity_ratio": sparsity_ratio(vd)}]
+            store = StoreEpochs(twin_dir, rows, state_of=lambda m: from_variational(m)[0].state_dict())
+            train(vd, rows, [*kl_callbacks, store], store.state_of)
+            return rows
+
+        _, _, rows = finetune_variational(model, len(data.train), fit, threshold=spec.threshold,
+                                          schedule=spec.kl_schedule, ramp_to=spec.ramp_to,
+                                          ramp_length=spec.ramp_length)
     layout.mark_done(twin_dir, rows, **extra)
     return rows[-1]
 
