@@ -34,9 +34,17 @@ from prunezoo.experiments.config import (
     SafeName,
     check_output_dir,
     format_validation_error,
+    read_config_data,
 )
+from prunezoo.experiments.executors import check_executor_options
+from prunezoo.models import get_model_spec
+from prunezoo.models.init import check_init
+from prunezoo.models.layers import check_activation
+from prunezoo.training import Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import Callback
+from prunezoo.training.evaluate import evaluate
 from prunezoo.zoo import layout
+from prunezoo.zoo.runner import run_tasks
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_MEMBERS = MAX_JOBS  # a zoo beyond this is a typo, not a zoo
@@ -107,14 +115,10 @@ class ZooConfig(BaseModel):
     @field_validator("activation", "init", "dropout")
     @classmethod
     def _model_options(cls, v, info):
-        from prunezoo.models.init import check_init
-        from prunezoo.models.layers import check_activation
-
         model = info.data.get("model")
         values = [x for x in _listify(v) if x is not None]
         if model is None or not values:
             return v
-        from prunezoo.models import get_model_spec
 
         if info.field_name not in get_model_spec(model.name).options:
             raise ValueError(f"model {model.name!r} has no {info.field_name!r} option")
@@ -150,8 +154,6 @@ def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
 
 def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZooConfig:
     """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides."""
-    from prunezoo.experiments.config import read_config_data
-
     defaults = ZooConfig().model_dump(mode="json") if overrides else None  # --set model.x keeps model: cnn-s
     return parse_zoo_config(read_config_data(path, overrides, defaults))
 
@@ -205,8 +207,6 @@ def zoo_data(spec: Mapping[str, Any]):
 
 def eval_row(model, data, epoch: int, *, train_metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
     """A result line: train metrics (given, or evaluated on the train split), test and val."""
-    from prunezoo.training.evaluate import evaluate
-
     row: dict[str, Any] = {"epoch": epoch}
     if train_metrics is None:
         m = evaluate(model, data.train)
@@ -229,8 +229,6 @@ def pick_row(metrics: Mapping[str, Any], epoch: int) -> dict[str, Any]:
 
 
 def training_config(params: Mapping[str, Any], *, epochs: int | None = None, lr: float | None = None):
-    from prunezoo.training import TrainingConfig
-
     sgd = params["optimizer"] == "sgd"
     return TrainingConfig(epochs=params["epochs"] if epochs is None else epochs, batch_size=params["batch_size"],
                           optimizer=params["optimizer"], lr=params["lr"] if lr is None else lr,
@@ -260,7 +258,6 @@ def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, A
 def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     import torch
 
-    from prunezoo.training import Trainer, seed_everything
     model_dir = Path(zoo) / member_id(params)
     if layout.model_done(model_dir):  # finished and intact (damaged files are quarantined, the member redone)
         return layout.read_done(model_dir)["final"]
@@ -283,7 +280,6 @@ def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, 
 def member_spec(params: Mapping[str, Any], *, lr: float | None = None):
     """The population :class:`~prunezoo.zoo.population.MemberSpec` of a ``params.json`` dict: the
     member's own settings, else the model's defaults (MemberSpec's own defaults are the seed zoo's)."""
-    from prunezoo.models import get_model_spec
     from prunezoo.zoo.population import MemberSpec  # heavy; only in batched mode
 
     defaults = get_model_spec(params["model"]).options
@@ -360,9 +356,6 @@ def generate_zoo(
 
     ``limit``: train at most this many not-yet-done members (tests and partial runs).
     """
-    from prunezoo.experiments.executors import check_executor_options
-    from prunezoo.zoo.runner import run_tasks
-
     check_executor_options(executor, workers, threads)  # before anything is written
     out = check_output_dir(out)
     spec = dataset_spec(cfg)

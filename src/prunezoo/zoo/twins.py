@@ -42,11 +42,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prunezoo.criteria import CRITERIA
 from prunezoo.errors import ConfigError
-from prunezoo.training.callbacks import Callback
+from prunezoo.experiments.config import load_yaml, set_override
+from prunezoo.pruning import prune
+from prunezoo.reparam import from_variational, sparsity_ratio
+from prunezoo.reparam.variational_dropout import finetune_variational
+from prunezoo.sparsity import prunable_parameters
+from prunezoo.training import Trainer, seed_everything
+from prunezoo.training.callbacks import Callback, EnforceMasks
 from prunezoo.utils.io import CorruptFileError, read_json
 from prunezoo.zoo import layout
-from prunezoo.zoo.generate import StoreEpochs, eval_row, training_config, zoo_data
+from prunezoo.zoo.generate import (
+    StoreEpochs,
+    base_model_options,
+    eval_row,
+    member_spec,
+    pick_row,
+    training_config,
+    zoo_data,
+)
+from prunezoo.zoo.runner import run_tasks
 
 DEFAULT_LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
 
@@ -87,8 +103,6 @@ class TwinMethod(BaseModel):
     @field_validator("criterion")
     @classmethod
     def _criterion(cls, v):
-        from prunezoo.criteria import CRITERIA
-
         if v not in CRITERIA:
             raise ValueError(f"unknown criterion {v!r}; known: {sorted(CRITERIA)}")
         return v
@@ -114,8 +128,6 @@ def parse_twin_method(method: str | Mapping[str, Any], *, levels: str | list[flo
                       epochs: int | None = None, lr: float | None = None,
                       overrides: list[str] | None = None) -> TwinMethod:
     """``"mp"``, ``"vd"`` or a (YAML) mapping of :class:`TwinMethod` fields, plus CLI overrides."""
-    from prunezoo.experiments.config import load_yaml, set_override
-
     if isinstance(method, str):
         if method in ("mp", "vd"):
             data: dict[str, Any] = {"name": method, "kind": "prune" if method == "mp" else "vd"}
@@ -155,8 +167,6 @@ class LogWeightSparsity(Callback):
 
 
 def weight_sparsity(model) -> float:
-    from prunezoo.sparsity import prunable_parameters
-
     params = prunable_parameters(model).values()
     total = sum(p.numel() for p in params)
     return sum(int((p == 0).sum()) for p in params) / total if total else 0.0
@@ -165,8 +175,7 @@ def weight_sparsity(model) -> float:
 def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any], data):
     """One-shot masks at ``level`` (data-dependent criteria score ``spec.batches`` training batches),
     applied to ``model`` in place; returns the MaskSet."""
-    from prunezoo.data import BatchLoader
-    from prunezoo.pruning import prune
+    from prunezoo.data import BatchLoader  # deferred: prunezoo.data loads torchvision
 
     loader = BatchLoader(data.train, params["batch_size"], shuffle=True, seed=params["seed"])
     batches = [b for _, b in zip(range(spec.batches), loader)]
@@ -207,8 +216,6 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
                 threads: int = 1) -> list[dict[str, Any]]:
     import torch
 
-    from prunezoo.training import seed_everything
-    from prunezoo.zoo.generate import base_model_options, member_spec, pick_row
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
 
     spec = TwinMethod.model_validate(method)
@@ -258,8 +265,6 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
               threads: int = 1) -> dict[str, Any]:
     import torch
 
-    from prunezoo.training import Trainer, seed_everything
-
     spec = TwinMethod.model_validate(method)
     twin_dir = layout.twin_set_dir(zoo, set_name) / model_name
     if layout.model_done(twin_dir):
@@ -280,16 +285,11 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
         Trainer(final_model, data.train, cfg, eval_sets=evals, callbacks=callbacks, progress=False).fit()
 
     if spec.kind == "prune":
-        from prunezoo.training.callbacks import EnforceMasks
-
         masks = prune_once(model, spec, level, params, data)
         rows = [eval_row(model, data, 0) | {"sparsity_ratio": weight_sparsity(model)}]
         train(model, rows, [EnforceMasks(masks), LogWeightSparsity(), StoreEpochs(twin_dir, rows)])
     else:
         # the same VD fine-tuning as a study's ``vd`` kind (reparam.finetune_variational), plus the twin's logging
-        from prunezoo.reparam import from_variational, sparsity_ratio
-        from prunezoo.reparam.variational_dropout import finetune_variational
-
         model.eval()
         original = eval_row(model, data, 0)
 
@@ -323,8 +323,6 @@ def make_twins(
     models: list[str] | None = None,
 ) -> dict[str, Any]:
     """Twins of every finished model of ``zoo`` (or of ``models``) for every level of ``method``."""
-    from prunezoo.zoo.runner import run_tasks
-
     zoo = Path(zoo)
     try:
         zoo_cfg = layout.read_zoo_config(zoo)
