@@ -43,6 +43,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prunezoo.errors import ConfigError
+from prunezoo.models import build_model, get_model_spec
+from prunezoo.sparsity import MaskSet
+from prunezoo.training import Trainer, TrainingConfig, seed_everything
+from prunezoo.training.callbacks import EnforceMasks
+from prunezoo.training.optim import StackedOptimizer
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 # Member settings that change the traced computation: members differing in them cannot share a vmap.
@@ -133,8 +138,6 @@ def _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, 
 
 
 def _model_options(model: str, model_options: Mapping, member: MemberSpec, i: int) -> dict:
-    from prunezoo.models import get_model_spec
-
     known = get_model_spec(model).options
     opts = dict(model_options or {})
     for f in MODEL_FIELDS:
@@ -148,9 +151,6 @@ def _model_options(model: str, model_options: Mapping, member: MemberSpec, i: in
 
 def build_member(model: str, model_options: Mapping, data, member: MemberSpec, index: int = 0) -> nn.Module:
     """The member's freshly initialised model: ``seed_everything(seed)`` then ``build_model``."""
-    from prunezoo.models import build_model
-    from prunezoo.training import seed_everything
-
     opts = _model_options(model, model_options, member, index)
     seed_everything(member.seed)
     return build_model(model, num_classes=data.num_classes, input_shape=data.input_shape, **opts)
@@ -500,7 +500,7 @@ class _Group:
     # -- evaluation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, dataset) -> list[dict[str, float]]:
-        from prunezoo.metrics.calibration import expected_calibration_error
+        from prunezoo.metrics.calibration import expected_calibration_error  # deferred: loads torchvision
 
         self.base.eval()
         params = {n: p.detach() for n, p in self.params.items()}
@@ -541,14 +541,13 @@ class _Group:
     def fit(
         self, data, epochs: int, batch_size: int, eval_splits, steps: int | None, evaluate: bool, on_epoch
     ) -> list[dict]:
-        from prunezoo.data import BatchLoader
+        from prunezoo.data import BatchLoader  # deferred: prunezoo.data loads torchvision
         from prunezoo.data.loader import epoch_seed
 
         train = data.train
         self._adopt_stacked(train.prepare(train.x[:4]))
         loaders = [BatchLoader(train, batch_size, shuffle=True, seed=s.seed) for s in self.specs]
         n_batches = len(loaders[0])
-        from prunezoo.training.optim import StackedOptimizer
 
         configs = [training_config(s, epochs, batch_size, steps) for s in self.specs]
         self.optimizer = StackedOptimizer(
@@ -624,8 +623,6 @@ class _Group:
 # -- the per-model reference path --------------------------------------------------------------------
 def training_config(member: MemberSpec, epochs: int, batch_size: int, steps: int | None = None):
     """The :class:`TrainingConfig` that trains ``member`` alone with the population's conventions."""
-    from prunezoo.training import TrainingConfig
-
     return TrainingConfig(
         epochs=epochs,
         steps=steps,
@@ -659,10 +656,6 @@ def train_member(
 ) -> tuple[nn.Module, list[dict]]:
     """Train one member with the per-model :class:`~prunezoo.training.Trainer` (the reference the
     population is tested against and benchmarked with); returns the model and its history."""
-    from prunezoo.sparsity import MaskSet
-    from prunezoo.training import Trainer
-    from prunezoo.training.callbacks import EnforceMasks
-
     [member], eval_splits = _check_inputs([member], None, None, epochs, batch_size, eval_splits, data)
     module = build_member(model, model_options, data, member)
     if init_state is not None:
