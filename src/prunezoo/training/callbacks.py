@@ -86,7 +86,7 @@ class SnapshotAtStep(Callback):
         elif trainer.start_step > self.step and self.path is not None and self.path.exists():
             self.state = load_state(self.path)
 
-    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
+    def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
         if step + 1 == self.step:
             self._take(trainer)
 
