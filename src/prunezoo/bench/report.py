@@ -47,7 +47,7 @@ def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list
     for g in groups:
         accs = g.values("test_acc")
         ci = t_interval(accs)
-        mean = lambda f: None if math.isnan(g.mean(f)) else g.mean(f)
+        mean = lambda f, g=g: None if math.isnan(g.mean(f)) else g.mean(f)
         acc = mean("test_acc")
         out.append({
             "point": g.point, "method": g.method, "kind": g.kind, "baseline": g.method in baselines,

@@ -365,7 +365,8 @@ def make_twins(
     for set_name in sets:
         finals = [layout.read_done(layout.twin_set_dir(zoo, set_name) / n) for n in names]
         finals = [f["final"] for f in finals if f is not None]
-        mean = (lambda k: sum(f.get(k, float("nan")) for f in finals) / len(finals) if finals else float("nan"))
+        mean = (lambda k, finals=finals: sum(f.get(k, float("nan")) for f in finals) / len(finals)
+                if finals else float("nan"))
         summary["sets"][set_name] = {"models": len(names), "done": len(finals), "test_acc": mean("test_acc"),
                                      "sparsity_ratio": mean("sparsity_ratio")}
     return summary
