@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +41,18 @@ def _method_spec(method: MethodConfig) -> dict[str, Any]:
     return method.model_dump(mode="json", exclude_defaults=True, exclude={"name", "branches", "sparsities"})
 
 
+def _job_adder(jobs: list[Job], point: str, tag: str, base: dict, seed: int) -> Callable[..., Job]:
+    """The ``add`` a :class:`Planner` calls: one job of this sweep point and seed, appended to ``jobs``."""
+
+    def add(kind: str, method: str, label: str, spec: dict, deps: tuple[str, ...] = ()) -> Job:
+        full = {"kind": kind, "seed": seed, **base, **spec}
+        job = Job(f"{kind}-{_digest(full)}", kind, f"{label} seed={seed}{tag}", method, point, seed, full, deps)
+        jobs.append(job)
+        return job
+
+    return add
+
+
 def plan_study(cfg: StudyConfig) -> list[Job]:
     jobs: list[Job] = []
     for point, pcfg in cfg.points():
@@ -51,13 +64,7 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
         }
         finetune = pcfg.finetune.model_dump(mode="json", exclude_defaults=True)
         for seed in cfg.seeds:
-
-            def add(kind: str, method: str, label: str, spec: dict, deps: tuple[str, ...] = ()) -> Job:
-                full = {"kind": kind, "seed": seed, **base, **spec}
-                job = Job(f"{kind}-{_digest(full)}", kind, f"{label} seed={seed}{tag}", method, point, seed, full, deps)
-                jobs.append(job)
-                return job
-
+            add = _job_adder(jobs, point, tag, base, seed)
             dense = add("dense", "dense", "dense", {})
             for m in pcfg.methods:  # each kind plans its own jobs (from dense or from init, which targets)
                 m.method_kind.plan(m, Planner(add, dense.id, finetune, _method_spec(m)))
