@@ -34,7 +34,8 @@ def _heavy(names: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("args", [["-c", "import prunezoo.cli"], ["-c", "import prunezoo"],
                                   ["-m", "prunezoo", "--help"], ["-m", "prunezoo", "list"],
-                                  ["-m", "prunezoo", "list", "criteria"], ["-m", "prunezoo", "zoo", "--help"],
+                                  ["-m", "prunezoo", "list", "criteria"], ["-m", "prunezoo", "list", "kinds"],
+                                  ["-m", "prunezoo", "zoo", "--help"],
                                   ["-m", "prunezoo", "run", "--help"]])
 def test_cli_start_up_imports_no_torch_or_matplotlib(args):
     names, proc = _imported_modules(*args)
