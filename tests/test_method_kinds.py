@@ -55,8 +55,10 @@ class LayerwiseAtInit(MethodKind):
         sparsity = ctx.spec["sparsity"]
         method = ctx.method(job["method"], {"sparsities": [sparsity]})
         model = ctx.build_model()
-        masks = masks_once(ctx.directory / "masks.safetensors",
-                           lambda: prune(model, 1 - sparsity, criterion="magnitude", scheme="uniform", seed=ctx.seed))
+        masks = masks_once(
+            ctx.directory / "masks.safetensors",
+            lambda: prune(model, 1 - sparsity, criterion="magnitude", scheme="uniform", seed=ctx.seed),
+        )
         masks.apply(model)
         history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)]))
         row = ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity)
@@ -71,8 +73,20 @@ def test_kind():
 
 
 def test_a_kind_defined_in_a_test_module_runs_end_to_end_in_a_study(test_kind, tmp_path):
-    cfg = parse_config({**BASE, "methods": [{"name": "half", "kind": "test-layerwise", "sparsities": [0.5, 0.75],
-                                             "warm_batches": 3, "options": {"keep_bias_note": "x"}}]})
+    cfg = parse_config(
+        {
+            **BASE,
+            "methods": [
+                {
+                    "name": "half",
+                    "kind": "test-layerwise",
+                    "sparsities": [0.5, 0.75],
+                    "warm_batches": 3,
+                    "options": {"keep_bias_note": "x"},
+                }
+            ],
+        }
+    )
     assert isinstance(cfg.methods[0], HalfConfig) and cfg.methods[0].warm_batches == 3
     jobs = plan_study(cfg)
     assert [j.kind for j in jobs] == ["dense", "test-layerwise", "test-layerwise"] and cfg.job_count() == 3
@@ -90,26 +104,39 @@ def test_a_kind_defined_in_a_test_module_runs_end_to_end_in_a_study(test_kind, t
 
 def test_a_registered_kinds_options_and_fields_are_checked(test_kind):
     with pytest.raises(ConfigError, match="bogus") as err:
-        parse_config({**BASE, "methods": [{"name": "h", "kind": "test-layerwise", "sparsities": [0.5],
-                                           "options": {"bogus": 1}}]})
+        parse_config(
+            {**BASE, "methods": [{"name": "h", "kind": "test-layerwise", "sparsities": [0.5], "options": {"bogus": 1}}]}
+        )
     assert err.value.field == "methods.0"
     with pytest.raises(ConfigError) as err:  # a typed option of the wrong type names the option
-        parse_config({**BASE, "methods": [{"name": "h", "kind": "test-layerwise", "sparsities": [0.5],
-                                           "options": {"keep_bias_note": [1]}}]})
+        parse_config(
+            {
+                **BASE,
+                "methods": [
+                    {"name": "h", "kind": "test-layerwise", "sparsities": [0.5], "options": {"keep_bias_note": [1]}}
+                ],
+            }
+        )
     assert err.value.field == "methods.0" and "options.keep_bias_note: Input should be a valid string" in str(err.value)
     with pytest.raises(ConfigError) as err:  # its own field is checked like any other
-        parse_config({**BASE, "methods": [{"name": "h", "kind": "test-layerwise", "sparsities": [0.5],
-                                           "warm_batches": -1}]})
+        parse_config(
+            {**BASE, "methods": [{"name": "h", "kind": "test-layerwise", "sparsities": [0.5], "warm_batches": -1}]}
+        )
     assert err.value.field == "methods.0.warm_batches"
     with pytest.raises(ConfigError, match="test-layerwise") as err:  # and only its own
-        parse_config({**BASE, "methods": [{"name": "o", "kind": "oneshot", "sparsities": [0.5],
-                                           "warm_batches": 1}]})
+        parse_config({**BASE, "methods": [{"name": "o", "kind": "oneshot", "sparsities": [0.5], "warm_batches": 1}]})
     assert err.value.field == "methods.0"
 
 
 def test_unknown_kind_names_the_kind_field_and_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown method kind 'nope'") as err:
         parse_config({**BASE, "methods": [{"name": "x", "kind": "nope", "sparsities": [0.5]}]})
+    assert err.value.field == "methods.0.kind" and "oneshot" in err.value.message
+
+
+def test_a_method_without_kind_names_the_kind_field():
+    with pytest.raises(ConfigError, match="Field required") as err:
+        parse_config({**BASE, "methods": [{"name": "x", "sparsities": [0.5]}]})
     assert err.value.field == "methods.0.kind" and "oneshot" in err.value.message
 
 
@@ -198,8 +225,10 @@ def test_kind_specific_fields_live_on_their_kind_and_dump_with_it():
     assert dumped[4]["levels"] == 12 and "levels" not in dumped[0] and dumped[3]["gmp_frequency"] == 10
     assert StudyConfig.model_validate(default.model_dump(mode="json")).hash() == default.hash()
     m = MethodConfig(name="i", kind="imp", levels=3)  # the base class builds the kind's own config
-    assert type(m).__name__ == "IMPConfig" and MethodConfig.model_validate({"name": "g", "kind": "gmp",
-                                                                            "sparsities": [0.5]}).gmp_frequency == 10
+    assert (
+        type(m).__name__ == "IMPConfig"
+        and MethodConfig.model_validate({"name": "g", "kind": "gmp", "sparsities": [0.5]}).gmp_frequency == 10
+    )
 
 
 def test_imp_reset_modes_match_the_schedule():

@@ -118,7 +118,9 @@ def _method(value: Any, handler: Any) -> MethodConfig:
     if isinstance(value, MethodConfig):
         return value
     if isinstance(value, dict):
-        return method_config_class(value.get("kind")).model_validate(value)
+        if "kind" not in value:
+            raise ConfigError("kind", f"Field required: one of {sorted(METHOD_KINDS)}")
+        return method_config_class(value["kind"]).model_validate(value)
     return handler(value)  # not a mapping: pydantic's own type error
 
 

@@ -22,5 +22,15 @@ from prunezoo.methods import (  # noqa: F401
 from prunezoo.methods.base import JobContext, MethodConfig, MethodKind, NoOptions, Planner, StartConfig
 from prunezoo.methods.registry import METHOD_KINDS, get_method_kind, job_kind, register_method_kind
 
-__all__ = ["JobContext", "METHOD_KINDS", "MethodConfig", "MethodKind", "NoOptions", "Planner", "StartConfig",
-           "get_method_kind", "job_kind", "register_method_kind"]
+__all__ = [
+    "JobContext",
+    "METHOD_KINDS",
+    "MethodConfig",
+    "MethodKind",
+    "NoOptions",
+    "Planner",
+    "StartConfig",
+    "get_method_kind",
+    "job_kind",
+    "register_method_kind",
+]

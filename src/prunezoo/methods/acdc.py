@@ -43,5 +43,10 @@ class ACDC(DynamicKind):
     def schedule(self, method: MethodConfig, sparsity: float, start=None, seed: int = 0):
         from prunezoo.schedules import ACDC as ACDCSchedule
 
-        return ACDCSchedule(sparsity, criterion=method.criterion, scheme=method.scheme, seed=seed,
-                            **{**prune_options(method), **method.options})
+        return ACDCSchedule(
+            sparsity,
+            criterion=method.criterion,
+            scheme=method.scheme,
+            seed=seed,
+            **{**prune_options(method), **method.options},
+        )

@@ -22,8 +22,7 @@ class AtInitOptions(ScoreModeOptions):
 
 @register_method_kind
 class AtInit(MethodKind):
-    """Prune at initialisation (SNIP, GraSP, SynFlow...; ``rounds`` > 1 = iterative), then train the sparse model.
-    """
+    """Prune at initialisation (SNIP, GraSP, SynFlow...; ``rounds`` > 1 = iterative), then train the sparse model."""
 
     name = "at-init"
     Config = AtInitConfig
@@ -39,12 +38,24 @@ class AtInit(MethodKind):
         method = ctx.method(job["method"], {"sparsities": [sparsity]})
         model = ctx.build_model()
         start = ctx.start_masks(model, method)
-        masks = masks_once(ctx.directory / "masks.safetensors", lambda: prune_iteratively(
-            model, 1.0 - sparsity, criterion=scoring_criterion(method), rounds=method.rounds, scheme=method.scheme,
-            seed=ctx.seed, masks=start, batches=ctx.score_batches(method.batches),
-            **{k: v for k, v in method.options.items() if k != "score_mode"}, **prune_options(method)))
+        masks = masks_once(
+            ctx.directory / "masks.safetensors",
+            lambda: prune_iteratively(
+                model,
+                1.0 - sparsity,
+                criterion=scoring_criterion(method),
+                rounds=method.rounds,
+                scheme=method.scheme,
+                seed=ctx.seed,
+                masks=start,
+                batches=ctx.score_batches(method.batches),
+                **{k: v for k, v in method.options.items() if k != "score_mode"},
+                **prune_options(method),
+            ),
+        )
         masks.apply(model)
         history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)]))
         save_state(ctx.directory / "final.safetensors", model.state_dict())
-        return one_result(ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity),
-                          history, masks)
+        return one_result(
+            ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity), history, masks
+        )

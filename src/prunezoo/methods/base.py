@@ -80,8 +80,9 @@ class NoOptions(BaseModel):
 
 class ScoreModeOptions(BaseModel):
     model_config = STRICT
-    score_mode: str | None = Field(None, description="train/eval mode of data-dependent criteria "
-                                                     "(criteria.SCORING_MODES); default: the paper's")
+    score_mode: str | None = Field(
+        None, description="train/eval mode of data-dependent criteria (criteria.SCORING_MODES); default: the paper's"
+    )
 
 
 class StartConfig(BaseModel):
@@ -116,10 +117,16 @@ class MethodConfig(BaseModel):
     batches: int = Field(1, ge=1, description="training batches given to data-dependent criteria (SNIP, OBD...)")
     start: StartConfig | None = Field(None, description="sparse-to-sparse: start from a random ER mask")
     options: FiniteDict = Field(default_factory=dict, description="method-specific constructor options")
-    sparse_export: bool = Field(False, description="also export each result to sparse kernels (prunezoo.deploy) "
-                                                   "and record its measured latency_ms vs dense")
-    pattern: str | None = Field(None, description="N:M sparsity ('2:4', '1:4', '4:8'): exactly n nonzeros in "
-                                                  "every m consecutive weights (kinds with takes_pattern)")
+    sparse_export: bool = Field(
+        False,
+        description="also export each result to sparse kernels (prunezoo.deploy) "
+        "and record its measured latency_ms vs dense",
+    )
+    pattern: str | None = Field(
+        None,
+        description="N:M sparsity ('2:4', '1:4', '4:8'): exactly n nonzeros in "
+        "every m consecutive weights (kinds with takes_pattern)",
+    )
 
     def __new__(cls, *args: Any, **data: Any) -> MethodConfig:
         if cls is MethodConfig and "kind" in data:  # MethodConfig(kind="imp", ...) builds the imp kind's Config
@@ -211,8 +218,10 @@ class MethodConfig(BaseModel):
         except ValidationError as err:
             # reported on the method (as every options error is), the option's path leading the message
             e = err.errors()[0]
-            raise ValueError(f"options.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')} "
-                             f"(got {e.get('input')!r})") from None
+            raise ValueError(
+                f"options.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')} "
+                f"(got {e.get('input')!r})"
+            ) from None
         if "score_mode" in self.options:  # a bad mode, or a criterion without one, fails here and not in a job
             from prunezoo.criteria import criterion_with_mode
 
@@ -234,8 +243,10 @@ class MethodConfig(BaseModel):
                 raise ValueError(f"method kind {self.kind!r} needs a 'pattern' such as '2:4'")
             return
         if not mk.takes_pattern:  # their masks come from thresholds, grow/drop or channels
-            raise ValueError(f"pattern: N:M is not supported for method kind {self.kind!r}; "
-                             f"kinds that take it: {', '.join(pattern_kinds())}")
+            raise ValueError(
+                f"pattern: N:M is not supported for method kind {self.kind!r}; "
+                f"kinds that take it: {', '.join(pattern_kinds())}"
+            )
         if self.start is not None:
             raise ValueError("pattern: a random sparse-to-sparse 'start' mask cannot hold an N:M pattern")
         mk.check_pattern(self)
@@ -321,8 +332,10 @@ class MethodKind:
 
         if criterion in TRAINING_CRITERIA:  # scores come from the training trajectory (movement)
             if kind not in TRAINING_CRITERIA[criterion]:
-                raise ValueError(f"criterion {criterion!r} needs training-time scores: use it with kind "
-                                 f"{' or '.join(map(repr, TRAINING_CRITERIA[criterion]))}")
+                raise ValueError(
+                    f"criterion {criterion!r} needs training-time scores: use it with kind "
+                    f"{' or '.join(map(repr, TRAINING_CRITERIA[criterion]))}"
+                )
             return criterion
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r} for kind {kind!r}; known: {sorted(CRITERIA)}")
@@ -335,8 +348,10 @@ class MethodKind:
         n, m = (int(v) for v in method.pattern.split(":"))
         target = 1.0 - n / m
         if bad := [s for s in method.sparsities if abs(s - target) > 1e-9]:
-            raise ValueError(f"pattern {method.pattern} fixes the sparsity at {target:g}; sparsities {bad} "
-                             "cannot hold it (leave 'sparsities' out to use the pattern's)")
+            raise ValueError(
+                f"pattern {method.pattern} fixes the sparsity at {target:g}; sparsities {bad} "
+                "cannot hold it (leave 'sparsities' out to use the pattern's)"
+            )
 
     # -- planning --------------------------------------------------------------------------------
     def starts_from_dense(self, method: MethodConfig) -> bool:
@@ -351,8 +366,13 @@ class MethodKind:
                 spec["sparsity"] = s
             if dense:
                 spec.update(finetune=p.finetune, parent=p.dense)
-            p.add(self.name, method.name, method.name if s is None else f"{method.name}@{s:g}", spec,
-                  (p.dense,) if dense else ())
+            p.add(
+                self.name,
+                method.name,
+                method.name if s is None else f"{method.name}@{s:g}",
+                spec,
+                (p.dense,) if dense else (),
+            )
 
     def operating_points(self, method: dict[str, Any], compressions: list[float]) -> dict[str, Any]:
         """A bench suite's raw ``method`` with its targets set for the compression ratios ``compressions``:

@@ -55,8 +55,12 @@ def load_masks(path: Path) -> MaskSet:
 
 def one_result(row: dict, history: list[dict], masks: MaskSet, suffix: str = "", **extra: Any) -> dict:
     """A job result holding one row (its history and layer densities under the same run-id suffix)."""
-    return {"rows": [{"suffix": suffix, **row}], "histories": {suffix: history},
-            "layers": {suffix: masks.layer_densities()}, **extra}
+    return {
+        "rows": [{"suffix": suffix, **row}],
+        "histories": {suffix: history},
+        "layers": {suffix: masks.layer_densities()},
+        **extra,
+    }
 
 
 def options_error(method: MethodConfig, err: Exception):

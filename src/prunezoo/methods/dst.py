@@ -45,5 +45,6 @@ class DST(DynamicKind):
         from prunezoo.schedules import DynamicSparseTraining
 
         scheme = "erk" if method.scheme == "global" else method.scheme
-        return DynamicSparseTraining(sparsity, scheme=scheme, masks=start, seed=seed,
-                                     **{**prune_options(method), **method.options})
+        return DynamicSparseTraining(
+            sparsity, scheme=scheme, masks=start, seed=seed, **{**prune_options(method), **method.options}
+        )

@@ -18,8 +18,10 @@ class GMPConfig(MethodConfig):
 
 class GMPOptions(BaseModel):
     model_config = STRICT
-    from_dense: bool = Field(False, description="prune while fine-tuning the trained dense model "
-                                                "(with 'finetune') instead of training from init")
+    from_dense: bool = Field(
+        False,
+        description="prune while fine-tuning the trained dense model (with 'finetune') instead of training from init",
+    )
 
 
 @register_method_kind
@@ -55,12 +57,20 @@ class GMP(MethodKind):
             trackers = [make_tracker(criterion, **selection(method))]
             criterion = trackers[0].criterion
         epochs = (ctx.finetune if from_dense else ctx.training).epochs
-        sched = GradualMagnitudePruning(sparsity, frequency=method.gmp_frequency, end_epoch=0.75 * epochs,
-                                        criterion=criterion, scheme=method.scheme, seed=ctx.seed, masks=start,
-                                        **prune_options(method))
+        sched = GradualMagnitudePruning(
+            sparsity,
+            frequency=method.gmp_frequency,
+            end_epoch=0.75 * epochs,
+            criterion=criterion,
+            scheme=method.scheme,
+            seed=ctx.seed,
+            masks=start,
+            **prune_options(method),
+        )
         history = ctx.fit(ctx.trainer(model, [*trackers, sched], finetune=from_dense))
         masks = sched.masks
         masks.save(ctx.directory / "masks.safetensors")
         save_state(ctx.directory / "final.safetensors", model.state_dict())
-        return one_result(ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity),
-                          history, masks)
+        return one_result(
+            ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity), history, masks
+        )

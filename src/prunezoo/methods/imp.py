@@ -38,8 +38,9 @@ class IMPConfig(MethodConfig):
     levels: int = Field(0, ge=0, description="number of pruning levels")
     fraction: float = Field(0.2, gt=0, lt=1, description="fraction of remaining weights pruned per level")
     reset: Literal["rewind-init", "rewind", "lr-rewind", "finetune", "reinit"] = Field(
-        "rewind-init", description="after each level: rewind to init or to rewind_step, rewind the LR, fine-tune, "
-                                   "or re-initialise")
+        "rewind-init",
+        description="after each level: rewind to init or to rewind_step, rewind the LR, fine-tune, or re-initialise",
+    )
     rewind_step: int = Field(0, ge=0)
     branches: list[BranchConfig] = Field(default_factory=list, description="ablation branches")
 
@@ -71,8 +72,10 @@ class IMP(MethodKind):
         n, m = (int(v) for v in method.pattern.split(":"))
         need = math.ceil(math.log(n / m) / math.log(1.0 - method.fraction) - 1e-9)
         if method.levels != need:
-            raise ValueError(f"pattern {method.pattern}: imp with fraction {method.fraction} reaches exactly "
-                             f"{method.pattern} at level {need}; set levels: {need}")
+            raise ValueError(
+                f"pattern {method.pattern}: imp with fraction {method.fraction} reaches exactly "
+                f"{method.pattern} at level {need}; set levels: {need}"
+            )
         if any(b.kind == "random-mask" for b in method.branches):
             raise ValueError(f"pattern {method.pattern}: a 'random-mask' branch would break the pattern")
 
@@ -81,8 +84,13 @@ class IMP(MethodKind):
         for b in method.branches:
             for level in b.levels or range(1, method.levels + 1):
                 bspec = b.model_dump(mode="json", exclude_defaults=True, exclude={"name", "levels"})
-                p.add("branch", f"{method.name}/{b.name}", f"{method.name}/{b.name}@L{level}",
-                      {"branch": bspec, "level": level, "parent": imp.id, "finetune": p.finetune}, (imp.id,))
+                p.add(
+                    "branch",
+                    f"{method.name}/{b.name}",
+                    f"{method.name}/{b.name}@L{level}",
+                    {"branch": bspec, "level": level, "parent": imp.id, "finetune": p.finetune},
+                    (imp.id,),
+                )
 
     bench_fraction: ClassVar[float] = 0.5  # bench suites: levels 1..5 are exactly compression 2..32
 
@@ -110,10 +118,17 @@ class IMP(MethodKind):
         method = ctx.method(job["method"])
         model = ctx.build_model()
         schedule = IterativeSchedule(method.levels, method.fraction, ResetMode(method.reset), method.rewind_step)
-        levels = run_iterative(model, lambda m, cbs, ft: ctx.trainer(m, cbs, ft), schedule,
-                               criterion=method.criterion, scheme=method.scheme, seed=ctx.seed,
-                               workdir=ctx.directory, initial_masks=ctx.start_masks(model, method),
-                               **prune_options(method))
+        levels = run_iterative(
+            model,
+            lambda m, cbs, ft: ctx.trainer(m, cbs, ft),
+            schedule,
+            criterion=method.criterion,
+            scheme=method.scheme,
+            seed=ctx.seed,
+            workdir=ctx.directory,
+            initial_masks=ctx.start_masks(model, method),
+            **prune_options(method),
+        )
         out: dict = {"rows": [], "histories": {}, "layers": {}}
 
         def samples(cfg) -> int:
@@ -150,9 +165,17 @@ class IMP(MethodKind):
             model, masks = ctx.build_model(ctx.seed + REINIT_SEED_OFFSET), ticket
         elif branch.kind == "random-mask":
             model = ctx.build_model()
-            masks = masks_once(ctx.directory / "masks.safetensors", lambda: prune(
-                model, ticket.density(), criterion="random", scheme="explicit", densities=ticket.layer_densities(),
-                seed=ctx.seed + level))
+            masks = masks_once(
+                ctx.directory / "masks.safetensors",
+                lambda: prune(
+                    model,
+                    ticket.density(),
+                    criterion="random",
+                    scheme="explicit",
+                    densities=ticket.layer_densities(),
+                    seed=ctx.seed + level,
+                ),
+            )
         elif branch.kind == "rewind":
             model, masks, start_step = ctx.build_model(), ticket, branch.rewind_step
             if start_step > 0:

@@ -58,14 +58,25 @@ class OneShot(MethodKind):
         else:
             from prunezoo.pruning import prune
 
-            masks = masks_once(ctx.directory / "masks.safetensors", lambda: prune(
-                model, 1.0 - sparsity, criterion=scoring_criterion(method), scheme=method.scheme, seed=ctx.seed,
-                masks=start, batches=ctx.score_batches(method.batches), **prune_options(method)))
+            masks = masks_once(
+                ctx.directory / "masks.safetensors",
+                lambda: prune(
+                    model,
+                    1.0 - sparsity,
+                    criterion=scoring_criterion(method),
+                    scheme=method.scheme,
+                    seed=ctx.seed,
+                    masks=start,
+                    batches=ctx.score_batches(method.batches),
+                    **prune_options(method),
+                ),
+            )
         masks.apply(model)
         history = ctx.fit(ctx.trainer(model, [EnforceMasks(masks)], finetune=True))
         save_state(ctx.directory / "final.safetensors", model.state_dict())
-        return one_result(ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity),
-                          history, masks)
+        return one_result(
+            ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=sparsity), history, masks
+        )
 
 
 def _obs_pruned_once(ctx, model, method: MethodConfig, density: float, start):
@@ -81,8 +92,16 @@ def _obs_pruned_once(ctx, model, method: MethodConfig, density: float, start):
     opts = {k: v for k, v in method.options.items() if k != "update"}  # block_size, damp... (checked in config)
     if "score_mode" in opts:
         opts["mode"] = opts.pop("score_mode")
-    masks = obs_prune(model, density, ctx.score_batches(method.batches), scheme=method.scheme, masks=start,
-                      seed=ctx.seed, **opts, **prune_options(method))
+    masks = obs_prune(
+        model,
+        density,
+        ctx.score_batches(method.batches),
+        scheme=method.scheme,
+        masks=start,
+        seed=ctx.seed,
+        **opts,
+        **prune_options(method),
+    )
     save_state(weights, model.state_dict())
     masks.save(mask_path)
     return masks

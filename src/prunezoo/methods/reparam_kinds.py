@@ -32,5 +32,6 @@ class ReparamKind(MethodKind):
         save_state(ctx.directory / "final.safetensors", model.state_dict())
         masks.save(ctx.directory / "masks.safetensors")
         target = sparsity if sparsity is not None else round(masks.sparsity(), 6)
-        return one_result(ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=target),
-                          history, masks)
+        return one_result(
+            ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=target), history, masks
+        )

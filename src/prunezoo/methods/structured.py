@@ -87,24 +87,48 @@ class Structured(MethodKind):
             ctx.fit(ctx.trainer(model, [BatchNormL1(float(options.pop("l1", 1e-4)))], finetune=True), name="slimming")
         batches = ctx.score_batches(method.batches)
         try:
-            result = apply_structured(model, example[:1], ratio, method.criterion, batches=batches, seed=ctx.seed,
-                                      evaluate_fn=lambda m: _batch_accuracy(m, batches), options=options)
+            result = apply_structured(
+                model,
+                example[:1],
+                ratio,
+                method.criterion,
+                batches=batches,
+                seed=ctx.seed,
+                evaluate_fn=lambda m: _batch_accuracy(m, batches),
+                options=options,
+            )
         except ConfigError as err:
-            raise ConfigError(f"methods[{method.name}].{err.field}", str(err)[len(err.field) + 2:]) from None
+            raise ConfigError(f"methods[{method.name}].{err.field}", str(err)[len(err.field) + 2 :]) from None
         history = ctx.fit(ctx.trainer(model, finetune=True))
-        save_compact(model, ctx.directory / "compact", {"model": ctx.model_cfg.name,
-                                                         "num_classes": ctx.splits.num_classes,
-                                                         "input_shape": list(ctx.splits.input_shape),
-                                                         "options": ctx.model_cfg.options})
+        save_compact(
+            model,
+            ctx.directory / "compact",
+            {
+                "model": ctx.model_cfg.name,
+                "num_classes": ctx.splits.num_classes,
+                "input_shape": list(ctx.splits.input_shape),
+                "options": ctx.model_cfg.options,
+            },
+        )
         # Deployed (BN folded, channels-last) dense and compact timed in alternating pairs, one thread.
         timing = compare_latency(deploy(dense), deploy(model), example, repeats=20, threads=1)
         nnz = sum(p.numel() for p in prunable_parameters(model).values())
-        row = ctx.row(None, history[-1], counts=(nnz, dense_prunable, dense_flops(model, ctx.splits.input_shape)),
-                      kind=self.name, level=None, target_sparsity=ratio)
-        row.update(latency_ms=timing["candidate_ms"], latency_dense_ms=timing["baseline_ms"],
-                   latency_speedup=timing["speedup"])
-        kept = {f"{n}.weight" if not n.endswith("weight") else n: result.channels_after[n] / c
-                for n, c in result.channels_before.items() if c}
+        row = ctx.row(
+            None,
+            history[-1],
+            counts=(nnz, dense_prunable, dense_flops(model, ctx.splits.input_shape)),
+            kind=self.name,
+            level=None,
+            target_sparsity=ratio,
+        )
+        row.update(
+            latency_ms=timing["candidate_ms"], latency_dense_ms=timing["baseline_ms"], latency_speedup=timing["speedup"]
+        )
+        kept = {
+            f"{n}.weight" if not n.endswith("weight") else n: result.channels_after[n] / c
+            for n, c in result.channels_before.items()
+            if c
+        }
         return {**one_result(row, history, _Densities(kept)), "structured": result.to_dict()}
 
 

@@ -53,9 +53,14 @@ class VD(MethodKind):
         model = ctx.build_model()
         model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
         plain, masks, history = finetune_variational(
-            model, len(ctx.splits.train), lambda vd, callbacks: ctx.fit(ctx.trainer(vd, callbacks, finetune=True)),
-            inplace=True, on_bad_options=lambda err: options_error(method, err), **selection(method),
-            **method.options)
+            model,
+            len(ctx.splits.train),
+            lambda vd, callbacks: ctx.fit(ctx.trainer(vd, callbacks, finetune=True)),
+            inplace=True,
+            on_bad_options=lambda err: options_error(method, err),
+            **selection(method),
+            **method.options,
+        )
         save_state(ctx.directory / "final.safetensors", plain.state_dict())
         masks.save(ctx.directory / "masks.safetensors")
         row = ctx.row(masks, history[-1], kind=self.name, level=None, target_sparsity=round(masks.sparsity(), 6))
