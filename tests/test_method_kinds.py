@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
@@ -100,6 +101,55 @@ def test_a_kind_defined_in_a_test_module_runs_end_to_end_in_a_study(test_kind, t
     assert (res.directory / "events.json").exists()
     dumped = cfg.model_dump(mode="json")["methods"][0]
     assert dumped["warm_batches"] == 3 and StudyConfig.model_validate(cfg.model_dump(mode="json")).hash() == cfg.hash()
+
+
+PLUGIN = """
+from typing import Literal
+from prunezoo.methods import MethodConfig, MethodKind, register_method_kind
+
+
+class PluginConfig(MethodConfig):
+    kind: Literal["test-plugin"]
+
+
+@register_method_kind
+class Plugin(MethodKind):
+    \"\"\"A kind defined in a module of its own (a plugin).\"\"\"
+
+    name = "test-plugin"
+    Config = PluginConfig
+
+    def run(self, ctx, job):
+        return {"rows": [], "histories": {}, "layers": {}}
+"""
+
+
+def test_a_spawned_worker_imports_the_module_defining_a_kind(tmp_path, monkeypatch):
+    """Jobs carry the module of a kind defined outside the package; a worker where it is not registered
+    (spawn, Ray) imports it before looking the runner up."""
+    import sys
+
+    from prunezoo.experiments import jobs
+
+    (tmp_path / "pz_test_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import pz_test_plugin  # noqa: F401
+
+        cfg = parse_config({**BASE, "methods": [{"name": "p", "kind": "test-plugin", "sparsities": [0.5]}]})
+        [dense, job] = plan_study(cfg)
+        assert job.module == "pz_test_plugin" and dense.module == "" and job.to_dict()["module"] == "pz_test_plugin"
+        METHOD_KINDS.pop("test-plugin")  # a fresh worker process: the kind is not registered there
+        del sys.modules["pz_test_plugin"]
+        assert jobs.runner("test-plugin", job.module)(SimpleNamespace(spec={}), job.to_dict()) == {
+            "rows": [],
+            "histories": {},
+            "layers": {},
+        }
+        assert "test-plugin" in METHOD_KINDS
+    finally:
+        METHOD_KINDS.pop("test-plugin", None)
+        sys.modules.pop("pz_test_plugin", None)
 
 
 def test_a_registered_kinds_options_and_fields_are_checked(test_kind):

@@ -60,8 +60,16 @@ RESULT_FILE = "result.json"
 @functools.lru_cache(maxsize=4)
 def dataset_splits(dataset_json: str):
     d = DataConfig.model_validate(json.loads(dataset_json))
-    return load_dataset(d.name, root=d.root, download=d.download, val_fraction=d.val_fraction,
-                        noise_rate=d.noise_rate, noise_kind=d.noise_kind, noise_seed=d.noise_seed, **d.options)
+    return load_dataset(
+        d.name,
+        root=d.root,
+        download=d.download,
+        val_fraction=d.val_fraction,
+        noise_rate=d.noise_rate,
+        noise_kind=d.noise_kind,
+        noise_seed=d.noise_seed,
+        **d.options,
+    )
 
 
 @dataclass
@@ -97,21 +105,27 @@ class JobContext:
             from prunezoo.data import apply_label_noise
 
             test = self.splits.test
-            noise = apply_label_noise(test.y, data.noise_rate, data.noise_kind, self.splits.num_classes,
-                                      seed=data.noise_seed + 1)
+            noise = apply_label_noise(
+                test.y, data.noise_rate, data.noise_kind, self.splits.num_classes, seed=data.noise_seed + 1
+            )
             self.eval_sets["test_noisy"] = test.with_labels(noise.labels)
 
     def build_model(self, seed: int | None = None) -> nn.Module:
         seed_everything(self.seed if seed is None else seed)
-        return build_model(self.model_cfg.name, num_classes=self.splits.num_classes,
-                           input_shape=self.splits.input_shape, **self.model_cfg.options)
+        return build_model(
+            self.model_cfg.name,
+            num_classes=self.splits.num_classes,
+            input_shape=self.splits.input_shape,
+            **self.model_cfg.options,
+        )
 
     def trainer(self, model: nn.Module, callbacks=(), finetune: bool = False) -> Trainer:
         cfg = self.finetune if finetune else self.training
         counter = TrainingFlops(self.flops, self.total_flops)
         self.flop_counters.append(counter)
-        return Trainer(model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=[*callbacks, counter],
-                       progress=False)
+        return Trainer(
+            model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=[*callbacks, counter], progress=False
+        )
 
     @property
     def train_flops(self) -> float:
@@ -138,15 +152,24 @@ class JobContext:
         from prunezoo.pruning import random_er_masks
 
         st = method.start
-        return masks_once(self.directory / "start-masks.safetensors", lambda: random_er_masks(
-            model, st.density, st.scheme, seed=self.seed, flow_preservation=st.flow_preservation,
-            **prune_options(method)))
+        return masks_once(
+            self.directory / "start-masks.safetensors",
+            lambda: random_er_masks(
+                model,
+                st.density,
+                st.scheme,
+                seed=self.seed,
+                flow_preservation=st.flow_preservation,
+                **prune_options(method),
+            ),
+        )
 
     def method(self, name: str, extra: dict | None = None) -> MethodConfig:
         return MethodConfig.model_validate({"name": name, **self.spec["method"], **(extra or {})})
 
-    def row(self, masks: MaskSet | None, metrics: dict, *, counts: tuple[int, int, float] | None = None,
-            **fields) -> dict:
+    def row(
+        self, masks: MaskSet | None, metrics: dict, *, counts: tuple[int, int, float] | None = None, **fields
+    ) -> dict:
         """The result row of a pruned model: sparsity, counts and FLOPs from ``masks`` (or, for a model that
         is physically smaller, ``counts`` = (nonzeros, dense prunable weights, its forward FLOPs)),
         metrics from ``metrics`` (the last epoch), plus ``fields`` (kind, level, target_sparsity...)."""
@@ -195,16 +218,23 @@ def _with_sparse_latency(runner: Callable[[JobContext, dict], dict]) -> Callable
     return run
 
 
-def runner(job_kind: str) -> Callable[[JobContext, dict], dict]:
+def runner(job_kind: str, module: str = "") -> Callable[[JobContext, dict], dict]:
     """The function running jobs of ``job_kind``: the dense control, or the registered method kind's
-    (looked up when the job runs, so kinds registered by user code run too)."""
+    (looked up when the job runs, so kinds registered by user code run too; ``module``: where such a kind
+    is defined, imported first when the kind is not registered in this process, e.g. a spawned worker)."""
+    if module and job_kind != DENSE.name and not any(job_kind in mk.runners() for mk in METHOD_KINDS.values()):
+        import importlib
+
+        importlib.import_module(module)
     if job_kind == DENSE.name:
         return DENSE.run
     for mk in METHOD_KINDS.values():
         if (run := mk.runners().get(job_kind)) is not None:
             return _with_sparse_latency(run) if mk.sparse_export else run
-    raise ValueError(f"no registered method kind runs jobs of kind {job_kind!r}; known: "
-                     f"{sorted({DENSE.name, *(k for mk in METHOD_KINDS.values() for k in mk.runners())})}")
+    raise ValueError(
+        f"no registered method kind runs jobs of kind {job_kind!r}; known: "
+        f"{sorted({DENSE.name, *(k for mk in METHOD_KINDS.values() for k in mk.runners())})}"
+    )
 
 
 MAX_REPAIRS = 8  # damaged files repaired within one execute_job call before giving up
@@ -232,12 +262,14 @@ def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict
         write_json(directory / "job.json", job)
         for attempt in range(MAX_REPAIRS + 1):
             try:
-                result = runner(job["kind"])(JobContext(job["spec"], directory, root), job)
+                result = runner(job["kind"], job.get("module", ""))(JobContext(job["spec"], directory, root), job)
                 break
             except CorruptFileError as err:
                 if not err.path.is_relative_to(directory) or not err.path.exists():
-                    raise CorruptFileError(err.path, f"{err.reason} (needed by job {job['id']}; run the "
-                                                     "study again to redo the job that wrote it)") from None
+                    raise CorruptFileError(
+                        err.path,
+                        f"{err.reason} (needed by job {job['id']}; run the study again to redo the job that wrote it)",
+                    ) from None
                 if attempt == MAX_REPAIRS:
                     raise
                 _invalidate(directory, err)

@@ -7,6 +7,7 @@ method, adding a sweep point or adding an option with a no-op default reuses fin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -27,6 +28,9 @@ class Job:
     seed: int
     spec: dict[str, Any]
     deps: tuple[str, ...] = field(default=())
+    # The module defining the job's method kind when it is not a built-in one (not hashed): a spawned
+    # or Ray worker imports it, so a kind registered outside the package runs there too.
+    module: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,9 +48,9 @@ def _method_spec(method: MethodConfig) -> dict[str, Any]:
 def _job_adder(jobs: list[Job], point: str, tag: str, base: dict, seed: int) -> Callable[..., Job]:
     """The ``add`` a :class:`Planner` calls: one job of this sweep point and seed, appended to ``jobs``."""
 
-    def add(kind: str, method: str, label: str, spec: dict, deps: tuple[str, ...] = ()) -> Job:
+    def add(kind: str, method: str, label: str, spec: dict, deps: tuple[str, ...] = (), module: str = "") -> Job:
         full = {"kind": kind, "seed": seed, **base, **spec}
-        job = Job(f"{kind}-{_digest(full)}", kind, f"{label} seed={seed}{tag}", method, point, seed, full, deps)
+        job = Job(f"{kind}-{_digest(full)}", kind, f"{label} seed={seed}{tag}", method, point, seed, full, deps, module)
         jobs.append(job)
         return job
 
@@ -67,7 +71,9 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
             add = _job_adder(jobs, point, tag, base, seed)
             dense = add("dense", "dense", "dense", {})
             for m in pcfg.methods:  # each kind plans its own jobs (from dense or from init, which targets)
-                m.method_kind.plan(m, Planner(add, dense.id, finetune, _method_spec(m)))
+                module = type(m.method_kind).__module__
+                add_m = add if module.startswith("prunezoo.") else functools.partial(add, module=module)
+                m.method_kind.plan(m, Planner(add_m, dense.id, finetune, _method_spec(m)))
     # Jobs with equal ids (e.g. the dense run when a sweep axis only touches fine-tuning) appear once
     # per sweep point here so each point gets its rows; executors run each id once.
     return jobs
