@@ -20,9 +20,25 @@ from prunezoo.methods.registry import job_kind
 from prunezoo.utils.io import write_text
 
 BENCH_FIELDS = [
-    "point", "method", "kind", "baseline", "target_compression", "sparsity", "compression", "nnz", "flop_speedup",
-    "train_flops", "train_flops_total", "latency_ms", "latency_speedup", "test_acc_mean", "test_acc_std", "test_acc_ci95_low",
-    "test_acc_ci95_high", "delta_vs_dense", "n",
+    "point",
+    "method",
+    "kind",
+    "baseline",
+    "target_compression",
+    "sparsity",
+    "compression",
+    "nnz",
+    "flop_speedup",
+    "train_flops",
+    "train_flops_total",
+    "latency_ms",
+    "latency_speedup",
+    "test_acc_mean",
+    "test_acc_std",
+    "test_acc_ci95_low",
+    "test_acc_ci95_high",
+    "delta_vs_dense",
+    "n",
 ]
 
 
@@ -49,21 +65,32 @@ def aggregate(rows: list[dict], baselines: frozenset[str] = frozenset()) -> list
         ci = t_interval(accs)
         mean = lambda f, g=g: None if math.isnan(g.mean(f)) else g.mean(f)
         acc = mean("test_acc")
-        out.append({
-            "point": g.point, "method": g.method, "kind": g.kind, "baseline": g.method in baselines,
-            "target_compression": _target_compression(g.kind, g.key, g.rows),
-            "sparsity": mean("sparsity"), "compression": mean("compression"), "nnz": mean("nnz"),
-            "flop_speedup": mean("flop_speedup"), "train_flops": mean("train_flops"),
-            # methods that start from the trained dense model also paid for training it
-            "train_flops_total": (mean("train_flops") or 0.0) + (
-                dense_flops.get(g.point, 0.0) if job_kind(g.kind).from_dense else 0.0),
-            "latency_ms": mean("latency_ms"), "latency_speedup": mean("latency_speedup"),
-            "test_acc_mean": acc, "test_acc_std": g.std("test_acc"),
-            # an accuracy lies in [0, 1]; the t-interval can overshoot with few, spread seeds
-            "test_acc_ci95_low": max(ci[0], 0.0) if ci else None, "test_acc_ci95_high": min(ci[1], 1.0) if ci else None,
-            "delta_vs_dense": None if acc is None or g.point not in dense else acc - dense[g.point],
-            "n": g.n,
-        })
+        out.append(
+            {
+                "point": g.point,
+                "method": g.method,
+                "kind": g.kind,
+                "baseline": g.method in baselines,
+                "target_compression": _target_compression(g.kind, g.key, g.rows),
+                "sparsity": mean("sparsity"),
+                "compression": mean("compression"),
+                "nnz": mean("nnz"),
+                "flop_speedup": mean("flop_speedup"),
+                "train_flops": mean("train_flops"),
+                # methods that start from the trained dense model also paid for training it
+                "train_flops_total": (mean("train_flops") or 0.0)
+                + (dense_flops.get(g.point, 0.0) if job_kind(g.kind).from_dense else 0.0),
+                "latency_ms": mean("latency_ms"),
+                "latency_speedup": mean("latency_speedup"),
+                "test_acc_mean": acc,
+                "test_acc_std": g.std("test_acc"),
+                # an accuracy lies in [0, 1]; the t-interval can overshoot with few, spread seeds
+                "test_acc_ci95_low": max(ci[0], 0.0) if ci else None,
+                "test_acc_ci95_high": min(ci[1], 1.0) if ci else None,
+                "delta_vs_dense": None if acc is None or g.point not in dense else acc - dense[g.point],
+                "n": g.n,
+            }
+        )
     return out
 
 
@@ -81,23 +108,60 @@ def _pct(v: float | None, sign: bool = False) -> str:
 
 def _measured_table(records: list[dict]) -> str:
     latency = any(r["latency_speedup"] is not None for r in records)
-    head = ["method", "kind", "target", "sparsity", "test acc (%) mean ± std", "95% CI (%)", "Δ vs dense (pp)",
-            "compression", "nnz", "FLOP speed-up", "train FLOPs (incl. dense)"] + (["latency (ms)", "measured speed-up"]
-                                                                      if latency else []) + ["seeds"]
+    head = (
+        [
+            "method",
+            "kind",
+            "target",
+            "sparsity",
+            "test acc (%) mean ± std",
+            "95% CI (%)",
+            "Δ vs dense (pp)",
+            "compression",
+            "nnz",
+            "FLOP speed-up",
+            "train FLOPs (incl. dense)",
+        ]
+        + (["latency (ms)", "measured speed-up"] if latency else [])
+        + ["seeds"]
+    )
     body = []
     for r in records:
         std = "" if r["test_acc_std"] is None else f" ± {100 * r['test_acc_std']:.2f}"
-        ci = ("–" if r["test_acc_ci95_low"] is None
-              else f"[{100 * r['test_acc_ci95_low']:.2f}, {100 * r['test_acc_ci95_high']:.2f}]")
-        lat = ([("–" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"),
-                ("–" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}×")] if latency else [])
+        ci = (
+            "–"
+            if r["test_acc_ci95_low"] is None
+            else f"[{100 * r['test_acc_ci95_low']:.2f}, {100 * r['test_acc_ci95_high']:.2f}]"
+        )
+        lat = (
+            [
+                ("–" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"),
+                ("–" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}×"),
+            ]
+            if latency
+            else []
+        )
         name = r["method"] + (" (baseline)" if r["baseline"] else "")
-        body.append(("dense" if r["kind"] == "dense" else "", [
-            name, r["kind"], "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
-            f"{100 * (r['sparsity'] or 0):.2f}%", _pct(r["test_acc_mean"]) + std, ci,
-            "—" if r["kind"] == "dense" else _pct(r["delta_vs_dense"], sign=True),
-            f"{r['compression']:.1f}×", f"{round(r['nnz']):,}", f"{r['flop_speedup']:.2f}×",
-            f"{r['train_flops_total']:.3g}", *lat, str(r["n"])]))
+        body.append(
+            (
+                "dense" if r["kind"] == "dense" else "",
+                [
+                    name,
+                    r["kind"],
+                    "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
+                    f"{100 * (r['sparsity'] or 0):.2f}%",
+                    _pct(r["test_acc_mean"]) + std,
+                    ci,
+                    "—" if r["kind"] == "dense" else _pct(r["delta_vs_dense"], sign=True),
+                    f"{r['compression']:.1f}×",
+                    f"{round(r['nnz']):,}",
+                    f"{r['flop_speedup']:.2f}×",
+                    f"{r['train_flops_total']:.3g}",
+                    *lat,
+                    str(r["n"]),
+                ],
+            )
+        )
     return html_table(head, body)
 
 
@@ -111,6 +175,7 @@ def _relevant_first(items: list[PublishedResult], model: str, dataset: str) -> l
     def close(p: PublishedResult) -> int:
         norm = lambda s: s.lower().replace("-", "").replace(" ", "")
         return -(norm(model) in norm(p.model) or norm(p.model) in norm(model)) - (norm(dataset) in norm(p.dataset))
+
     return sorted(items, key=close)
 
 
@@ -135,19 +200,29 @@ def write_bench_report(study_dir: str | Path, suite_meta: dict, baselines: froze
         "<p class=note>Fair by construction: per seed, every method that prunes a trained model starts from the "
         "same dense checkpoint (the dense control below) and fine-tunes with the same budget; methods trained from "
         "initialisation use the dense control's training budget; all use the same data. Training FLOPs show what "
-        "each method spent. 95% CI: Student-t interval of the mean over seeds, clipped to [0, 100] %.</p>")
-    parts.append(figure("accuracy", plots.accuracy_figure(series, dense),
-                        "Measured mean test accuracy over seeds (band ±1 std); dashed: dense control."))
+        "each method spent. 95% CI: Student-t interval of the mean over seeds, clipped to [0, 100] %.</p>"
+    )
+    parts.append(
+        figure(
+            "accuracy",
+            plots.accuracy_figure(series, dense),
+            "Measured mean test accuracy over seeds (band ±1 std); dashed: dense control.",
+        )
+    )
     parts.append("<h2>Measured (this run)</h2>")
     parts.append(_measured_table(records))
     items = _relevant_first(published_results(), str(suite_meta.get("model", "")), str(suite_meta.get("dataset", "")))
     parts.append("<h2>Published (reference values from the papers — not measured here)</h2>")
-    parts.append("<p class=note>Numbers as stated in the source papers and survey (shared/reference notes), with "
-                 "their own model, dataset and protocol; they are context, not comparable one-to-one with the "
-                 "CPU-scale measurements above.</p>")
+    parts.append(
+        "<p class=note>Numbers as stated in the source papers and survey (shared/reference notes), with "
+        "their own model, dataset and protocol; they are context, not comparable one-to-one with the "
+        "CPU-scale measurements above.</p>"
+    )
     parts.append(published_table(items))
-    html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(suite_meta['name'])} – prunezoo bench</title><style>{REPORT_CSS}</style></head>\n"
-            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+    html = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(suite_meta['name'])} – prunezoo bench</title><style>{REPORT_CSS}</style></head>\n"
+        "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n"
+    )
     write_text(html_path, html)
     return csv_path, html_path

@@ -90,8 +90,10 @@ class BenchSuite(BaseModel):
                 raise ValueError(f"methods[{i}] ({m['name']}): sparsities come from the suite's compressions")
             budget = [k for k in (m.get("options") or {}) if k in BUDGET_OPTIONS]
             if budget:
-                raise ValueError(f"methods[{i}] ({m['name']}): options {budget} would give this method its own "
-                                 "training budget; set training/finetune for the whole suite")
+                raise ValueError(
+                    f"methods[{i}] ({m['name']}): options {budget} would give this method its own "
+                    "training budget; set training/finetune for the whole suite"
+                )
         return v
 
 
@@ -105,8 +107,9 @@ def load_suite(name_or_path: str | Path, overrides: dict[str, Any] | None = None
     if not path.suffix:
         known = bundled_suites()
         if str(name_or_path) not in known:
-            raise ConfigError("suite", f"unknown suite {str(name_or_path)!r}; bundled: {sorted(known)} "
-                                       "(or pass a YAML file)")
+            raise ConfigError(
+                "suite", f"unknown suite {str(name_or_path)!r}; bundled: {sorted(known)} (or pass a YAML file)"
+            )
         path = known[str(name_or_path)]
     data = read_yaml_mapping(path, "suite")
     data.setdefault("name", path.stem)
@@ -119,11 +122,14 @@ def load_suite(name_or_path: str | Path, overrides: dict[str, Any] | None = None
 
 def quick_suite(suite: BenchSuite) -> BenchSuite:
     """The same comparison at a smoke-test budget: one epoch of training and fine-tuning, 3 seeds."""
-    return suite.model_copy(update={
-        "name": f"{suite.name}-quick", "seeds": MIN_SEEDS,
-        "training": suite.training.model_copy(update={"epochs": 1, "steps": None}),
-        "finetune": suite.finetune.model_copy(update={"epochs": 1, "steps": None}),
-    })
+    return suite.model_copy(
+        update={
+            "name": f"{suite.name}-quick",
+            "seeds": MIN_SEEDS,
+            "training": suite.training.model_copy(update={"epochs": 1, "steps": None}),
+            "finetune": suite.finetune.model_copy(update={"epochs": 1, "steps": None}),
+        }
+    )
 
 
 def channel_fraction(compression: float) -> float:
@@ -164,12 +170,17 @@ def baseline_names(suite: BenchSuite) -> frozenset[str]:
 def build_study(suite: BenchSuite) -> StudyConfig:
     """The study that runs ``suite`` (baselines added, operating points filled in), validated."""
     # each kind sets its own operating points (sparsities, channel fractions, IMP levels)
-    methods = [method_kind_of(m["kind"]).operating_points(dict(m), suite.compressions)
-               for m in with_baselines(suite.methods)]
+    methods = [
+        method_kind_of(m["kind"]).operating_points(dict(m), suite.compressions) for m in with_baselines(suite.methods)
+    ]
     data = {
-        "name": f"bench-{suite.name}", "seed": suite.seed, "replicates": suite.seeds,
-        "dataset": suite.dataset.model_dump(mode="json"), "model": suite.model.model_dump(mode="json"),
-        "training": suite.training.model_dump(mode="json"), "finetune": suite.finetune.model_dump(mode="json"),
+        "name": f"bench-{suite.name}",
+        "seed": suite.seed,
+        "replicates": suite.seeds,
+        "dataset": suite.dataset.model_dump(mode="json"),
+        "model": suite.model.model_dump(mode="json"),
+        "training": suite.training.model_dump(mode="json"),
+        "finetune": suite.finetune.model_dump(mode="json"),
         "methods": methods,
     }
     try:

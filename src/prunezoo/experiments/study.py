@@ -74,8 +74,19 @@ def run_study(
     # One process per study (the lock file lives outside the study directory, which --force deletes):
     # a second process waits, then reads back what the first one finished.
     with file_lock(out_root / f".{directory.name}.lock", on_wait=log):
-        return _run_locked(cfg, out_root, directory, jobs, progress=progress, log=log, force=force,
-                           executor=executor, workers=workers, threads=threads, address=address)
+        return _run_locked(
+            cfg,
+            out_root,
+            directory,
+            jobs,
+            progress=progress,
+            log=log,
+            force=force,
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            address=address,
+        )
 
 
 def _complete_rows(directory: Path, repair: bool = False) -> list[dict] | None:
@@ -91,8 +102,20 @@ def _complete_rows(directory: Path, repair: bool = False) -> list[dict] | None:
         return None
 
 
-def _run_locked(cfg: StudyConfig, out_root: Path, directory: Path, jobs: list[Job], *, progress, log, force,
-                executor, workers, threads, address) -> StudyResult:
+def _run_locked(
+    cfg: StudyConfig,
+    out_root: Path,
+    directory: Path,
+    jobs: list[Job],
+    *,
+    progress,
+    log,
+    force,
+    executor,
+    workers,
+    threads,
+    address,
+) -> StudyResult:
     if not force and (rows := _complete_rows(directory, repair=True)) is not None:  # done by the one we waited for
         log(f"study already complete: {directory}")
         return StudyResult(cfg, directory, rows, reused=True)
@@ -119,8 +142,9 @@ def _run_locked(cfg: StudyConfig, out_root: Path, directory: Path, jobs: list[Jo
             bar.advance(description=job.label)
             log(f"done {job.label}" + (f": test acc {accs[-1]:.2%}" if accs else ""))
 
-        results = run_jobs(jobs, runs, executor=executor, workers=workers, threads=threads, address=address,
-                           on_done=on_done)
+        results = run_jobs(
+            jobs, runs, executor=executor, workers=workers, threads=threads, address=address, on_done=on_done
+        )
 
     rows, histories, layers, events = collect(jobs, results)
     write_json(directory / "histories.json", histories)
@@ -130,8 +154,9 @@ def _run_locked(cfg: StudyConfig, out_root: Path, directory: Path, jobs: list[Jo
     write_text(directory / "results.csv", rows_to_csv(rows))
     # The index before results.json: if it cannot be written (disk full), the study is not marked
     # complete and the next run redoes both (otherwise the index would say "running" for good).
-    store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "complete",
-                       rows, histories)
+    store.record_study(
+        study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "complete", rows, histories
+    )
     write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
     clean_staging(directory)
     return StudyResult(cfg, directory, rows)
@@ -167,8 +192,9 @@ def _check_store(path: Path) -> None:
             cause = err if isinstance(err, sqlite3.DatabaseError) else err.__cause__
             if not isinstance(cause, sqlite3.DatabaseError):
                 raise
-            raise ConfigError("--out", f"{path} is not a readable prunezoo run store ({cause}); "
-                                       "move it away to start a new one") from None
+            raise ConfigError(
+                "--out", f"{path} is not a readable prunezoo run store ({cause}); move it away to start a new one"
+            ) from None
 
 
 def _preflight(cfg: StudyConfig) -> None:
@@ -180,13 +206,15 @@ def _preflight(cfg: StudyConfig) -> None:
         try:
             splits = dataset_splits(json.dumps(d.model_dump(mode="json", exclude_defaults=True), sort_keys=True))
             section = "model"
-            model = build_model(pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape,
-                                **pcfg.model.options)
+            model = build_model(
+                pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape, **pcfg.model.options
+            )
         except ConfigError as err:
             raise ConfigError(where + err.field, err.message, err.more) from None
         except (TypeError, ValueError, OSError) as err:
-            raise ConfigError(f"{where}{section}.options" if not isinstance(err, OSError) else f"{where}dataset",
-                              str(err)) from None
+            raise ConfigError(
+                f"{where}{section}.options" if not isinstance(err, OSError) else f"{where}dataset", str(err)
+            ) from None
         for i, method in enumerate(pcfg.methods):
             try:
                 method.method_kind.preflight(method, model)  # each kind checks what its jobs will need

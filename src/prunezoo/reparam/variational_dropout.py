@@ -90,9 +90,17 @@ class LinearSVDO(SVDOLayer, nn.Linear):
 
     clamp = LINEAR_CLAMP
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 log_sigma2_init: float = LOG_SIGMA2_INIT, threshold: float = THRESHOLD,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        log_sigma2_init: float = LOG_SIGMA2_INIT,
+        threshold: float = THRESHOLD,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._init_vd(log_sigma2_init, threshold)
 
@@ -100,8 +108,9 @@ class LinearSVDO(SVDOLayer, nn.Linear):
         return self._vd_forward(x, nn.functional.linear)
 
     @classmethod
-    def from_module(cls, m: nn.Linear, *, log_sigma2_init: float = LOG_SIGMA2_INIT,
-                    threshold: float = THRESHOLD) -> LinearSVDO:
+    def from_module(
+        cls, m: nn.Linear, *, log_sigma2_init: float = LOG_SIGMA2_INIT, threshold: float = THRESHOLD
+    ) -> LinearSVDO:
         new = cls(m.in_features, m.out_features, m.bias is not None, device="meta")  # no wasted init
         return _take_params(new, m, log_sigma2_init, threshold)
 
@@ -111,22 +120,57 @@ class Conv2dSVDO(SVDOLayer, nn.Conv2d):
 
     clamp = CONV_CLAMP
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-                 log_sigma2_init: float = LOG_SIGMA2_INIT, threshold: float = THRESHOLD,
-                 device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, device=device, dtype=dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        log_sigma2_init: float = LOG_SIGMA2_INIT,
+        threshold: float = THRESHOLD,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=dtype,
+        )
         self._init_vd(log_sigma2_init, threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._vd_forward(x, self._conv_forward)
 
     @classmethod
-    def from_module(cls, m: nn.Conv2d, *, log_sigma2_init: float = LOG_SIGMA2_INIT,
-                    threshold: float = THRESHOLD) -> Conv2dSVDO:
-        new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                  m.bias is not None, m.padding_mode, device="meta")
+    def from_module(
+        cls, m: nn.Conv2d, *, log_sigma2_init: float = LOG_SIGMA2_INIT, threshold: float = THRESHOLD
+    ) -> Conv2dSVDO:
+        new = cls(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            m.groups,
+            m.bias is not None,
+            m.padding_mode,
+            device="meta",
+        )
         return _take_params(new, m, log_sigma2_init, threshold)
 
 
@@ -180,8 +224,9 @@ def vd_layers(model: nn.Module) -> dict[str, SVDOLayer]:
 @torch.no_grad()
 def vd_masks(model: nn.Module, threshold: float | None = None) -> MaskSet:
     """Keep masks log α < threshold (each layer's own threshold by default)."""
-    return MaskSet({n: m.log_alpha < (m.threshold if threshold is None else threshold)
-                    for n, m in vd_layers(model).items()})
+    return MaskSet(
+        {n: m.log_alpha < (m.threshold if threshold is None else threshold) for n, m in vd_layers(model).items()}
+    )
 
 
 def from_variational(model: nn.Module, *, threshold: float | None = None) -> tuple[nn.Module, MaskSet]:
@@ -195,12 +240,22 @@ def from_variational(model: nn.Module, *, threshold: float | None = None) -> tup
         if base is nn.Linear:
             plain = nn.Linear(module.in_features, module.out_features, module.bias is not None, device="meta")
         else:
-            plain = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                              module.padding, module.dilation, module.groups, module.bias is not None,
-                              module.padding_mode, device="meta")
+            plain = nn.Conv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                module.bias is not None,
+                module.padding_mode,
+                device="meta",
+            )
         with torch.no_grad():
-            plain.weight = nn.Parameter(module.weight.detach() * masks[name].to(module.weight.device),
-                                        requires_grad=module.weight.requires_grad)
+            plain.weight = nn.Parameter(
+                module.weight.detach() * masks[name].to(module.weight.device), requires_grad=module.weight.requires_grad
+            )
         if module.bias is not None:
             plain.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
         plain.train(module.training)
@@ -315,10 +370,16 @@ def finetune_variational(
     through ``on_bad_options`` (to name the config field) before it is raised.
     """
     try:
-        vd = to_variational(model, include=include, exclude=exclude, inplace=inplace,
-                            **{k: v for k, v in options.items() if k in VD_LAYER_OPTIONS})
-        kl = VariationalDropoutLoss(num_train_samples,
-                                    **{k: v for k, v in options.items() if k not in VD_LAYER_OPTIONS})
+        vd = to_variational(
+            model,
+            include=include,
+            exclude=exclude,
+            inplace=inplace,
+            **{k: v for k, v in options.items() if k in VD_LAYER_OPTIONS},
+        )
+        kl = VariationalDropoutLoss(
+            num_train_samples, **{k: v for k, v in options.items() if k not in VD_LAYER_OPTIONS}
+        )
     except (TypeError, ValueError) as err:
         if on_bad_options is None:
             raise

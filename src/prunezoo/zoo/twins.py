@@ -120,13 +120,19 @@ class TwinMethod(BaseModel):
     def learning_rate(self, params: Mapping[str, Any]) -> float:
         if self.lr is not None:
             return self.lr
-        return float(params["lr"]) * (self.lr_scale if self.lr_scale is not None else
-                                      (0.1 if self.kind == "vd" else 1.0))
+        return float(params["lr"]) * (
+            self.lr_scale if self.lr_scale is not None else (0.1 if self.kind == "vd" else 1.0)
+        )
 
 
-def parse_twin_method(method: str | Mapping[str, Any], *, levels: str | list[float] | None = None,
-                      epochs: int | None = None, lr: float | None = None,
-                      overrides: list[str] | None = None) -> TwinMethod:
+def parse_twin_method(
+    method: str | Mapping[str, Any],
+    *,
+    levels: str | list[float] | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    overrides: list[str] | None = None,
+) -> TwinMethod:
     """``"mp"``, ``"vd"`` or a (YAML) mapping of :class:`TwinMethod` fields, plus CLI overrides."""
     if isinstance(method, str):
         if method in ("mp", "vd"):
@@ -134,8 +140,9 @@ def parse_twin_method(method: str | Mapping[str, Any], *, levels: str | list[flo
         else:
             data = load_yaml(method, "--method")  # aliases bounded, errors name --method
             if not isinstance(data, dict):
-                raise ConfigError("--method", f"expected mp, vd or a mapping like '{{name: snip, criterion: snip}}', "
-                                              f"got {method!r}")
+                raise ConfigError(
+                    "--method", f"expected mp, vd or a mapping like '{{name: snip, criterion: snip}}', got {method!r}"
+                )
             data.setdefault("name", data.get("criterion", "prune"))
     else:
         data = dict(method)
@@ -155,8 +162,9 @@ def parse_twin_method(method: str | Mapping[str, Any], *, levels: str | list[flo
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "method"
-        raise ConfigError(f"method.{loc}", first["msg"].removeprefix("Value error, ") +
-                          f" (got {first.get('input')!r})") from None
+        raise ConfigError(
+            f"method.{loc}", first["msg"].removeprefix("Value error, ") + f" (got {first.get('input')!r})"
+        ) from None
 
 
 class LogWeightSparsity(Callback):
@@ -179,8 +187,9 @@ def prune_once(model, spec: TwinMethod, level: float, params: Mapping[str, Any],
 
     loader = BatchLoader(data.train, params["batch_size"], shuffle=True, seed=params["seed"])
     batches = [b for _, b in zip(range(spec.batches), loader)]
-    masks = prune(model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"],
-                  batches=batches)
+    masks = prune(
+        model, 1.0 - level, criterion=spec.criterion, scheme=spec.scheme, seed=params["seed"], batches=batches
+    )
     masks.apply(model)
     return masks
 
@@ -192,19 +201,31 @@ def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, leve
         epoch = spec.source_epoch if spec.source_epoch is not None else layout.list_epochs(source)[-1]
         state = layout.checked_state(source, epoch)
     except CorruptFileError as err:
-        raise CorruptFileError(err.path, f"{err.reason}; the zoo model {source} is damaged: remove that directory "
-                                         "and run `prunezoo zoo generate` again to redo it") from None
+        raise CorruptFileError(
+            err.path,
+            f"{err.reason}; the zoo model {source} is damaged: remove that directory "
+            "and run `prunezoo zoo generate` again to redo it",
+        ) from None
     model = layout.build_member_model(params)
     model.load_state_dict(state)
     lr = spec.learning_rate(params)
-    twin_params = {**params, "original": model_name, "method": spec.name, "kind": spec.kind, "level": level,
-                   "source_epoch": epoch, "twin": spec.model_dump(mode="json"), "epochs": spec.fine_tune_epochs,
-                   "lr": lr}
+    twin_params = {
+        **params,
+        "original": model_name,
+        "method": spec.name,
+        "kind": spec.kind,
+        "level": level,
+        "source_epoch": epoch,
+        "twin": spec.model_dump(mode="json"),
+        "epochs": spec.fine_tune_epochs,
+        "lr": lr,
+    }
     return params, model, twin_params
 
 
-def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
-               threads: int = 1) -> list[dict[str, Any]]:
+def twin_chunk(
+    zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float, threads: int = 1
+) -> list[dict[str, Any]]:
     """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
     with contextlib.ExitStack() as stack:
         for name in sorted(names):  # one order for every process: no deadlock
@@ -212,8 +233,9 @@ def twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any]
         return _twin_chunk(zoo, set_name, names, method, level, threads)
 
 
-def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float,
-                threads: int = 1) -> list[dict[str, Any]]:
+def _twin_chunk(
+    zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float, threads: int = 1
+) -> list[dict[str, Any]]:
     import torch
 
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
@@ -248,21 +270,31 @@ def _twin_chunk(zoo: str, set_name: str, names: list[str], method: dict[str, Any
             layout.mark_done(dirs[i], rows[i], trainer="batched")
 
     first = firsts[0]
-    train_population(first["model"], base_model_options(first), zoo_data(first["dataset"]), specs,
-                     epochs=spec.fine_tune_epochs, batch_size=first["batch_size"], masks=masks,
-                     init_states=states, on_epoch=on_epoch)
+    train_population(
+        first["model"],
+        base_model_options(first),
+        zoo_data(first["dataset"]),
+        specs,
+        epochs=spec.fine_tune_epochs,
+        batch_size=first["batch_size"],
+        masks=masks,
+        init_states=states,
+        on_epoch=on_epoch,
+    )
     return [layout.read_done(set_dir / n)["final"] for n in names]
 
 
-def twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
-             threads: int = 1) -> dict[str, Any]:
+def twin_one(
+    zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None, threads: int = 1
+) -> dict[str, Any]:
     """Make one twin (a runner task); returns its final result line."""
     with layout.model_lock(layout.twin_set_dir(zoo, set_name), model_name):
         return _twin_one(zoo, set_name, model_name, method, level, threads)
 
 
-def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None,
-              threads: int = 1) -> dict[str, Any]:
+def _twin_one(
+    zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None, threads: int = 1
+) -> dict[str, Any]:
     import torch
 
     spec = TwinMethod.model_validate(method)
@@ -296,17 +328,26 @@ def _twin_one(zoo: str, set_name: str, model_name: str, method: dict[str, Any], 
         def fit(vd, kl_callbacks: list) -> list[dict]:
             converted = eval_row(vd.eval(), data, 0)
             vd.train()
-            extra["sanity"] = {"original_test_loss": original["test_loss"], "original_test_acc": original["test_acc"],
-                               "converted_test_loss": converted["test_loss"],
-                               "converted_test_acc": converted["test_acc"]}
+            extra["sanity"] = {
+                "original_test_loss": original["test_loss"],
+                "original_test_acc": original["test_acc"],
+                "converted_test_loss": converted["test_loss"],
+                "converted_test_acc": converted["test_acc"],
+            }
             rows = [converted | {"sparsity_ratio": sparsity_ratio(vd)}]
             store = StoreEpochs(twin_dir, rows, state_of=lambda m: from_variational(m)[0].state_dict())
             train(vd, rows, [*kl_callbacks, store], store.state_of)
             return rows
 
-        _, _, rows = finetune_variational(model, len(data.train), fit, threshold=spec.threshold,
-                                          schedule=spec.kl_schedule, ramp_to=spec.ramp_to,
-                                          ramp_length=spec.ramp_length)
+        _, _, rows = finetune_variational(
+            model,
+            len(data.train),
+            fit,
+            threshold=spec.threshold,
+            schedule=spec.kl_schedule,
+            ramp_to=spec.ramp_to,
+            ramp_length=spec.ramp_length,
+        )
     layout.mark_done(twin_dir, rows, **extra)
     return rows[-1]
 
@@ -337,36 +378,66 @@ def make_twins(
         set_dir = layout.twin_set_dir(zoo, set_name)
         if (set_dir / layout.CONFIG_FILE).exists():
             old = layout.read_zoo_config(set_dir).get("method")
-            if old is not None and {k: v for k, v in old.items() if k != "levels"} != \
-                    {k: v for k, v in method_dict.items() if k != "levels"}:
-                raise ConfigError("method", f"twin set {set_name} already exists with other settings {old}; "
-                                            "give the method another name")
-        layout.write_zoo_config(set_dir, {"kind": "twins", "name": set_name, "method": method_dict, "level": level,
-                                          "dataset": zoo_cfg.get("dataset"), "zoo": "../.."},
-                                f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
-                                f"(params.json `original` names each one's dense model).\n")
+            if old is not None and {k: v for k, v in old.items() if k != "levels"} != {
+                k: v for k, v in method_dict.items() if k != "levels"
+            }:
+                raise ConfigError(
+                    "method",
+                    f"twin set {set_name} already exists with other settings {old}; give the method another name",
+                )
+        layout.write_zoo_config(
+            set_dir,
+            {
+                "kind": "twins",
+                "name": set_name,
+                "method": method_dict,
+                "level": level,
+                "dataset": zoo_cfg.get("dataset"),
+                "zoo": "../..",
+            },
+            f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
+            f"(params.json `original` names each one's dense model).\n",
+        )
     tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
     todo = [t for t in tasks if not layout.model_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
-    common = dict(executor=executor, workers=workers, threads=threads, address=address, progress=progress,
-                  description=f"twins {method.name}")
+    common = dict(
+        executor=executor,
+        workers=workers,
+        threads=threads,
+        address=address,
+        progress=progress,
+        description=f"twins {method.name}",
+    )
     if method.trainer == "batched":
         chunks = []
         for set_name, level in sets.items():
             left = [t[2] for t in todo if t[1] == set_name]
-            chunks += [(str(zoo), set_name, left[i:i + method.chunk_size], method_dict, level)
-                       for i in range(0, len(left), method.chunk_size)]
-        run_tasks(twin_chunk, chunks, labels=[f"{c[1]} chunk" for c in chunks], weights=[len(c[2]) for c in chunks],
-                  **common)
+            chunks += [
+                (str(zoo), set_name, left[i : i + method.chunk_size], method_dict, level)
+                for i in range(0, len(left), method.chunk_size)
+            ]
+        run_tasks(
+            twin_chunk, chunks, labels=[f"{c[1]} chunk" for c in chunks], weights=[len(c[2]) for c in chunks], **common
+        )
     else:
         run_tasks(twin_one, todo, labels=[f"{t[1]}/{t[2]}" for t in todo], **common)
-    summary: dict[str, Any] = {"trained": len(todo), "skipped": len(tasks) - len(todo),
-                               "seconds": time.perf_counter() - t0, "sets": {}}
+    summary: dict[str, Any] = {
+        "trained": len(todo),
+        "skipped": len(tasks) - len(todo),
+        "seconds": time.perf_counter() - t0,
+        "sets": {},
+    }
     for set_name in sets:
         finals = [layout.read_done(layout.twin_set_dir(zoo, set_name) / n) for n in names]
         finals = [f["final"] for f in finals if f is not None]
-        mean = (lambda k, finals=finals: sum(f.get(k, float("nan")) for f in finals) / len(finals)
-                if finals else float("nan"))
-        summary["sets"][set_name] = {"models": len(names), "done": len(finals), "test_acc": mean("test_acc"),
-                                     "sparsity_ratio": mean("sparsity_ratio")}
+        mean = lambda k, finals=finals: (
+            sum(f.get(k, float("nan")) for f in finals) / len(finals) if finals else float("nan")
+        )
+        summary["sets"][set_name] = {
+            "models": len(names),
+            "done": len(finals),
+            "test_acc": mean("test_acc"),
+            "sparsity_ratio": mean("sparsity_ratio"),
+        }
     return summary
