@@ -22,7 +22,9 @@ from prunezoo.pruning import prune
 
 
 def lenet_300_100() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+    )
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -52,6 +54,7 @@ def bench_masked_step(
                 opt.zero_grad(set_to_none=True)
                 nn.functional.cross_entropy(model(x), y).backward()
                 opt.step()
+
         return run
 
     loop(dense, opt_d)()  # warm-up
@@ -105,11 +108,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}")
     for grads, label in ((False, "masked"), (True, "masked + gradient masking")):
         td, tm, ratio = bench_masked_step(mask_gradients=grads)
-        print(f"[step] LeNet-300-100 SGD step: dense {td * 1e3:.3f} ms, {label} (10% density) {tm * 1e3:.3f} ms,"
-              f" ratio = {ratio:.3f}" + (" (goal <= 1.05)" if not grads else ""))
+        print(
+            f"[step] LeNet-300-100 SGD step: dense {td * 1e3:.3f} ms, {label} (10% density) {tm * 1e3:.3f} ms,"
+            f" ratio = {ratio:.3f}" + (" (goal <= 1.05)" if not grads else "")
+        )
     t_ours, t_theirs, n = bench_global_prune()
-    print(f"[prune] global magnitude, {n / 1e6:.1f}M weights: prunezoo {t_ours:.3f} s, "
-          f"torch.nn.utils.prune {t_theirs:.3f} s, speed-up = {t_theirs / t_ours:.2f}x (goal >= 2)")
+    print(
+        f"[prune] global magnitude, {n / 1e6:.1f}M weights: prunezoo {t_ours:.3f} s, "
+        f"torch.nn.utils.prune {t_theirs:.3f} s, speed-up = {t_theirs / t_ours:.2f}x (goal >= 2)"
+    )
 
 
 if __name__ == "__main__":

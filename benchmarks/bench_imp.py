@@ -24,8 +24,8 @@ import torch
 
 from prunezoo.data import load_dataset
 from prunezoo.models import build_model
-from prunezoo.schedules import IterativeSchedule, run_iterative
 from prunezoo.pruning import prune
+from prunezoo.schedules import IterativeSchedule, run_iterative
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
 
 
@@ -35,8 +35,7 @@ def level_times(levels: int, epochs: int, workdir: str | None) -> tuple[list[flo
     seed_everything(0)
     model = build_model("lenet-300-100", num_classes=data.num_classes, input_shape=data.input_shape)
     cfg = TrainingConfig(epochs=epochs, batch_size=64, lr=0.05, lr_schedule="cosine")
-    make = lambda m, cbs, ft: Trainer(m, data.train, cfg, eval_sets={"test": data.test},  # noqa: E731
-                                      callbacks=cbs, progress=False)
+    make = lambda m, cbs, ft: Trainer(m, data.train, cfg, eval_sets={"test": data.test}, callbacks=cbs, progress=False)
     stamps = [time.perf_counter()]
     densities: list[float] = []
 
@@ -76,16 +75,22 @@ def main() -> None:
                 times, densities = level_times(args.levels, args.epochs, tmp if mode == "workdir" else None)
             runs.append(times)
         results[mode] = [statistics.median(r[i] for r in runs) for i in range(args.levels + 1)]
-    print(f"IMP on LeNet-300-100 / mnist5k, {args.epochs} epochs per level, {args.threads} thread(s), "
-          f"median of {args.repeats} runs")
+    print(
+        f"IMP on LeNet-300-100 / mnist5k, {args.epochs} epochs per level, {args.threads} thread(s), "
+        f"median of {args.repeats} runs"
+    )
     print(f"{'level':>5} {'density':>8} {'memory s':>9} {'ratio':>6} {'workdir s':>10} {'ratio':>6}")
     for i in range(args.levels + 1):
         m, w = results["memory"][i], results["workdir"][i]
-        print(f"{i:>5} {densities[i]:>8.3f} {m:>9.3f} {m / results['memory'][0]:>5.2f}x "
-              f"{w:>10.3f} {w / results['workdir'][0]:>5.2f}x")
+        print(
+            f"{i:>5} {densities[i]:>8.3f} {m:>9.3f} {m / results['memory'][0]:>5.2f}x "
+            f"{w:>10.3f} {w / results['workdir'][0]:>5.2f}x"
+        )
     worst = max(results["memory"][i] / results["memory"][0] for i in range(1, args.levels + 1))
-    print(f"worst level / level 0 (memory): {worst:.2f}x (goal <= 1.10x); "
-          f"one global prune: {1000 * prune_time(0.5):.1f} ms")
+    print(
+        f"worst level / level 0 (memory): {worst:.2f}x (goal <= 1.10x); "
+        f"one global prune: {1000 * prune_time(0.5):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--loop-models", type=int, default=None,
-                    help="models actually run in the per-model loop each round (default: all); its "
-                         "throughput is per sample, so a subset estimates the loop without its full cost")
+    ap.add_argument(
+        "--loop-models",
+        type=int,
+        default=None,
+        help="models actually run in the per-model loop each round (default: all); its "
+        "throughput is per sample, so a subset estimates the loop without its full cost",
+    )
     ap.add_argument("--model", default="cnn-s")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,20 +50,32 @@ def main() -> None:
     loop_members = members[: args.loop_models or args.models]
     samples_pop = args.models * args.steps * args.batch_size
     samples_loop = len(loop_members) * args.steps * args.batch_size
-    print(f"{args.model} on {data.name} {data.input_shape}, {args.models} models, batch {args.batch_size}, "
-          f"{args.steps} steps, {torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds")
+    print(
+        f"{args.model} on {data.name} {data.input_shape}, {args.models} models, batch {args.batch_size}, "
+        f"{args.steps} steps, {torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds"
+    )
 
     def population(conv: str) -> float:
         t0 = time.perf_counter()
-        train_population(args.model, {}, data, members, epochs=1, batch_size=args.batch_size, steps=args.steps,
-                         evaluate=False, conv=conv)
+        train_population(
+            args.model,
+            {},
+            data,
+            members,
+            epochs=1,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            evaluate=False,
+            conv=conv,
+        )
         return samples_pop / (time.perf_counter() - t0)
 
     def loop() -> float:
         t0 = time.perf_counter()
         for m in loop_members:
-            train_member(args.model, {}, data, m, epochs=1, batch_size=args.batch_size, steps=args.steps,
-                         eval_splits=[])
+            train_member(
+                args.model, {}, data, m, epochs=1, batch_size=args.batch_size, steps=args.steps, eval_splits=[]
+            )
         return samples_loop / (time.perf_counter() - t0)
 
     population("im2col")  # warm-up (allocator, oneDNN primitives)
@@ -72,16 +88,23 @@ def main() -> None:
 
     print(f"\n{'path':<28}{'samples/s (all)':>16}{'per model':>12}{'vs loop':>10}")
     loop_med = statistics.median(runs["loop"])
-    for name, label in (("loop", "per-model loop (Trainer)"), ("im2col", "population, im2col conv"),
-                        ("grouped", "population, vmap grouped conv"),
-                        ("stacked", "population, stacked (default)")):
+    for name, label in (
+        ("loop", "per-model loop (Trainer)"),
+        ("im2col", "population, im2col conv"),
+        ("grouped", "population, vmap grouped conv"),
+        ("stacked", "population, stacked (default)"),
+    ):
         ratios = [a / b for a, b in zip(runs[name], runs["loop"])]
-        print(f"{label:<28}{statistics.median(runs[name]):>16,.0f}{statistics.median(runs[name]) / args.models:>12,.1f}"
-              f"{statistics.median(ratios):>9.2f}x")
+        print(
+            f"{label:<28}{statistics.median(runs[name]):>16,.0f}{statistics.median(runs[name]) / args.models:>12,.1f}"
+            f"{statistics.median(ratios):>9.2f}x"
+        )
     best = max(("im2col", "grouped", "stacked"), key=lambda k: statistics.median(runs[k]))
     ratio = statistics.median([a / b for a, b in zip(runs[best], runs["loop"])])
-    print(f"\npopulation ({best}) / per-model loop throughput ratio: {ratio:.2f}x (goal >= 5x on 2 cores); "
-          f"loop median {loop_med:,.0f} samples/s")
+    print(
+        f"\npopulation ({best}) / per-model loop throughput ratio: {ratio:.2f}x (goal >= 5x on 2 cores); "
+        f"loop median {loop_med:,.0f} samples/s"
+    )
 
 
 if __name__ == "__main__":

@@ -62,10 +62,14 @@ def time_pairs(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, repeats: in
 def semi_structured_rows(repeats: int) -> list[str]:
     why = semi_structured_available("cuda")
     if why is not None:
-        return [f"2:4 semi-structured vs dense: not measured — {why} (this machine: "
-                f"{'no CUDA' if not torch.cuda.is_available() else torch.cuda.get_device_name()})."]
-    lines = ["| model | pattern | batch | dense ms | 2:4 ms | speed-up | sparse layers |",
-             "|---|---|---|---|---|---|---|"]
+        return [
+            f"2:4 semi-structured vs dense: not measured — {why} (this machine: "
+            f"{'no CUDA' if not torch.cuda.is_available() else torch.cuda.get_device_name()})."
+        ]
+    lines = [
+        "| model | pattern | batch | dense ms | 2:4 ms | speed-up | sparse layers |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for batch in (1, 32, 256):
         torch.manual_seed(0)
         model = mlp().half().cuda().eval()
@@ -74,8 +78,10 @@ def semi_structured_rows(repeats: int) -> list[str]:
         x = torch.randn(batch, 4096, device="cuda", dtype=torch.half)
         exported = sparse_export(model, example_input=x, threads=None)
         t = time_pairs(model, exported, x, repeats)
-        lines.append(f"| mlp 4096-4096-4096-1000 fp16 | 2:4 | {batch} | {t['dense_ms']:.3f} | {t['sparse_ms']:.3f} | "
-                     f"{t['speedup']:.2f}x | {sparse_layer_count(exported)}/3 |")
+        lines.append(
+            f"| mlp 4096-4096-4096-1000 fp16 | 2:4 | {batch} | {t['dense_ms']:.3f} | {t['sparse_ms']:.3f} | "
+            f"{t['speedup']:.2f}x | {sparse_layer_count(exported)}/3 |"
+        )
     return lines
 
 
@@ -99,11 +105,15 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu}), MKL {torch.backends.mkl.is_available()}, "
-          f"{args.repeats} alternating pairs per point, export min_speedup {args.min_speedup}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu}), MKL {torch.backends.mkl.is_available()}, "
+        f"{args.repeats} alternating pairs per point, export min_speedup {args.min_speedup}"
+    )
     print()
-    print("| model | sparsity | batch | threads | dense ms | sparse ms | speed-up | CPU-time speed-up | FLOP ratio "
-          "| speed-up / FLOP ratio | sparse layers |")
+    print(
+        "| model | sparsity | batch | threads | dense ms | sparse ms | speed-up | CPU-time speed-up | FLOP ratio "
+        "| speed-up / FLOP ratio | sparse layers |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     t_start = time.perf_counter()
     for name in models:
@@ -119,18 +129,22 @@ def main() -> None:
                 x = torch.randn(batch, *in_shape, generator=torch.Generator().manual_seed(1))
                 for t in threads:
                     torch.set_num_threads(t)
-                    exported = sparse_export(deploy(model), example_input=x, threads=t,
-                                             min_speedup=args.min_speedup)
+                    exported = sparse_export(deploy(model), example_input=x, threads=t, min_speedup=args.min_speedup)
                     r = time_pairs(base, exported, x, args.repeats)
                     cpu = f"{r['cpu_speedup']:.2f}x" if t == 1 else "—"  # other threads' CPU time is not seen
-                    print(f"| {label} | {s:.0%} | {batch} | {t} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
-                          f"{r['speedup']:.2f}x | {cpu} | {flop_ratio:.1f}x | {r['speedup'] / flop_ratio:.3f} | "
-                          f"{sparse_layer_count(exported)}/{layers} |", flush=True)
+                    print(
+                        f"| {label} | {s:.0%} | {batch} | {t} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
+                        f"{r['speedup']:.2f}x | {cpu} | {flop_ratio:.1f}x | {r['speedup'] / flop_ratio:.3f} | "
+                        f"{sparse_layer_count(exported)}/{layers} |",
+                        flush=True,
+                    )
     print()
     for line in semi_structured_rows(args.repeats):
         print(line)
-    print(f"\ntotal {time.perf_counter() - t_start:.0f} s; median-of-ratios over {args.repeats} pairs per point "
-          f"(threads fixed per point with torch.set_num_threads)")
+    print(
+        f"\ntotal {time.perf_counter() - t_start:.0f} s; median-of-ratios over {args.repeats} pairs per point "
+        f"(threads fixed per point with torch.set_num_threads)"
+    )
 
 
 if __name__ == "__main__":

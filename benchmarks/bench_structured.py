@@ -39,14 +39,26 @@ def bench(name: str, *, batch: int, threads: int, repeats: int, exports: list[st
         d, c = EXPORTS[export](dense), EXPORTS[export](compact)
         with torch.inference_mode():  # the export must not change the function
             ref_d, ref_c = dense(x), compact(x)
-            err = max(float((d(x) - ref_d).abs().max() / ref_d.abs().max()),
-                      float((c(x) - ref_c).abs().max() / ref_c.abs().max()))
+            err = max(
+                float((d(x) - ref_d).abs().max() / ref_d.abs().max()),
+                float((c(x) - ref_c).abs().max() / ref_c.abs().max()),
+            )
         t = compare_latency(d, c, x, warmup=3, repeats=repeats, threads=threads)
-        rows.append({"model": name, "export": export, "params": (res.params_before, res.params_after),
-                     "flops": (res.flops_before, res.flops_after), "ms": (t["baseline_ms"], t["candidate_ms"]),
-                     "speedup": t["speedup"], "cpu_speedup": t["cpu_speedup"], "flop_ratio": flop_ratio,
-                     "efficiency": t["speedup"] / flop_ratio, "cpu_efficiency": t["cpu_speedup"] / flop_ratio,
-                     "max_rel_err": err})
+        rows.append(
+            {
+                "model": name,
+                "export": export,
+                "params": (res.params_before, res.params_after),
+                "flops": (res.flops_before, res.flops_after),
+                "ms": (t["baseline_ms"], t["candidate_ms"]),
+                "speedup": t["speedup"],
+                "cpu_speedup": t["cpu_speedup"],
+                "flop_ratio": flop_ratio,
+                "efficiency": t["speedup"] / flop_ratio,
+                "cpu_efficiency": t["cpu_speedup"] / flop_ratio,
+                "max_rel_err": err,
+            }
+        )
     return rows
 
 
@@ -59,18 +71,24 @@ def main() -> None:
     ap.add_argument("--exports", default="eager,deploy")
     args = ap.parse_args()
     exports = args.exports.split(",")
-    print(f"torch {torch.__version__}, threads={args.threads}, batch={args.batch}, {args.repeats} paired repeats, "
-          f"50% channels, l1, layer scope")
-    print(f"{'model':<12} {'export':<7} {'params dense→compact':>22} {'MFLOPs dense→compact':>22} "
-          f"{'ms dense→compact':>18} {'speedup':>7} {'cpu':>5} {'FLOPx':>6} {'eff':>5} {'cpu eff':>7}")
+    print(
+        f"torch {torch.__version__}, threads={args.threads}, batch={args.batch}, {args.repeats} paired repeats, "
+        f"50% channels, l1, layer scope"
+    )
+    print(
+        f"{'model':<12} {'export':<7} {'params dense→compact':>22} {'MFLOPs dense→compact':>22} "
+        f"{'ms dense→compact':>18} {'speedup':>7} {'cpu':>5} {'FLOPx':>6} {'eff':>5} {'cpu eff':>7}"
+    )
     for name in args.models.split(","):
         for r in bench(name, batch=args.batch, threads=args.threads, repeats=args.repeats, exports=exports):
             p, f, t = r["params"], r["flops"], r["ms"]
-            print(f"{name:<12} {r['export']:<7} {p[0]:>10,}→{p[1]:<11,} {f[0] / 1e6:>10.1f}→{f[1] / 1e6:<11.1f} "
-                  f"{t[0]:>8.1f}→{t[1]:<9.1f} {r['speedup']:>7.2f} {r['cpu_speedup']:>5.2f} {r['flop_ratio']:>6.2f} "
-                  f"{r['efficiency']:>5.2f} {r['cpu_efficiency']:>7.2f}  "
-                  f"{'ok' if r['efficiency'] >= 0.8 else 'below goal 0.8'}  (export rel. err {r['max_rel_err']:.0e})",
-                  flush=True)
+            print(
+                f"{name:<12} {r['export']:<7} {p[0]:>10,}→{p[1]:<11,} {f[0] / 1e6:>10.1f}→{f[1] / 1e6:<11.1f} "
+                f"{t[0]:>8.1f}→{t[1]:<9.1f} {r['speedup']:>7.2f} {r['cpu_speedup']:>5.2f} {r['flop_ratio']:>6.2f} "
+                f"{r['efficiency']:>5.2f} {r['cpu_efficiency']:>7.2f}  "
+                f"{'ok' if r['efficiency'] >= 0.8 else 'below goal 0.8'}  (export rel. err {r['max_rel_err']:.0e})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,17 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 WIDTH = 1400
 # Offline and reproducible: no GPU, sandbox, first-run UI or background network traffic.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 # Runs in the page after load: size of the document and every table/figure/pre wider than its column.
 _MEASURE = """(() => {
   const main = document.querySelector('main') || document.body;
@@ -55,9 +64,14 @@ class _Pipe:
             os.dup2(to_r, 3)
             os.dup2(from_w, 4)
 
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-                                      "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, pass_fds=(3, 4), preexec_fn=child_fds)
+        self.proc = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(3, 4),
+            preexec_fn=child_fds,
+        )
         os.close(to_r)
         os.close(from_w)
         self.deadline = time.monotonic() + timeout
@@ -115,8 +129,9 @@ def render(html: Path, png: Path, width: int = WIDTH, timeout: float = 120.0) ->
     """Write the full-page screenshot to ``png``; return the page metrics (width, height, overflow, ...)."""
     exe = find_chromium()
     if exe is None:
-        raise SystemExit(f"error: chromium not found at {CHROMIUM} or on PATH "
-                         "(install it: apt-get install -y chromium)")
+        raise SystemExit(
+            f"error: chromium not found at {CHROMIUM} or on PATH (install it: apt-get install -y chromium)"
+        )
     if not html.is_file():
         raise SystemExit(f"error: no such report: {html}")
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -127,18 +142,36 @@ def render(html: Path, png: Path, width: int = WIDTH, timeout: float = 120.0) ->
         try:
             target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
             session = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            pipe.call("Emulation.setDeviceMetricsOverride", session, width=width, height=900, deviceScaleFactor=1,
-                      mobile=False)
+            pipe.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             pipe.call("Page.enable", session)
             pipe.call("Page.navigate", session, url=html.resolve().as_uri())
             pipe.wait_event("Page.loadEventFired")
-            metrics = json.loads(pipe.call("Runtime.evaluate", session, expression=_MEASURE,
-                                           returnByValue=True)["result"]["value"])
+            metrics = json.loads(
+                pipe.call("Runtime.evaluate", session, expression=_MEASURE, returnByValue=True)["result"]["value"]
+            )
             # Lay the whole page out in one viewport so nothing below the fold is cut or re-flowed.
-            pipe.call("Emulation.setDeviceMetricsOverride", session, width=width, height=metrics["height"],
-                      deviceScaleFactor=1, mobile=False)
-            shot = pipe.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                             clip={"x": 0, "y": 0, "width": width, "height": metrics["height"], "scale": 1})
+            pipe.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=width,
+                height=metrics["height"],
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            shot = pipe.call(
+                "Page.captureScreenshot",
+                session,
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": width, "height": metrics["height"], "scale": 1},
+            )
         except (RuntimeError, TimeoutError, OSError, KeyError) as err:
             stderr = pipe.close()
             raise SystemExit(f"error: chromium failed: {err}\n{stderr[-2000:]}") from None
@@ -156,8 +189,7 @@ def main(argv: list[str]) -> int:
     metrics = render(args.html, args.png, args.width)
     for item in metrics["overflow"]:
         print(f"warning: wider than the page at {args.width} px: {item}", file=sys.stderr)
-    print(f"{args.png} ({args.width}x{metrics['height']} px, {metrics['tables']} tables, "
-          f"{metrics['figures']} figures)")
+    print(f"{args.png} ({args.width}x{metrics['height']} px, {metrics['tables']} tables, {metrics['figures']} figures)")
     return 0
 
 

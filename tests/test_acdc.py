@@ -34,8 +34,10 @@ def _cfg(epochs):
 def test_reference_100_epoch_layout():
     assert acdc_phases(100) == REFERENCE_100
     # explicit lengths give the same plan
-    assert acdc_phases(100, warmup_epochs=10, compressed_epochs=5, decompressed_epochs=5,
-                       final_sparse_epochs=15) == REFERENCE_100
+    assert (
+        acdc_phases(100, warmup_epochs=10, compressed_epochs=5, decompressed_epochs=5, final_sparse_epochs=15)
+        == REFERENCE_100
+    )
     # proportional by default: 20 epochs is the reference scaled by 1/5
     assert acdc_phases(20) == [(s / 5, e / 5, k) for s, e, k in REFERENCE_100]
 
@@ -76,8 +78,14 @@ class Probe(Callback):
     def on_step_end(self, trainer, step, loss):
         w = self._weights(trainer)
         nnz = sum(int((p != 0).sum()) for p in w.values())
-        self.rows.append((step, self.sched.phase_steps[self.sched.phase_at(step)][2], nnz,
-                          {n: (p != 0).clone() for n, p in w.items()}))
+        self.rows.append(
+            (
+                step,
+                self.sched.phase_steps[self.sched.phase_at(step)][2],
+                nnz,
+                {n: (p != 0).clone() for n, p in w.items()},
+            )
+        )
 
 
 def _run(digits, sched, epochs=20):
@@ -114,8 +122,9 @@ def test_acdc_alternates_compressed_and_dense(digits):
     # logging: mask IoU between consecutive compressed phases, zero fraction at each decompressed end
     compress = [e for e in sched.events if e["event"] == "compress"]
     assert len(compress) == 8 and compress[0]["iou"] is None and compress[-1]["kind"] == "final"
-    assert all(0 < e["iou"] <= 1 for e in compress[1:]) and all(e["sparsity"] == pytest.approx(0.9, abs=1e-3)
-                                                                for e in compress)
+    assert all(0 < e["iou"] <= 1 for e in compress[1:]) and all(
+        e["sparsity"] == pytest.approx(0.9, abs=1e-3) for e in compress
+    )
     ends = [e for e in sched.events if e["event"] == "decompressed_end"]
     assert [e["step"] for e in ends] == [e for _, e, kind in sched.phase_steps if kind == "decompressed"]
     for e in ends:
@@ -164,15 +173,22 @@ class StopAfter(Callback):
 @pytest.mark.parametrize("sparse_decompression", [0.0, 0.5])
 def test_resume_matches_uninterrupted(digits, tmp_path, stop, sparse_decompression):
     def make():  # 10 epochs: warmup [0,1), C [1,3), D [3,8), final [8,10)
-        return ACDC(0.9, warmup_epochs=1, compressed_epochs=2, decompressed_epochs=2, final_sparse_epochs=2,
-                    min_decompressed_sparsity=sparse_decompression)
+        return ACDC(
+            0.9,
+            warmup_epochs=1,
+            compressed_epochs=2,
+            decompressed_epochs=2,
+            final_sparse_epochs=2,
+            min_decompressed_sparsity=sparse_decompression,
+        )
 
     full_model, full = _model(digits), make()
     Trainer(full_model, digits.train, _cfg(10), callbacks=[full]).fit()
     assert [k for _, _, k in full.phases] == ["warmup", "compressed", "decompressed", "final"]
 
     Trainer(_model(digits), digits.train, _cfg(10), callbacks=[make(), StopAfter(stop)]).fit(
-        checkpoint_dir=tmp_path / "ck")
+        checkpoint_dir=tmp_path / "ck"
+    )
     resumed_model, resumed = _model(digits, seed=99), make()
     Trainer(resumed_model, digits.train, _cfg(10), callbacks=[resumed]).fit(resume_from=tmp_path / "ck")
     ref = full_model.state_dict()

@@ -198,8 +198,10 @@ def test_flow_preservation_leaves_no_unit_disconnected():
     model = build_model("mlp", num_classes=10, input_shape=(1, 8, 8), hidden=[64, 32])
     plain = random_er_masks(model, 0.01, "uniform", seed=0)
     flow = random_er_masks(model, 0.01, "uniform", seed=0, flow_preservation=True)
+
     def dead(masks):
         return sum(int((~m.any(1)).sum() + (~m.any(0)).sum()) for m in masks.values())
+
     assert dead(plain) > 0
     assert dead(flow) == 0
     assert flow.is_subset_of(plain) is False and plain.is_subset_of(flow)

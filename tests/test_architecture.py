@@ -120,8 +120,9 @@ def import_graph(src: Path, root: str = ROOT) -> tuple[set[str], list[Edge]]:
                     continue
                 resolved = resolve(target)
                 if resolved and resolved != mod:
-                    edges.append(Edge(mod, resolved, str(path.relative_to(src.parent)), node.lineno,
-                                      node.lineno in type_only))
+                    edges.append(
+                        Edge(mod, resolved, str(path.relative_to(src.parent)), node.lineno, node.lineno in type_only)
+                    )
     return set(files), edges
 
 
@@ -183,8 +184,11 @@ def upward_edges(edges: list[Edge]) -> list[str]:
 
 def _describe(comp: list[str], edges: list[Edge], key=lambda m: m) -> str:
     inside = set(comp)
-    lines = [f"  {e.file}:{e.line}: {e.source} -> {e.target}" for e in edges
-             if key(e.source) in inside and key(e.target) in inside and key(e.source) != key(e.target)]
+    lines = [
+        f"  {e.file}:{e.line}: {e.source} -> {e.target}"
+        for e in edges
+        if key(e.source) in inside and key(e.target) in inside and key(e.source) != key(e.target)
+    ]
     return " <-> ".join(comp) + "\n" + "\n".join(sorted(set(lines)))
 
 
@@ -215,8 +219,9 @@ def test_no_module_import_cycle(graph):
 def test_no_package_import_cycle(graph):
     modules, edges = graph
     packages = {top_package(m) for m in modules}
-    between = [(top_package(e.source), top_package(e.target)) for e in edges
-               if top_package(e.source) != top_package(e.target)]
+    between = [
+        (top_package(e.source), top_package(e.target)) for e in edges if top_package(e.source) != top_package(e.target)
+    ]
     found = cycles(packages, between)
     assert not found, "packages importing each other:\n" + "\n".join(_describe(c, edges, top_package) for c in found)
 
@@ -259,8 +264,12 @@ def private_uses(src: Path, root: str = ROOT) -> list[str]:
                     elif _private(a.name):
                         bad.append(f"{where}:{node.lineno}: {mod} imports private {node.module}.{a.name}")
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
-                    and node.value.id in modules_bound):
+            if (
+                isinstance(node, ast.Attribute)
+                and _private(node.attr)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules_bound
+            ):
                 bad.append(f"{where}:{node.lineno}: {mod} reads private {node.value.id}.{node.attr}")
     return bad
 
@@ -279,10 +288,12 @@ def test_the_checker_finds_cycles_and_upward_imports(tmp_path):
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "sparsity" / "masks.py").write_text(
-        "def f():\n    from prunezoo.criteria import base  # deferred, still an edge\n")
+        "def f():\n    from prunezoo.criteria import base  # deferred, still an edge\n"
+    )
     (pkg / "criteria" / "base.py").write_text("from ..sparsity.masks import f\n")
     (pkg / "criteria" / "typed.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from prunezoo.cli import app\n")
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from prunezoo.cli import app\n"
+    )
     (pkg / "cli" / "app.py").write_text("from prunezoo.criteria import typed\n")
     modules, edges = import_graph(tmp_path)
     assert {"prunezoo.sparsity.masks", "prunezoo.criteria.base"} <= modules
@@ -290,8 +301,10 @@ def test_the_checker_finds_cycles_and_upward_imports(tmp_path):
     assert cycles(modules, runtime) == [["prunezoo.criteria.base", "prunezoo.sparsity.masks"]]
     assert not cycles(modules, [(a, b) for a, b in runtime if a != "prunezoo.sparsity.masks"])
     bad = upward_edges(edges)
-    assert any("prunezoo/sparsity/masks.py:2: prunezoo.sparsity.masks (L1) imports prunezoo.criteria.base (L3)" in b
-               for b in bad)
+    assert any(
+        "prunezoo/sparsity/masks.py:2: prunezoo.sparsity.masks (L1) imports prunezoo.criteria.base (L3)" in b
+        for b in bad
+    )
     assert any("prunezoo.criteria.typed (L3) imports prunezoo.cli.app (L11)" in b for b in bad)  # type-only counts
     assert not any("prunezoo.criteria.base" in b.split(" imports ")[0] for b in bad)  # downward: fine
 
@@ -306,8 +319,12 @@ def test_the_checker_finds_private_names_used_across_modules(tmp_path):
     (pkg / "criteria" / "snip.py").write_text("from prunezoo.criteria._common import helper\n")  # inside: fine
     (pkg / "schedules" / "dst.py").write_text("def _zero():\n    pass\n")
     (pkg / "schedules" / "acdc.py").write_text(
-        "from prunezoo.schedules.dst import _zero\nfrom prunezoo.schedules import dst\nx = dst._zero\n")
+        "from prunezoo.schedules.dst import _zero\nfrom prunezoo.schedules import dst\nx = dst._zero\n"
+    )
     (pkg / "schedules" / "gmp.py").write_text("from prunezoo.criteria._common import helper\n")
     bad = private_uses(tmp_path)
     assert sorted(b.split(": ", 1)[0].split("/", 1)[1] for b in bad) == [
-        "prunezoo/schedules/acdc.py:1", "prunezoo/schedules/acdc.py:3", "prunezoo/schedules/gmp.py:1"]
+        "prunezoo/schedules/acdc.py:1",
+        "prunezoo/schedules/acdc.py:3",
+        "prunezoo/schedules/gmp.py:1",
+    ]

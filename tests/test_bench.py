@@ -10,10 +10,28 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from prunezoo.bench import aggregate, baseline_names, build_study, check_fairness, load_suite, published_results, run_bench
+from prunezoo.bench import (
+    aggregate,
+    baseline_names,
+    build_study,
+    check_fairness,
+    load_suite,
+    published_results,
+    run_bench,
+)
 from prunezoo.bench.reproduce import (
-    FAILS, FINDINGS, HOLDS, INCONCLUSIVE, PLANNED, _iterative_judge, _mp_vd_judge, _random_judge, _underfit_judge,
-    finding_config, overall, paired_verdict,
+    FAILS,
+    FINDINGS,
+    HOLDS,
+    INCONCLUSIVE,
+    PLANNED,
+    _iterative_judge,
+    _mp_vd_judge,
+    _random_judge,
+    _underfit_judge,
+    finding_config,
+    overall,
+    paired_verdict,
 )
 from prunezoo.bench.suites import BenchSuite
 from prunezoo.cli import app
@@ -23,8 +41,11 @@ from prunezoo.experiments.summary import summarize, t_interval
 
 runner = CliRunner()
 TINY = {
-    "name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
-    "training": {"steps": 6, "batch_size": 64, "lr": 0.1}, "finetune": {"steps": 3, "batch_size": 64, "lr": 0.02},
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": {"name": "mlp", "options": {"hidden": [16]}},
+    "training": {"steps": 6, "batch_size": 64, "lr": 0.1},
+    "finetune": {"steps": 3, "batch_size": 64, "lr": 0.02},
 }
 
 
@@ -41,13 +62,15 @@ def test_baselines_added_and_operating_points_filled():
     assert by_name["magnitude-layerwise"].scheme == "uniform" and by_name["magnitude-global"].scheme == "global"
     assert by_name["gmp"].sparsities == [0.5, 0.75, 0.875, 0.9375, 0.96875]  # 1 - 1/c for c = 2..32
     imp = by_name["imp"]
-    assert imp.fraction == 0.5 and imp.levels == 5 and math.isclose(0.5 ** imp.levels, 1 / 32)
+    assert imp.fraction == 0.5 and imp.levels == 5 and math.isclose(0.5**imp.levels, 1 / 32)
     assert cfg.replicates == 3
 
 
 def test_equivalent_method_is_not_duplicated_and_name_clash_renames():
-    methods = [{"name": "gm", "kind": "oneshot", "criterion": "magnitude", "scheme": "global"},
-               {"name": "random", "kind": "oneshot", "criterion": "snip"}]
+    methods = [
+        {"name": "gm", "kind": "oneshot", "criterion": "magnitude", "scheme": "global"},
+        {"name": "random", "kind": "oneshot", "criterion": "snip"},
+    ]
     names = [m.name for m in build_study(_suite(methods=methods)).methods]
     assert "magnitude-global" not in names  # "gm" already is that baseline
     assert "baseline-random" in names and "magnitude-layerwise" in names
@@ -90,13 +113,16 @@ def test_fairness_check_rejects_unequal_budgets(monkeypatch):
         check_fairness(cfg)
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"compressions": [2, 4, 8, 16]}, "compressions"),
-    ({"compressions": [1, 2, 4, 8, 16]}, "compressions"),
-    ({"seeds": 2}, "seeds"),
-    ({"methods": [{"name": "x", "kind": "gmp", "sparsities": [0.9]}]}, "methods"),
-    ({"methods": [{"name": "x", "kind": "vd", "options": {"epochs": 50}}]}, "methods"),
-])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"compressions": [2, 4, 8, 16]}, "compressions"),
+        ({"compressions": [1, 2, 4, 8, 16]}, "compressions"),
+        ({"seeds": 2}, "seeds"),
+        ({"methods": [{"name": "x", "kind": "gmp", "sparsities": [0.9]}]}, "methods"),
+        ({"methods": [{"name": "x", "kind": "vd", "options": {"epochs": 50}}]}, "methods"),
+    ],
+)
 def test_bad_suites_name_the_field(tmp_path, extra, field):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**TINY, **extra}))
@@ -118,17 +144,30 @@ def test_t_interval_matches_student_t():
     lo, hi = t_interval([1.0, 2.0, 3.0])
     assert math.isclose(hi - 2.0, 4.302652729911275 / math.sqrt(3), rel_tol=1e-9) and math.isclose(lo + hi, 4.0)
     assert t_interval([1.0]) is None
-    rows = [{"method": "m", "kind": "oneshot", "target_sparsity": 0.5, "test_acc": a, "seed": i}
-            for i, a in enumerate([0.8, 0.9])]
+    rows = [
+        {"method": "m", "kind": "oneshot", "target_sparsity": 0.5, "test_acc": a, "seed": i}
+        for i, a in enumerate([0.8, 0.9])
+    ]
     (s,) = summarize(rows)
     assert s["test_acc_ci95_low"] < 0.85 < s["test_acc_ci95_high"]
 
 
 def _row(method, kind, seed, acc, sparsity=0.0, target=None, **kw):
-    return {"method": method, "kind": kind, "seed": seed, "test_acc": acc, "sparsity": sparsity,
-            "target_sparsity": sparsity if target is None else target, "level": kw.pop("level", None),
-            "point": kw.pop("point", ""), "nnz": 100 * (1 - sparsity), "compression": 1 / (1 - sparsity),
-            "flop_speedup": 1 / (1 - sparsity), "train_flops": kw.pop("train_flops", 10.0), **kw}
+    return {
+        "method": method,
+        "kind": kind,
+        "seed": seed,
+        "test_acc": acc,
+        "sparsity": sparsity,
+        "target_sparsity": sparsity if target is None else target,
+        "level": kw.pop("level", None),
+        "point": kw.pop("point", ""),
+        "nnz": 100 * (1 - sparsity),
+        "compression": 1 / (1 - sparsity),
+        "flop_speedup": 1 / (1 - sparsity),
+        "train_flops": kw.pop("train_flops", 10.0),
+        **kw,
+    }
 
 
 def test_aggregate_has_ci_delta_and_total_flops():
@@ -163,19 +202,27 @@ def test_judges_follow_synthetic_numbers():
     rows += [_row("iterative", "imp", s, 0.99, 0.5, level=1) for s in range(3)]  # low sparsity: not counted
     (v,) = _iterative_judge(rows)
     assert v.status == FAILS and math.isclose(v.numbers["mean_diff"], -0.2)
-    rows = [_row(m, "oneshot", s, acc + 0.005 * s, 0.95) for s in range(3)
-            for m, acc in (("magnitude", 0.9), ("random", 0.3))]
-    rows += [_row(m, "at-init", s, acc + 0.004 * (s % 2), 0.95) for s in range(3)
-             for m, acc in (("er-uniform", 0.5), ("er-erk", 0.7), ("er-balanced", 0.5))]
+    rows = [
+        _row(m, "oneshot", s, acc + 0.005 * s, 0.95)
+        for s in range(3)
+        for m, acc in (("magnitude", 0.9), ("random", 0.3))
+    ]
+    rows += [
+        _row(m, "at-init", s, acc + 0.004 * (s % 2), 0.95)
+        for s in range(3)
+        for m, acc in (("er-uniform", 0.5), ("er-erk", 0.7), ("er-balanced", 0.5))
+    ]
     mag, erk, bal = _random_judge(rows)
     assert (mag.status, erk.status, bal.status) == (HOLDS, HOLDS, FAILS)
     short, long_ = "training.epochs=5", "training.epochs=20"
     rows = []
     for s in range(3):
-        rows += [_row("dense", "dense", s, 0.90, point=short, train_loss=0.10 + 0.01 * s),
-                 _row("dense", "dense", s, 0.91, point=long_, train_loss=0.05),
-                 _row("gmp", "gmp", s, 0.70 + 0.01 * s, 0.95, point=short, train_loss=0.50 + 0.02 * s),
-                 _row("gmp", "gmp", s, 0.85 + 0.01 * s, 0.95, point=long_, train_loss=0.2)]
+        rows += [
+            _row("dense", "dense", s, 0.90, point=short, train_loss=0.10 + 0.01 * s),
+            _row("dense", "dense", s, 0.91, point=long_, train_loss=0.05),
+            _row("gmp", "gmp", s, 0.70 + 0.01 * s, 0.95, point=short, train_loss=0.50 + 0.02 * s),
+            _row("gmp", "gmp", s, 0.85 + 0.01 * s, 0.95, point=long_, train_loss=0.2),
+        ]
     loss, gain = _underfit_judge(rows)
     assert loss.status == HOLDS and gain.status == HOLDS and math.isclose(gain.numbers["mean_diff"], 0.14)
 
@@ -193,14 +240,41 @@ def test_mp_vs_vd_judge_on_a_synthetic_zoo():
     rows = []
     for i in range(6):
         acc = 0.80 + 0.02 * i
-        rows.append({"group": "original", "method": "original", "level": None, "model": f"m{i}", "original": f"m{i}",
-                     "test_acc": acc, "sparsity": 0.0})
+        rows.append(
+            {
+                "group": "original",
+                "method": "original",
+                "level": None,
+                "model": f"m{i}",
+                "original": f"m{i}",
+                "test_acc": acc,
+                "sparsity": 0.0,
+            }
+        )
         for lv, drop in ((0.5, 0.01), (0.9, 0.30)):
-            rows.append({"group": f"mp-{lv}", "method": "mp", "level": lv, "model": f"m{i}", "original": f"m{i}",
-                         "test_acc": acc - drop - 0.001 * (i % 2), "sparsity": lv})
+            rows.append(
+                {
+                    "group": f"mp-{lv}",
+                    "method": "mp",
+                    "level": lv,
+                    "model": f"m{i}",
+                    "original": f"m{i}",
+                    "test_acc": acc - drop - 0.001 * (i % 2),
+                    "sparsity": lv,
+                }
+            )
         # VD lands at 70 %, where MP (interpolated: 0.5 -> 0.9) has lost 0.155; VD only 0.1
-        rows.append({"group": "vd", "method": "vd", "level": None, "model": f"m{i}", "original": f"m{i}",
-                     "test_acc": acc - 0.10 - 0.002 * (i % 3), "sparsity": 0.7})
+        rows.append(
+            {
+                "group": "vd",
+                "method": "vd",
+                "level": None,
+                "model": f"m{i}",
+                "original": f"m{i}",
+                "test_acc": acc - 0.10 - 0.002 * (i % 3),
+                "sparsity": 0.7,
+            }
+        )
     first, corr = _mp_vd_judge(rows)
     assert first.status == FAILS and first.numbers["n"] == 6  # VD beats MP below 80 %: the claim fails
     assert math.isclose(first.numbers["mean_diff"], -0.055 - 0.0005 + 0.002, abs_tol=1e-3)
@@ -250,8 +324,15 @@ def test_bench_runs_and_writes_csv_and_html_with_separate_published_table(tmp_pa
     res = run_bench(suite, tmp_path / "runs", workers=1, progress=False)
     with res.csv.open() as fh:
         table = list(csv.DictReader(fh))
-    assert {"test_acc_ci95_low", "test_acc_ci95_high", "test_acc_std", "compression", "nnz", "flop_speedup",
-            "train_flops_total"} <= set(table[0])
+    assert {
+        "test_acc_ci95_low",
+        "test_acc_ci95_high",
+        "test_acc_std",
+        "compression",
+        "nnz",
+        "flop_speedup",
+        "train_flops_total",
+    } <= set(table[0])
     assert table[0]["method"] == "dense" and table[0]["n"] == "3"
     methods = {r["method"] for r in table}
     assert {"random", "magnitude-global", "magnitude-layerwise"} <= methods
@@ -264,8 +345,9 @@ def test_bench_runs_and_writes_csv_and_html_with_separate_published_table(tmp_pa
     before = {p: p.stat().st_mtime_ns for p in [results, *res.csv.parent.parent.glob("runs/*/final.safetensors")]}
     res.csv.unlink()
     res.html.unlink()
-    again = runner.invoke(app, ["bench", str(_write(tmp_path, suite)), "--out", str(tmp_path / "runs"),
-                                "--workers", "1"])
+    again = runner.invoke(
+        app, ["bench", str(_write(tmp_path, suite)), "--out", str(tmp_path / "runs"), "--workers", "1"]
+    )
     assert again.exit_code == 0, again.output
     assert "already complete" in again.stderr
     assert len(before) > 1 and {p: p.stat().st_mtime_ns for p in before} == before  # nothing retrained

@@ -46,7 +46,12 @@ def test_run_tiny_study_prints_table_and_writes_results(tmp_path):
     assert (run_dir / "results.csv").exists()
     for r in rows[1:]:  # every pruned run keeps its mask and per-layer densities
         job = r["run_id"].split("/")[0]
-        masks = run_dir / "runs" / job / ("masks.safetensors" if r["kind"] != "imp" else f"level_{r['level']:02d}/masks.safetensors")
+        masks = (
+            run_dir
+            / "runs"
+            / job
+            / ("masks.safetensors" if r["kind"] != "imp" else f"level_{r['level']:02d}/masks.safetensors")
+        )
         assert masks.exists()
     layers = json.loads((run_dir / "layers.json").read_text())
     assert set(layers) == {r["run_id"] for r in rows}
@@ -106,8 +111,10 @@ def test_same_seed_same_results(tmp_path):
         ({"model": {"name": "gpt5"}}, "model.name"),
         ({"methods": [{"name": "x", "kind": "magic", "sparsities": [0.5]}]}, "methods.0.kind"),
         ({"methods": [{"name": "x", "kind": "oneshot", "sparsities": [1.5]}]}, "methods.0.sparsities"),
-        ({"methods": [{"name": "x", "kind": "oneshot", "criterion": "vibes", "sparsities": [0.5]}]},
-         "methods.0.criterion"),
+        (
+            {"methods": [{"name": "x", "kind": "oneshot", "criterion": "vibes", "sparsities": [0.5]}]},
+            "methods.0.criterion",
+        ),
         ({"training": {"epochs": -3}}, "training.epochs"),
         ({"trainig": {"epochs": 3}}, "trainig"),
         ({"dataset": {"name": "digits", "noise_kind": "gaussian"}}, "dataset.noise_kind"),
@@ -146,12 +153,26 @@ def _summary_rows() -> list[dict]:
     """Two seeds of a dense model with 2,368 weights and of one pruned to 90 % (237 kept)."""
     rows = []
     for seed in (0, 1):
-        for method, kind, target, nnz, acc in (("dense", "dense", 0.0, 2368, 0.9), ("global-magnitude", "oneshot",
-                                                                                   0.9, 237, 0.8)):
-            rows.append({"point": "", "method": method, "kind": kind, "level": None, "target_sparsity": target,
-                         "sparsity": 1 - nnz / 2368, "nnz": nnz, "compression": 2368 / nnz,
-                         "flops_sparse": 2 * nnz + 123_456, "flop_speedup": 4736 / (2 * nnz),
-                         "test_acc": acc + 0.01 * seed, "seed": seed})
+        for method, kind, target, nnz, acc in (
+            ("dense", "dense", 0.0, 2368, 0.9),
+            ("global-magnitude", "oneshot", 0.9, 237, 0.8),
+        ):
+            rows.append(
+                {
+                    "point": "",
+                    "method": method,
+                    "kind": kind,
+                    "level": None,
+                    "target_sparsity": target,
+                    "sparsity": 1 - nnz / 2368,
+                    "nnz": nnz,
+                    "compression": 2368 / nnz,
+                    "flops_sparse": 2 * nnz + 123_456,
+                    "flop_speedup": 4736 / (2 * nnz),
+                    "test_acc": acc + 0.01 * seed,
+                    "seed": seed,
+                }
+            )
     return rows
 
 
@@ -187,22 +208,29 @@ def test_run_and_runs_show_format_csv_and_json(tmp_path):
 
     from prunezoo.experiments.summary import summarize
 
-    cfg = {**TINY, "model": {"name": "mlp", "options": {"hidden": [8]}},
-           "training": {"steps": 4, "batch_size": 64, "lr": 0.05}, "finetune": {"steps": 2, "batch_size": 64,
-                                                                                 "lr": 0.01},
-           "methods": [{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}, {"name": "imp", "kind": "imp",
-                                                                                  "levels": 1}]}
+    cfg = {
+        **TINY,
+        "model": {"name": "mlp", "options": {"hidden": [8]}},
+        "training": {"steps": 4, "batch_size": 64, "lr": 0.05},
+        "finetune": {"steps": 2, "batch_size": 64, "lr": 0.01},
+        "methods": [
+            {"name": "gm", "kind": "oneshot", "sparsities": [0.9]},
+            {"name": "imp", "kind": "imp", "levels": 1},
+        ],
+    }
     out = tmp_path / "runs"
     bad = runner.invoke(app, ["run", str(_write(tmp_path, cfg)), "--out", str(out), "--format", "xml"])
     assert bad.exit_code == 2 and "--format" in bad.output and not out.exists()
-    res = runner.invoke(app, ["run", str(_write(tmp_path, cfg)), "--out", str(out), "-q", "--workers", "1",
-                              "--format", "json"])
+    res = runner.invoke(
+        app, ["run", str(_write(tmp_path, cfg)), "--out", str(out), "-q", "--workers", "1", "--format", "json"]
+    )
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)  # stdout is pure JSON; the results directory goes to stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     expected = summarize(json.loads((run_dir / "results.json").read_text())["rows"])
-    assert [(r["method"], r["level"], r["nnz"]) for r in records] == \
-        [(r["method"], r["level"], r["nnz"]) for r in expected]
+    assert [(r["method"], r["level"], r["nnz"]) for r in records] == [
+        (r["method"], r["level"], r["nnz"]) for r in expected
+    ]
     assert [r["test_acc"] for r in records] == pytest.approx([r["test_acc"] for r in expected])
     assert str(run_dir) in res.stderr and str(run_dir) not in res.stdout
     shown = runner.invoke(app, ["runs", "show", run_dir.name, "--out", str(out), "--format", "json"])

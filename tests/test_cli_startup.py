@@ -21,10 +21,18 @@ CLI_DIR = Path(prunezoo.__file__).parent / "cli"
 
 def _imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
     """The modules a fresh interpreter imports running ``python -X importtime *args`` (read from stderr)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "120"})
-    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
-             and "|" in line}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
     return names - {"package"}, proc  # "package" is importtime's header line
 
 
@@ -32,11 +40,19 @@ def _heavy(names: set[str]) -> list[str]:
     return sorted(n for n in names if n.split(".")[0] in HEAVY)
 
 
-@pytest.mark.parametrize("args", [["-c", "import prunezoo.cli"], ["-c", "import prunezoo"],
-                                  ["-m", "prunezoo", "--help"], ["-m", "prunezoo", "list"],
-                                  ["-m", "prunezoo", "list", "criteria"], ["-m", "prunezoo", "list", "kinds"],
-                                  ["-m", "prunezoo", "zoo", "--help"],
-                                  ["-m", "prunezoo", "run", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-c", "import prunezoo.cli"],
+        ["-c", "import prunezoo"],
+        ["-m", "prunezoo", "--help"],
+        ["-m", "prunezoo", "list"],
+        ["-m", "prunezoo", "list", "criteria"],
+        ["-m", "prunezoo", "list", "kinds"],
+        ["-m", "prunezoo", "zoo", "--help"],
+        ["-m", "prunezoo", "run", "--help"],
+    ],
+)
 def test_cli_start_up_imports_no_torch_or_matplotlib(args):
     names, proc = _imported_modules(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -58,9 +74,11 @@ def test_light_name_tables_match_the_registries():
     registers (read in a fresh interpreter: tests may register their own components in this one)."""
     from prunezoo import names
 
-    code = ("import json; from prunezoo.allocation import SCHEME_NAMES; from prunezoo.criteria import CRITERIA; "
-            "from prunezoo.data import DATASETS, NOISE_KINDS; from prunezoo.models import MODELS; "
-            "print(json.dumps([sorted(r) for r in (DATASETS, MODELS, CRITERIA, SCHEME_NAMES, NOISE_KINDS)]))")
+    code = (
+        "import json; from prunezoo.allocation import SCHEME_NAMES; from prunezoo.criteria import CRITERIA; "
+        "from prunezoo.data import DATASETS, NOISE_KINDS; from prunezoo.models import MODELS; "
+        "print(json.dumps([sorted(r) for r in (DATASETS, MODELS, CRITERIA, SCHEME_NAMES, NOISE_KINDS)]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     registries = json.loads(proc.stdout)

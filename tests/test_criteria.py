@@ -31,8 +31,9 @@ DATA_FREE = {"magnitude", "random", "synflow"}
 
 def ctx_for(model, batches=None, loss_fn=None, seed=0):
     params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
-    return ScoringContext(model=model, params=params, batches=batches, loss_fn=loss_fn,
-                          generator=torch.Generator().manual_seed(seed))
+    return ScoringContext(
+        model=model, params=params, batches=batches, loss_fn=loss_fn, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def batch(n, d, classes, seed, shape=None):
@@ -51,13 +52,17 @@ def mlp(seed=0, widths=(12, 10, 8, 4)):
 
 def conv_bn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(),
-                         nn.Linear(4 * 6 * 6, 5))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    )
 
 
 def snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()], [(p.requires_grad, p.grad) for p in model.parameters()])
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        [m.training for m in model.modules()],
+        [(p.requires_grad, p.grad) for p in model.parameters()],
+    )
 
 
 def assert_unchanged(model, snap):
@@ -143,8 +148,10 @@ def test_grasp_matches_finite_difference_hessian_gradient_product():
     tempered = get_criterion("grasp")(ctx_for(model, [(x, y)]))
     by_hand = make_grasp(1.0)(ctx_for(model, [(x, y)], loss_fn=lambda z, t: F.cross_entropy(z / 200, t)))
     assert all(torch.allclose(tempered[n], by_hand[n], rtol=1e-6, atol=1e-15) for n in names)
-    assert not all(torch.allclose(tempered[n] / tempered[n].abs().max(), scores[n] / scores[n].abs().max(),
-                                  atol=1e-3) for n in names)
+    assert not all(
+        torch.allclose(tempered[n] / tempered[n].abs().max(), scores[n] / scores[n].abs().max(), atol=1e-3)
+        for n in names
+    )
     with pytest.raises(ConfigError):
         make_grasp(0.0)
 
@@ -226,8 +233,15 @@ def test_synflow_conv_bn_needs_a_batch_and_scores_in_eval_mode():
 # -- iterative rounds ------------------------------------------------------------------------------
 def deep_mlp():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128),
-                         nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 def connected(masks):
@@ -279,7 +293,9 @@ def test_rounds_are_nested_follow_schedule_and_see_masked_weights(schedule):
 
     final = prune_iteratively(model, 0.1, criterion=recording, rounds=5, schedule=schedule)
     dens = round_densities(0.1, 5, schedule)
-    expected = [0.1 ** (r / 5) for r in range(1, 6)] if schedule == "exponential" else [1 - 0.9 * r / 5 for r in range(1, 6)]
+    expected = (
+        [0.1 ** (r / 5) for r in range(1, 6)] if schedule == "exponential" else [1 - 0.9 * r / 5 for r in range(1, 6)]
+    )
     assert dens == pytest.approx(expected)
     assert seen[0].density() == 1.0
     for prev, nxt, d in zip(seen, seen[1:], dens):  # round r scores the network pruned by round r-1
@@ -357,7 +373,7 @@ def mse(out, y):
 
 def test_obs_update_beats_magnitude_and_is_the_optimal_refit():
     model, batches, xs, ys = least_squares_problem()
-    loss = lambda m: float(mse(m(xs), ys).detach())  # noqa: E731
+    loss = lambda m: float(mse(m(xs), ys).detach())
     mag = copy.deepcopy(model)
     prune(mag, 0.5, criterion="magnitude").apply(mag)
     obs = copy.deepcopy(model)
@@ -475,7 +491,9 @@ def test_oracle_matches_brute_force_loop_and_is_its_own_perfect_criterion():
             m = copy.deepcopy(ref)
             with torch.no_grad():
                 m.weight[i, j] = 0
-            assert got[i, j].item() == pytest.approx(float(F.cross_entropy(m(xs), ys).detach()) - base, rel=1e-9, abs=1e-12)
+            assert got[i, j].item() == pytest.approx(
+                float(F.cross_entropy(m(xs), ys).detach()) - base, rel=1e-9, abs=1e-12
+            )
     neuron = oracle_scores(model, batches, units="neuron")["weight"]
     for i in range(3):
         m = copy.deepcopy(ref)
@@ -525,8 +543,10 @@ def test_magnitude_tracks_the_oracle_on_a_trained_digits_mlp():
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 @pytest.mark.parametrize("scheme", ["global", "erk"])
 def test_every_criterion_prunes_deterministically_and_leaves_the_model_alone(name, scheme):
-    for model, b in ((mlp(), [batch(16, 12, 4, 0), batch(8, 12, 4, 1)]),
-                     (conv_bn(), [batch(8, 0, 5, 0, shape=(1, 8, 8))])):
+    for model, b in (
+        (mlp(), [batch(16, 12, 4, 0), batch(8, 12, 4, 1)]),
+        (conv_bn(), [batch(8, 0, 5, 0, shape=(1, 8, 8))]),
+    ):
         model.train()
         snap = snapshot(model)
         rng = torch.get_rng_state()
@@ -563,11 +583,21 @@ def test_movement_is_a_study_criterion_for_gmp(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    base = {"name": "mv", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
-            "training": {"epochs": 2, "batch_size": 64, "lr": 0.05}}
-    cfg = parse_config({**base, "methods": [
-        {"name": "movement", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5},
-        {"name": "gmp", "kind": "gmp", "sparsities": [0.8], "gmp_frequency": 5}]})
+    base = {
+        "name": "mv",
+        "dataset": {"name": "digits"},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+    }
+    cfg = parse_config(
+        {
+            **base,
+            "methods": [
+                {"name": "movement", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5},
+                {"name": "gmp", "kind": "gmp", "sparsities": [0.8], "gmp_frequency": 5},
+            ],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     assert rows["movement"]["sparsity"] == pytest.approx(0.8, abs=2e-3) and rows["movement"]["test_acc"] > 0.3
@@ -582,14 +612,15 @@ def test_movement_is_a_study_criterion_for_gmp(tmp_path):
     assert row["test_acc"] == rows["movement"]["test_acc"]
     for kind in ("oneshot", "at-init", "dst"):  # no training trajectory to score: rejected up front
         with pytest.raises(ConfigError, match="training-time") as err:
-            parse_config({**base, "methods": [{"name": "m", "kind": kind, "criterion": "movement",
-                                               "sparsities": [0.5]}]})
+            parse_config(
+                {**base, "methods": [{"name": "m", "kind": kind, "criterion": "movement", "sparsities": [0.5]}]}
+            )
         assert err.value.field == "methods.0.criterion"
 
 
 def test_obs_with_update_beats_obd_and_magnitude_on_loss_change():
     model, batches, xs, ys = least_squares_problem(d=12, n=40)
-    loss = lambda m: float(mse(m(xs), ys).detach())  # noqa: E731
+    loss = lambda m: float(mse(m(xs), ys).detach())
     after = {}
     for name in ("magnitude", "obd"):
         m = copy.deepcopy(model)
@@ -607,14 +638,31 @@ def test_oneshot_obs_in_a_study_applies_the_weight_update(tmp_path):
     from prunezoo.experiments.study import run_study
     from prunezoo.training.checkpoint import load_state
 
-    cfg = parse_config({
-        "name": "obs", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
-        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
-        "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
-        "methods": [{"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
-                     "options": {"block_size": 16}},
-                    {"name": "obs-select", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7],
-                     "options": {"update": False}}]})
+    cfg = parse_config(
+        {
+            "name": "obs",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+            "methods": [
+                {
+                    "name": "obs",
+                    "kind": "oneshot",
+                    "criterion": "obs",
+                    "sparsities": [0.7],
+                    "options": {"block_size": 16},
+                },
+                {
+                    "name": "obs-select",
+                    "kind": "oneshot",
+                    "criterion": "obs",
+                    "sparsities": [0.7],
+                    "options": {"update": False},
+                },
+            ],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     runs = res.directory / "runs"
@@ -628,8 +676,14 @@ def test_oneshot_obs_in_a_study_applies_the_weight_update(tmp_path):
     assert not torch.allclose(w[keep["fc1.weight"]], w0[keep["fc1.weight"]])  # survivors were corrected
     assert rows["obs"]["sparsity"] == pytest.approx(0.7, abs=2e-3)
     with pytest.raises(ConfigError, match="bogus") as err:  # rejected before anything trains
-        parse_config({**cfg.model_dump(mode="json"), "methods": [
-            {"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7], "options": {"bogus": 1}}]})
+        parse_config(
+            {
+                **cfg.model_dump(mode="json"),
+                "methods": [
+                    {"name": "obs", "kind": "oneshot", "criterion": "obs", "sparsities": [0.7], "options": {"bogus": 1}}
+                ],
+            }
+        )
     assert err.value.field == "methods.0"
 
 
@@ -643,12 +697,29 @@ def test_criteria_quality_of_a_study_from_the_cli(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({"name": "q", "dataset": {"name": "digits"},
-                        "model": {"name": "mlp", "options": {"hidden": [16]}},
-                        "training": {"epochs": 3, "batch_size": 64, "lr": 0.1}, "methods": []})
+    cfg = parse_config(
+        {
+            "name": "q",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 3, "batch_size": 64, "lr": 0.1},
+            "methods": [],
+        }
+    )
     study_dir = run_study(cfg, tmp_path, workers=1).directory
-    res = CliRunner().invoke(app, ["criteria-quality", str(study_dir), "--criteria", "magnitude,random,taylor",
-                                   "--max-items", "40", "--batches", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "criteria-quality",
+            str(study_dir),
+            "--criteria",
+            "magnitude,random,taylor",
+            "--max-items",
+            "40",
+            "--batches",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "magnitude" in res.output and "fc1.weight" in res.output
     saved = json.loads((study_dir / "criteria-quality.json").read_text())
@@ -672,12 +743,28 @@ def test_movement_pruning_while_fine_tuning_the_trained_model(tmp_path):
     from prunezoo.experiments.plan import plan_study
     from prunezoo.experiments.study import run_study
 
-    base = {"name": "mvft", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [32]}},
-            "training": {"epochs": 3, "batch_size": 64, "lr": 0.1},
-            "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.01}}
-    cfg = parse_config({**base, "methods": [
-        {"name": "mv", "kind": "gmp", "criterion": "movement", "sparsities": [0.8], "gmp_frequency": 5,
-         "options": {"from_dense": True}}]})
+    base = {
+        "name": "mvft",
+        "dataset": {"name": "digits"},
+        "model": {"name": "mlp", "options": {"hidden": [32]}},
+        "training": {"epochs": 3, "batch_size": 64, "lr": 0.1},
+        "finetune": {"epochs": 2, "batch_size": 64, "lr": 0.01},
+    }
+    cfg = parse_config(
+        {
+            **base,
+            "methods": [
+                {
+                    "name": "mv",
+                    "kind": "gmp",
+                    "criterion": "movement",
+                    "sparsities": [0.8],
+                    "gmp_frequency": 5,
+                    "options": {"from_dense": True},
+                }
+            ],
+        }
+    )
     jobs = {j.method: j for j in plan_study(cfg)}
     assert jobs["mv"].deps == (jobs["dense"].id,) and jobs["mv"].spec["parent"] == jobs["dense"].id
     res = run_study(cfg, tmp_path, workers=1)

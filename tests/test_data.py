@@ -40,8 +40,18 @@ OFFLINE = {
 
 # -- registry / offline datasets --------------------------------------------------------------------
 def test_registry_names():
-    expected = {"digits", "mnist5k", "mnist1d", "gmm-linear", "gmm-xor",
-                "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"}
+    expected = {
+        "digits",
+        "mnist5k",
+        "mnist1d",
+        "gmm-linear",
+        "gmm-xor",
+        "mnist",
+        "fashion-mnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+    }
     assert expected <= set(DATASETS)
     assert set(NOISE_KINDS) == {"uniform-resample", "symmetric", "pairflip", "subset-permute"}
 
@@ -119,8 +129,7 @@ def test_register_dataset_custom():
     def _tiny(root=None, download=False, n: int = 20):  # options need not be keyword-only
         x = torch.arange(n, dtype=torch.float32).reshape(n, 1)
         y = torch.arange(n) % 2
-        return DataSplits(name=name, train=ArrayDataset(x, y), test=ArrayDataset(x, y), num_classes=2,
-                          input_shape=(1,))
+        return DataSplits(name=name, train=ArrayDataset(x, y), test=ArrayDataset(x, y), num_classes=2, input_shape=(1,))
 
     try:
         assert DATASETS[name].options == {"n": 20}
@@ -158,8 +167,14 @@ def test_noise_applied_to_train_only_after_val_split():
     assert torch.equal(d.train.clean_y, clean.train.y)
     changed = (d.train.y != d.train.clean_y).nonzero().flatten()
     assert torch.equal(changed, d.noise.noisy_indices)  # symmetric: every chosen label changes
-    assert d.meta["noise"] == {"kind": "symmetric", "rate": 0.3, "seed": 5, "num_noisy": len(changed),
-                               "num_changed": len(changed), "realized_rate": len(changed) / len(d.train)}
+    assert d.meta["noise"] == {
+        "kind": "symmetric",
+        "rate": 0.3,
+        "seed": 5,
+        "num_noisy": len(changed),
+        "num_changed": len(changed),
+        "realized_rate": len(changed) / len(d.train),
+    }
     assert len(changed) == math.ceil(0.3 * len(d.train))
     json.dumps(d.meta)
 

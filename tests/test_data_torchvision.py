@@ -90,8 +90,10 @@ def _write_cifar100(root, n_train=10, n_test=4):
     y, yt = [7 * j % 100 for j in range(n_train)], [99 - j for j in range(n_test)]
     _pickle(folder / "train", {"data": x, "fine_labels": y, "coarse_labels": [v // 5 for v in y]})
     _pickle(folder / "test", {"data": xt, "fine_labels": yt, "coarse_labels": [v // 5 for v in yt]})
-    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
-                              "coarse_label_names": [f"c{i}" for i in range(20)]})
+    _pickle(
+        folder / "meta",
+        {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
+    )
     return x, np.array(y), xt, np.array(yt)
 
 

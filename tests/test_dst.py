@@ -200,8 +200,12 @@ def test_rigl_update_matches_a_port_of_the_reference_rule(fraction):
 
 def test_set_grows_at_random_seeded(digits):
     grown = {}
-    makers = {"rigl": lambda: RigL(0.7, scheme="uniform"), "set0": lambda: SET(0.7, scheme="uniform"),
-              "set0b": lambda: SET(0.7, scheme="uniform"), "set1": lambda: SET(0.7, scheme="uniform", seed=1)}
+    makers = {
+        "rigl": lambda: RigL(0.7, scheme="uniform"),
+        "set0": lambda: SET(0.7, scheme="uniform"),
+        "set0b": lambda: SET(0.7, scheme="uniform"),
+        "set1": lambda: SET(0.7, scheme="uniform", seed=1),
+    }
     for label, make in makers.items():
         sched = make()
         _, trainer, _ = _controlled(sched, digits)

@@ -9,8 +9,9 @@ from prunezoo.experiments.plan import plan_study
 from prunezoo.experiments.study import _preflight
 
 # zoo-*.yaml are zoo configs, not studies: tests/test_zoo.py validates them.
-EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")
-                  if not p.name.startswith("zoo-"))
+EXAMPLES = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.yaml") if not p.name.startswith("zoo-")
+)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -57,7 +57,9 @@ def test_replicates_and_sweeps_produce_rows_per_seed_and_point(tmp_path):
     res = run_study(cfg, tmp_path, workers=1)
     rows = res.rows
     assert len(rows) == 2 * 2 * 2  # points × seeds × (dense + gm)
-    assert {(r["point"], r["seed"]) for r in rows} == {(p, s) for p in ("training.lr=0.05", "training.lr=0.1") for s in (0, 1)}
+    assert {(r["point"], r["seed"]) for r in rows} == {
+        (p, s) for p in ("training.lr=0.05", "training.lr=0.1") for s in (0, 1)
+    }
     dense = {(r["point"], r["seed"]): r["test_acc"] for r in rows if r["method"] == "dense"}
     assert dense[("training.lr=0.05", 0)] != dense[("training.lr=0.05", 1)]  # seeds differ
     from prunezoo.experiments.summary import summarize
@@ -70,9 +72,13 @@ def test_replicates_and_sweeps_produce_rows_per_seed_and_point(tmp_path):
 
 
 def test_pool_executor_matches_inline(tmp_path):
-    cfg = study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.8]},
-                         {"name": "imp", "kind": "imp", "levels": 1},
-                         {"name": "gmp", "kind": "gmp", "sparsities": [0.8], "gmp_frequency": 5}])
+    cfg = study(
+        methods=[
+            {"name": "gm", "kind": "oneshot", "sparsities": [0.8]},
+            {"name": "imp", "kind": "imp", "levels": 1},
+            {"name": "gmp", "kind": "gmp", "sparsities": [0.8], "gmp_frequency": 5},
+        ]
+    )
     inline = run_study(cfg, tmp_path / "a", workers=1).rows
     pooled = run_study(cfg, tmp_path / "b", workers=2).rows
     assert inline == pooled
@@ -88,19 +94,33 @@ def test_completed_study_is_reused_and_force_reruns(tmp_path):
 
 
 def test_ablation_branches(tmp_path):
-    cfg = study(methods=[{
-        "name": "imp", "kind": "imp", "levels": 2, "fraction": 0.5,
-        "branches": [
-            {"name": "reinit", "kind": "random-reinit", "levels": [2]},
-            {"name": "rmask", "kind": "random-mask", "levels": [2]},
-            {"name": "rw", "kind": "rewind", "rewind_step": 5, "levels": [2]},
-            {"name": "ft", "kind": "finetune"},
-        ],
-    }])
+    cfg = study(
+        methods=[
+            {
+                "name": "imp",
+                "kind": "imp",
+                "levels": 2,
+                "fraction": 0.5,
+                "branches": [
+                    {"name": "reinit", "kind": "random-reinit", "levels": [2]},
+                    {"name": "rmask", "kind": "random-mask", "levels": [2]},
+                    {"name": "rw", "kind": "rewind", "rewind_step": 5, "levels": [2]},
+                    {"name": "ft", "kind": "finetune"},
+                ],
+            }
+        ]
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {(r["method"], r["level"]): r for r in res.rows}
-    assert set(rows) >= {("imp", 1), ("imp", 2), ("imp/reinit", 2), ("imp/rmask", 2), ("imp/rw", 2),
-                         ("imp/ft", 1), ("imp/ft", 2)}
+    assert set(rows) >= {
+        ("imp", 1),
+        ("imp", 2),
+        ("imp/reinit", 2),
+        ("imp/rmask", 2),
+        ("imp/rw", 2),
+        ("imp/ft", 1),
+        ("imp/ft", 2),
+    }
     runs = res.directory / "runs"
     ticket = MaskSet.load(runs / rows[("imp", 2)]["run_id"].split("/")[0] / "level_02" / "masks.safetensors")
     reinit_w = _final_weights(runs / rows[("imp/reinit", 2)]["run_id"])
@@ -127,11 +147,33 @@ def _final_weights(job_dir: Path):
     "data, field",
     [
         ({"sweep": {"training.epochs": [-1]}}, "sweep[training.epochs=-1].training.epochs"),
-        ({"sweep": {"dataset.name": ["nope"]}}, "sweep[dataset.name=\"nope\"].dataset.name"),
-        ({"methods": [{"name": "i", "kind": "imp", "levels": 2, "branches": [{"name": "b", "kind": "random-reinit",
-                                                                              "levels": [3]}]}]}, "methods.0"),
-        ({"methods": [{"name": "g", "kind": "oneshot", "sparsities": [0.5],
-                       "branches": [{"name": "b", "kind": "finetune"}]}]}, "methods.0"),
+        ({"sweep": {"dataset.name": ["nope"]}}, 'sweep[dataset.name="nope"].dataset.name'),
+        (
+            {
+                "methods": [
+                    {
+                        "name": "i",
+                        "kind": "imp",
+                        "levels": 2,
+                        "branches": [{"name": "b", "kind": "random-reinit", "levels": [3]}],
+                    }
+                ]
+            },
+            "methods.0",
+        ),
+        (
+            {
+                "methods": [
+                    {
+                        "name": "g",
+                        "kind": "oneshot",
+                        "sparsities": [0.5],
+                        "branches": [{"name": "b", "kind": "finetune"}],
+                    }
+                ]
+            },
+            "methods.0",
+        ),
         ({"replicates": 0}, "replicates"),
     ],
 )
@@ -187,35 +229,42 @@ def test_sigkill_mid_study_then_resume_gives_identical_results(tmp_path):
     assert rows_killed == rows_clean
     hist_killed = json.loads((study_dir / "histories.json").read_text())
     hist_clean = json.loads((clean_out / study_dir.name / "histories.json").read_text())
-    strip = lambda h: {k: [{m: v for m, v in e.items() if m != "time_s"} for e in es] for k, es in h.items()}  # noqa: E731
+    strip = lambda h: {k: [{m: v for m, v in e.items() if m != "time_s"} for e in es] for k, es in h.items()}
     assert strip(hist_killed) == strip(hist_clean)
 
 
 def test_training_flops_accounting(tmp_path):
-    cfg = study(methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]},
-                         {"name": "imp", "kind": "imp", "levels": 2, "fraction": 0.5},
-                         {"name": "gmp", "kind": "gmp", "sparsities": [0.9], "gmp_frequency": 5}])
+    cfg = study(
+        methods=[
+            {"name": "gm", "kind": "oneshot", "sparsities": [0.9]},
+            {"name": "imp", "kind": "imp", "levels": 2, "fraction": 0.5},
+            {"name": "gmp", "kind": "gmp", "sparsities": [0.9], "gmp_frequency": 5},
+        ]
+    )
     rows = {(r["method"], r["level"]): r for r in run_study(cfg, tmp_path, workers=1).rows}
     import math
 
     from prunezoo.data import load_dataset
 
     n_train = len(load_dataset("digits").train)
-    samples = lambda epochs: epochs * math.ceil(n_train / 64) * 64  # noqa: E731
+    samples = lambda epochs: epochs * math.ceil(n_train / 64) * 64
     dense, gm = rows[("dense", None)], rows[("gm", None)]
     assert dense["train_flops"] == pytest.approx(3 * dense["flops_dense"] * samples(2), rel=1e-9)
     assert gm["train_flops"] == pytest.approx(3 * gm["flops_sparse"] * samples(1), rel=1e-6)
     l1, l2 = rows[("imp", 1)], rows[("imp", 2)]
     assert l2["train_flops"] == pytest.approx(
-        3 * samples(2) * (dense["flops_dense"] + l1["flops_sparse"] + l2["flops_sparse"]), rel=1e-6)
+        3 * samples(2) * (dense["flops_dense"] + l1["flops_sparse"] + l2["flops_sparse"]), rel=1e-6
+    )
     gmp = rows[("gmp", None)]  # sparsified while training: between all-sparse and all-dense cost
     assert 3 * gmp["flops_sparse"] * samples(2) < gmp["train_flops"] < dense["train_flops"]
 
 
 def test_label_noise_runs_report_memorization(tmp_path):
-    cfg = study(dataset={"name": "digits", "noise_rate": 0.3, "noise_kind": "symmetric"},
-                training={"epochs": 3, "batch_size": 64, "lr": 0.05},
-                methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}])
+    cfg = study(
+        dataset={"name": "digits", "noise_rate": 0.3, "noise_kind": "symmetric"},
+        training={"epochs": 3, "batch_size": 64, "lr": 0.05},
+        methods=[{"name": "gm", "kind": "oneshot", "sparsities": [0.9]}],
+    )
     rows = run_study(cfg, tmp_path, workers=1).rows
     for r in rows:
         assert 0.0 <= r["memorization"] <= 1.0 and 0.0 <= r["train_eval_acc"] <= 1.0
@@ -227,11 +276,14 @@ def test_label_noise_runs_report_memorization(tmp_path):
 
 
 def test_dynamic_methods_in_studies_log_their_events(tmp_path):
-    cfg = study(training={"epochs": 4, "batch_size": 64, "lr": 0.05}, methods=[
-        {"name": "rigl", "kind": "dst", "sparsities": [0.9], "options": {"delta_t": 10}},
-        {"name": "set", "kind": "dst", "sparsities": [0.9], "options": {"grow": "random", "delta_t": 10}},
-        {"name": "acdc", "kind": "acdc", "sparsities": [0.9]},
-    ])
+    cfg = study(
+        training={"epochs": 4, "batch_size": 64, "lr": 0.05},
+        methods=[
+            {"name": "rigl", "kind": "dst", "sparsities": [0.9], "options": {"delta_t": 10}},
+            {"name": "set", "kind": "dst", "sparsities": [0.9], "options": {"grow": "random", "delta_t": 10}},
+            {"name": "acdc", "kind": "acdc", "sparsities": [0.9]},
+        ],
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     for name in ("rigl", "set", "acdc"):
@@ -250,14 +302,19 @@ def test_bad_dynamic_method_option_is_a_config_error(tmp_path):
         run_study(cfg, tmp_path, workers=1)
     assert err.value.field == "methods[0].options"
     with pytest.raises(ConfigError, match="bogus"):  # unknown option names are now rejected by the config itself
-        run_study(study(methods=[{"name": "a", "kind": "acdc", "sparsities": [0.9], "options": {"bogus": 1}}]),
-                  tmp_path, workers=1)
+        run_study(
+            study(methods=[{"name": "a", "kind": "acdc", "sparsities": [0.9], "options": {"bogus": 1}}]),
+            tmp_path,
+            workers=1,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_structured_method_shrinks_model_and_exports_it(tmp_path):
-    cfg = study(model={"name": "mlp", "options": {"hidden": [64, 32]}},
-                methods=[{"name": "l1", "kind": "structured", "criterion": "l1", "sparsities": [0.5]}])
+    cfg = study(
+        model={"name": "mlp", "options": {"hidden": [64, 32]}},
+        methods=[{"name": "l1", "kind": "structured", "criterion": "l1", "sparsities": [0.5]}],
+    )
     res = run_study(cfg, tmp_path, workers=1)
     row = next(r for r in res.rows if r["method"] == "l1")
     dense = next(r for r in res.rows if r["method"] == "dense")
@@ -278,13 +335,22 @@ def test_structured_method_shrinks_model_and_exports_it(tmp_path):
 
 def test_reparameterised_methods_in_studies(tmp_path):
     import prunezoo.reparam  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
-    cfg = study(training={"epochs": 3, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
-                finetune={"epochs": 2, "batch_size": 64, "lr": 0.01},
-                methods=[{"name": "str", "kind": "str"},
-                         {"name": "ep", "kind": "edge-popup", "sparsities": [0.5]},
-                         {"name": "vd", "kind": "vd"},
-                         {"name": "ep-er", "kind": "edge-popup", "sparsities": [0.5],
-                          "start": {"density": 0.5, "scheme": "uniform"}}])
+
+    cfg = study(
+        training={"epochs": 3, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
+        finetune={"epochs": 2, "batch_size": 64, "lr": 0.01},
+        methods=[
+            {"name": "str", "kind": "str"},
+            {"name": "ep", "kind": "edge-popup", "sparsities": [0.5]},
+            {"name": "vd", "kind": "vd"},
+            {
+                "name": "ep-er",
+                "kind": "edge-popup",
+                "sparsities": [0.5],
+                "start": {"density": 0.5, "scheme": "uniform"},
+            },
+        ],
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     assert rows["ep"]["sparsity"] == pytest.approx(0.5, abs=1e-3)

@@ -94,24 +94,37 @@ def _kill_main_and_check_orphans(cmd: list[str], busy, n_workers: int, cwd: Path
 def test_study_workers_die_with_a_killed_main_process(tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(LONG_STUDY))
-    cmd = [sys.executable, "-m", "prunezoo", "run", str(config), "--out", str(tmp_path / "runs"),
-           "--workers", "2", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunezoo",
+        "run",
+        str(config),
+        "--out",
+        str(tmp_path / "runs"),
+        "--workers",
+        "2",
+        "-q",
+    ]
     # Both dense jobs have written an epoch checkpoint: both workers are training.
-    busy = lambda: len(list(tmp_path.glob("runs/*/runs/dense-*/checkpoint/checkpoint.json"))) == 2  # noqa: E731
+    busy = lambda: len(list(tmp_path.glob("runs/*/runs/dense-*/checkpoint/checkpoint.json"))) == 2
     _kill_main_and_check_orphans(cmd, busy, 2, tmp_path)
 
 
 @pytest.mark.slow  # two spawned workers importing torch: ~25 s on a loaded 2-core machine
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_zoo_task_workers_die_with_a_killed_main_process(tmp_path):
-    (tmp_path / "slowtask.py").write_text("import pathlib, time\n\ndef nap(marker, threads):\n"
-                                          "    pathlib.Path(marker).touch()\n    time.sleep(300)\n")
-    script = ("import sys; sys.path.insert(0, '.')\n"
-              "from prunezoo.zoo.runner import run_tasks\nfrom slowtask import nap\n"
-              "if __name__ == '__main__':\n"
-              "    run_tasks(nap, [('a.started',), ('b.started',)], workers=2, progress=False)\n")
+    (tmp_path / "slowtask.py").write_text(
+        "import pathlib, time\n\ndef nap(marker, threads):\n    pathlib.Path(marker).touch()\n    time.sleep(300)\n"
+    )
+    script = (
+        "import sys; sys.path.insert(0, '.')\n"
+        "from prunezoo.zoo.runner import run_tasks\nfrom slowtask import nap\n"
+        "if __name__ == '__main__':\n"
+        "    run_tasks(nap, [('a.started',), ('b.started',)], workers=2, progress=False)\n"
+    )
     (tmp_path / "main.py").write_text(script)
-    busy = lambda: (tmp_path / "a.started").exists() and (tmp_path / "b.started").exists()  # noqa: E731
+    busy = lambda: (tmp_path / "a.started").exists() and (tmp_path / "b.started").exists()
     _kill_main_and_check_orphans([sys.executable, "main.py"], busy, 2, tmp_path)
 
 
@@ -136,6 +149,7 @@ def test_worker_initializer_exits_when_the_parent_is_already_gone(monkeypatch):
 
 
 # ------------------------------------------------------------------------------- read-only storage
+
 
 @contextlib.contextmanager
 def _unprivileged():
@@ -174,15 +188,20 @@ def _read_only(path: Path) -> None:
 
 
 def _files(directory: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _crashed_writer(path: Path, study_id: str) -> None:
     """Commit one more study and die without closing: it stays in the -wal (with its -shm)."""
-    code = ("import os, sqlite3, sys\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "con.execute(\"INSERT INTO studies VALUES (?, 'late', 'h', 'p', 'complete', '{}', 0)\", (sys.argv[2],))\n"
-            "os._exit(0)\n")
+    code = (
+        "import os, sqlite3, sys\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute(\"INSERT INTO studies VALUES (?, 'late', 'h', 'p', 'complete', '{}', 0)\", (sys.argv[2],))\n"
+        "os._exit(0)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(path), study_id], check=True)
 
 
@@ -262,8 +281,9 @@ def _read_only_commands(runs: Path, elsewhere: Path, config: Path) -> None:
     diag = _run(["diagnose", study_id, "--out", str(runs), "--no-sharpness"])
     assert diag.exit_code == 1 and isinstance(diag.exception, SystemExit), diag.output
     assert _says(diag.output, runs / study_id / "diagnostics.json") and "read-only" in diag.output
-    rerun = _run(["run", str(config), "--out", str(runs), "--workers", "1", "-q",
-                  "--set", "training.epochs=2"])  # a new study cannot be written: one line, exit 1
+    rerun = _run(
+        ["run", str(config), "--out", str(runs), "--workers", "1", "-q", "--set", "training.epochs=2"]
+    )  # a new study cannot be written: one line, exit 1
     assert rerun.exit_code == 1 and isinstance(rerun.exception, SystemExit), rerun.output
     assert "Traceback" not in rerun.output and _says(rerun.output, runs)
 
@@ -286,6 +306,7 @@ def test_read_only_commands_work_on_a_read_only_runs_directory(shared_dir, monke
 
 
 # ------------------------------------------------------------------------------------- full disks
+
 
 def _job_results(out: Path) -> dict[str, tuple[bytes, int]]:
     return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*/runs/*/result.json")}

@@ -70,8 +70,9 @@ def _run(tmp_path: Path, data, *args: str):
 
 
 # -- issue 16.1: names that become paths --------------------------------------------------------
-@pytest.mark.parametrize("name", ["../escaped", "/abs/path", "..", ".", ".hidden", "a\\b", "", "x" * 300, "a\0b",
-                                  "tab\there"])
+@pytest.mark.parametrize(
+    "name", ["../escaped", "/abs/path", "..", ".", ".hidden", "a\\b", "", "x" * 300, "a\0b", "tab\there"]
+)
 def test_unsafe_study_names_are_rejected(tmp_path, name):
     _rejected(_run(tmp_path, {**TINY, "name": name}), "name")
 
@@ -91,8 +92,15 @@ def test_safe_names_pass_and_the_rule_is_one_component():
 
 def test_unsafe_zoo_and_suite_names_are_rejected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    zoo = _write(tmp_path / "zoo.yaml", {"name": "../../zooescape", "dataset": {"name": "digits"},
-                                         "model": {"name": "mlp", "options": {"hidden": [4]}}, "epochs": 1})
+    zoo = _write(
+        tmp_path / "zoo.yaml",
+        {
+            "name": "../../zooescape",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [4]}},
+            "epochs": 1,
+        },
+    )
     _rejected(runner.invoke(app, ["zoo", "generate", str(zoo)]), "name")
     suite = _write(tmp_path / "suite.yaml", {"name": "../up", "dataset": {"name": "digits"}})
     _rejected(runner.invoke(app, ["bench", str(suite), "--out", str(tmp_path / "out")]), "name")
@@ -103,8 +111,12 @@ def test_twin_method_names_and_values_are_checked():
     from prunezoo.zoo.twins import parse_twin_method
 
     assert parse_twin_method("{name: snip-1.5, criterion: snip}").name == "snip-1.5"
-    for bad, field in (("{name: ..}", "method.name"), ("{name: .x}", "method.name"), ("{name: mp, lr: .inf}",
-                       "method.lr"), ("{a: &a [1, 1], b: [*a, *a, *b]}", "--method")):
+    for bad, field in (
+        ("{name: ..}", "method.name"),
+        ("{name: .x}", "method.name"),
+        ("{name: mp, lr: .inf}", "method.lr"),
+        ("{a: &a [1, 1], b: [*a, *a, *b]}", "--method"),
+    ):
         with pytest.raises(ConfigError) as err:
             parse_twin_method(bad)
         assert err.value.field == field
@@ -112,8 +124,15 @@ def test_twin_method_names_and_values_are_checked():
 
 # -- issue 16.2: alias bombs, unknown options ---------------------------------------------------
 def _alias_bomb(levels: int, width: int = 10) -> str:
-    lines = ["name: bomb", "methods:", "  - name: m", "    kind: oneshot", "    sparsities: [0.5]", "    options:",
-             f"      l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines = [
+        "name: bomb",
+        "methods:",
+        "  - name: m",
+        "    kind: oneshot",
+        "    sparsities: [0.5]",
+        "    options:",
+        f"      l0: &l0 [{', '.join(['lol'] * width)}]",
+    ]
     lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
@@ -169,8 +188,7 @@ def test_option_table_matches_the_constructors():
     from prunezoo.structured.prune import prune_channels
 
     def kwonly(fn, passed):
-        return {n for n, p in inspect.signature(fn).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and n not in passed}
+        return {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY and n not in passed}
 
     assert set(METHOD_OPTIONS["dst"]) == kwonly(DynamicSparseTraining.__init__, {"scheme", "masks", "seed"})
     assert set(METHOD_OPTIONS["acdc"]) == kwonly(ACDC.__init__, {"criterion", "scheme", "seed"})
@@ -178,9 +196,22 @@ def test_option_table_matches_the_constructors():
     assert set(METHOD_OPTIONS["edge-popup"]) == kwonly(apply_edge_popup, {"allowed", "include", "exclude", "seed"})
     assert set(METHOD_OPTIONS["vd"]) == {*VD_LAYER_OPTIONS, *VD_LOSS_OPTIONS}
     assert set(METHOD_OPTIONS["structured"]) == {"allocation", "budget", "scan_ratios"} | kwonly(
-        prune_channels, {"criterion", "batches", "seed", "loss_fn"})
-    cfg = parse_config({**TINY, "methods": [{"name": "o", "kind": "oneshot", "criterion": "obs", "sparsities": [0.5],
-                                             "options": dict.fromkeys(OBS_STUDY_OPTIONS[1:2], 8)}]})
+        prune_channels, {"criterion", "batches", "seed", "loss_fn"}
+    )
+    cfg = parse_config(
+        {
+            **TINY,
+            "methods": [
+                {
+                    "name": "o",
+                    "kind": "oneshot",
+                    "criterion": "obs",
+                    "sparsities": [0.5],
+                    "options": dict.fromkeys(OBS_STUDY_OPTIONS[1:2], 8),
+                }
+            ],
+        }
+    )
     assert cfg.methods[0].options
 
 
@@ -210,26 +241,34 @@ def test_bench_suites_findings_and_zoo_example_validate():
 
 
 # -- issue 16.5: values checked before anything is written --------------------------------------
-@pytest.mark.parametrize("args, field", [
-    (["--workers", "0"], "--workers"), (["--threads", "0"], "--threads"), (["--executor", "bogus"], "--executor"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--threads", "0"], "--threads"),
+        (["--executor", "bogus"], "--executor"),
+    ],
+)
 def test_bad_run_options_exit_2_and_write_nothing(tmp_path, args, field):
     _rejected(_run(tmp_path, TINY, *args), field)
 
 
-@pytest.mark.parametrize("patch, field", [
-    ({"replicates": 1_000_000}, "replicates"),
-    ({"sweep": {"seed": list(range(200)), "training.lr": [0.1 + i / 1000 for i in range(100)]}}, "sweep"),
-    ({"training": {**TINY["training"], "epochs": 0}}, "training.epochs"),
-    ({"training": {**TINY["training"], "steps": 0}}, "training.steps"),
-    ({"finetune": {**TINY["finetune"], "epochs": 0}}, "finetune.epochs"),
-    ({"training": {**TINY["training"], "lr": math.inf}}, "training.lr"),
-    ({"finetune": {**TINY["finetune"], "lr": math.nan}}, "finetune.lr"),
-    ({"methods": [{**TINY["methods"][0], "sparsities": [math.nan]}]}, "methods.0.sparsities.0"),
-    ({"methods": [{**TINY["methods"][0], "overrides": {"fc1.weight": math.inf}}]}, "methods.0.overrides"),
-    ({"model": {"name": "mlp", "options": {"hidden": [8], "x": -math.inf}}}, "model.options"),
-    ({"dataset": {"name": "digits", "options": {"seed": 1, "bogus": 2}}}, "dataset.options"),
-])
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"replicates": 1_000_000}, "replicates"),
+        ({"sweep": {"seed": list(range(200)), "training.lr": [0.1 + i / 1000 for i in range(100)]}}, "sweep"),
+        ({"training": {**TINY["training"], "epochs": 0}}, "training.epochs"),
+        ({"training": {**TINY["training"], "steps": 0}}, "training.steps"),
+        ({"finetune": {**TINY["finetune"], "epochs": 0}}, "finetune.epochs"),
+        ({"training": {**TINY["training"], "lr": math.inf}}, "training.lr"),
+        ({"finetune": {**TINY["finetune"], "lr": math.nan}}, "finetune.lr"),
+        ({"methods": [{**TINY["methods"][0], "sparsities": [math.nan]}]}, "methods.0.sparsities.0"),
+        ({"methods": [{**TINY["methods"][0], "overrides": {"fc1.weight": math.inf}}]}, "methods.0.overrides"),
+        ({"model": {"name": "mlp", "options": {"hidden": [8], "x": -math.inf}}}, "model.options"),
+        ({"dataset": {"name": "digits", "options": {"seed": 1, "bogus": 2}}}, "dataset.options"),
+    ],
+)
 def test_bad_values_are_rejected_before_any_write(tmp_path, patch, field):
     t0 = time.perf_counter()
     _rejected(_run(tmp_path, {**TINY, **patch}), field)
@@ -269,8 +308,10 @@ def test_out_pointing_at_a_file_exits_2(tmp_path):
     config = _write(tmp_path / "s.yaml", TINY)
     for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         _rejected(runner.invoke(app, ["run", str(config), "--out", str(out)]), "--out")
-    zoo = _write(tmp_path / "zoo.yaml", {"name": "z", "dataset": {"name": "digits"},
-                                         "model": {"name": "mlp", "options": {"hidden": [4]}}, "epochs": 1})
+    zoo = _write(
+        tmp_path / "zoo.yaml",
+        {"name": "z", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [4]}}, "epochs": 1},
+    )
     _rejected(runner.invoke(app, ["zoo", "generate", str(zoo), "--out", str(tmp_path / "afile")]), "--out")
     assert (tmp_path / "afile").read_text() == "x"
 
@@ -286,8 +327,12 @@ def test_run_store_errors_exit_2(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "index.sqlite").write_bytes(b"this is not a database" * 50)
-    for args in (["runs", "ls"], ["runs", "show", "abc"], ["runs", "export", str(tmp_path / "y.csv")],
-                 ["report", "abc"]):
+    for args in (
+        ["runs", "ls"],
+        ["runs", "show", "abc"],
+        ["runs", "export", str(tmp_path / "y.csv")],
+        ["report", "abc"],
+    ):
         _rejected(runner.invoke(app, [*args, "--out", str(bad)]), "--out", "index.sqlite")
     # a study run into that root stops before writing its directory
     _rejected(runner.invoke(app, ["run", str(_write(tmp_path / "s.yaml", TINY)), "--out", str(bad), "-q"]), "--out")
@@ -295,8 +340,15 @@ def test_run_store_errors_exit_2(tmp_path):
 
 
 def test_every_config_error_is_reported(tmp_path):
-    res = _run(tmp_path, {**TINY, "dataset": {"name": "nosuchdata"}, "training": {"epochs": -1},
-                          "methods": [{"name": "x", "kind": "magic"}]})
+    res = _run(
+        tmp_path,
+        {
+            **TINY,
+            "dataset": {"name": "nosuchdata"},
+            "training": {"epochs": -1},
+            "methods": [{"name": "x", "kind": "magic"}],
+        },
+    )
     _rejected(res, "dataset.name", "training.epochs", "methods.0.kind")
 
 
@@ -328,11 +380,16 @@ def test_zoo_set_keeps_the_zoo_defaults():
 
 # Hashes computed with the code before this change (git 6af3e28): run directories keep their names.
 HASHES_BEFORE = {
-    "calibration-mnist5k.yaml": "56733180039c924c", "methods-90.yaml": "c84d109c523a894a",
-    "sdd-gmm-xor.yaml": "e06f8ea2de3410a1", "sdd-gmm.yaml": "9434bd45d5a069e6",
-    "sdd-mnist1d.yaml": "254ac823e4122829", "structured-mnist5k.yaml": "cad9964f4aab7b2b",
-    "suite:quick": "76c603ac04c655f4", "suite:structured-cnn": "6cb0c96a630e6ac3",
-    "suite:unstructured-mlp-digits": "f94657c2aece79a1", "default": "44136fa355b3678a",
+    "calibration-mnist5k.yaml": "56733180039c924c",
+    "methods-90.yaml": "c84d109c523a894a",
+    "sdd-gmm-xor.yaml": "e06f8ea2de3410a1",
+    "sdd-gmm.yaml": "9434bd45d5a069e6",
+    "sdd-mnist1d.yaml": "254ac823e4122829",
+    "structured-mnist5k.yaml": "cad9964f4aab7b2b",
+    "suite:quick": "76c603ac04c655f4",
+    "suite:structured-cnn": "6cb0c96a630e6ac3",
+    "suite:unstructured-mlp-digits": "f94657c2aece79a1",
+    "default": "44136fa355b3678a",
 }
 
 
@@ -361,8 +418,9 @@ def test_force_with_a_bad_option_deletes_nothing(tmp_path):
         with pytest.raises(ConfigError):
             run_study(cfg, tmp_path, force=True, **bad)
         assert (done / "results.json").exists()
-    res = runner.invoke(app, ["run", str(_write(tmp_path / "s.yaml", TINY)), "--out", str(tmp_path), "--force",
-                              "--executor", "rayy"])
+    res = runner.invoke(
+        app, ["run", str(_write(tmp_path / "s.yaml", TINY)), "--out", str(tmp_path), "--force", "--executor", "rayy"]
+    )
     _rejected(res, "--executor")
     assert (done / "results.json").exists()
     assert "local" in runner.invoke(app, ["run", "--help"]).output  # the choices are shown
@@ -400,13 +458,16 @@ UNSAFE_NAMES = st.one_of(
     st.text(min_size=101, max_size=300).filter(lambda s: "\0" not in s),
     st.builds(lambda a, b: f"{a}/{b}", st.text(max_size=5), st.text(max_size=5)),
 )
-NON_SCALARS = st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
-                        st.lists(st.integers(min_value=1), min_size=1, max_size=2))  # [0] would be valid sparsities
+NON_SCALARS = st.one_of(
+    st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
+    st.lists(st.integers(min_value=1), min_size=1, max_size=2),
+)  # [0] would be valid sparsities
 NON_FINITE = st.sampled_from([math.inf, -math.inf, math.nan])
 
 
 def _mutation():
     """(patch function, fields one of which the error must name)."""
+
     def put(path: str, value):
         def apply(cfg: dict) -> dict:
             node = cfg
@@ -415,35 +476,84 @@ def _mutation():
                 node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
             node[int(last) if isinstance(node, list) else last] = value
             return cfg
+
         return apply
 
     return st.one_of(
         st.tuples(st.sampled_from(["name", "methods.0.name"]), UNSAFE_NAMES),
-        st.tuples(st.sampled_from(["training.epochs", "training.batch_size", "finetune.batch_size", "replicates",
-                                   "seed", "methods.0.batches"]), st.integers(max_value=-1)),
-        st.tuples(st.sampled_from(["training.lr", "finetune.lr", "training.momentum", "dataset.val_fraction",
-                                   "methods.0.sparsities.0", "training.weight_decay"]),
-                  st.one_of(NON_FINITE, st.floats(max_value=-1e-3, allow_nan=False, allow_infinity=False))),
-        st.tuples(st.sampled_from(["training.epochs", "replicates", "training.lr", "dataset.name", "model.name",
-                                   "methods.0.kind", "methods.0.sparsities", "name"]), NON_SCALARS),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "training.epochs",
+                    "training.batch_size",
+                    "finetune.batch_size",
+                    "replicates",
+                    "seed",
+                    "methods.0.batches",
+                ]
+            ),
+            st.integers(max_value=-1),
+        ),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "training.lr",
+                    "finetune.lr",
+                    "training.momentum",
+                    "dataset.val_fraction",
+                    "methods.0.sparsities.0",
+                    "training.weight_decay",
+                ]
+            ),
+            st.one_of(NON_FINITE, st.floats(max_value=-1e-3, allow_nan=False, allow_infinity=False)),
+        ),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "training.epochs",
+                    "replicates",
+                    "training.lr",
+                    "dataset.name",
+                    "model.name",
+                    "methods.0.kind",
+                    "methods.0.sparsities",
+                    "name",
+                ]
+            ),
+            NON_SCALARS,
+        ),
         st.tuples(st.sampled_from(["replicates"]), st.integers(min_value=MAX_JOBS, max_value=10**12)),
-        st.tuples(st.builds(lambda section, key: f"{section}.{key}" if section else key,
-                            st.sampled_from(["", "training", "dataset", "model", "methods.0"]),
-                            st.from_regex(r"zz[a-z_]{0,8}", fullmatch=True)), st.integers()),
-        st.tuples(st.just("methods.0.options"),
-                  st.dictionaries(st.from_regex(r"zz[a-z]{0,6}", fullmatch=True), st.integers(), min_size=1)),
-        st.tuples(st.sampled_from(["model.options.x", "dataset.options.y", "methods.0.scheme_options.z"]),
-                  NON_FINITE),
+        st.tuples(
+            st.builds(
+                lambda section, key: f"{section}.{key}" if section else key,
+                st.sampled_from(["", "training", "dataset", "model", "methods.0"]),
+                st.from_regex(r"zz[a-z_]{0,8}", fullmatch=True),
+            ),
+            st.integers(),
+        ),
+        st.tuples(
+            st.just("methods.0.options"),
+            st.dictionaries(st.from_regex(r"zz[a-z]{0,6}", fullmatch=True), st.integers(), min_size=1),
+        ),
+        st.tuples(st.sampled_from(["model.options.x", "dataset.options.y", "methods.0.scheme_options.z"]), NON_FINITE),
     ).map(lambda t: (put(*t), t[0].split(".")[0]))
 
 
 BAD_ARGS = st.one_of(
     st.tuples(st.just("--workers"), st.integers(max_value=0).map(str)),
     st.tuples(st.just("--threads"), st.integers(max_value=0).map(str)),
-    st.tuples(st.just("--executor"), st.text(min_size=1, max_size=8).filter(
-        lambda s: s not in ("local", "ray") and not s.startswith("-") and "\0" not in s)),
-    st.tuples(st.just("--set"), st.sampled_from(["training.epochs=[1", "noequals", "a..b=1", "=3", "name={",
-                                                 "training.epochs={a: [", "methods.99.name=x"])),
+    st.tuples(
+        st.just("--executor"),
+        st.text(min_size=1, max_size=8).filter(
+            lambda s: s not in ("local", "ray") and not s.startswith("-") and "\0" not in s
+        ),
+    ),
+    st.tuples(
+        st.just("--set"),
+        st.sampled_from(
+            ["training.epochs=[1", "noequals", "a..b=1", "=3", "name={", "training.epochs={a: [", "methods.99.name=x"]
+        ),
+    ),
 )
 
 

@@ -34,13 +34,15 @@ def test_bin_edge_conventions_differ_only_on_edges():
     # float64: in float32 "0.2" is 0.2000000030 and really lies above the edge
     conf = torch.tensor([0.2, 0.4, 1.0, 0.0, 0.33], dtype=torch.float64)
     correct = torch.ones(5)
-    right = reliability_bins(conf, correct, n_bins=5, right_closed=True)   # Guo et al.: (lo, hi]
-    left = reliability_bins(conf, correct, n_bins=5, right_closed=False)   # torchmetrics: [lo, hi)
-    assert right.counts.tolist() == [2, 2, 0, 0, 1]   # 0.2 -> (0,.2]; 0.0 clipped to bin 0; 0.33, 0.4 -> (.2,.4]
-    assert left.counts.tolist() == [1, 2, 1, 0, 1]    # 0.2 -> [.2,.4); 0.4 -> [.4,.6); 1.0 clipped to last
+    right = reliability_bins(conf, correct, n_bins=5, right_closed=True)  # Guo et al.: (lo, hi]
+    left = reliability_bins(conf, correct, n_bins=5, right_closed=False)  # torchmetrics: [lo, hi)
+    assert right.counts.tolist() == [2, 2, 0, 0, 1]  # 0.2 -> (0,.2]; 0.0 clipped to bin 0; 0.33, 0.4 -> (.2,.4]
+    assert left.counts.tolist() == [1, 2, 1, 0, 1]  # 0.2 -> [.2,.4); 0.4 -> [.4,.6); 1.0 clipped to last
     off_edge = torch.tensor([0.13, 0.55, 0.91])
-    assert torch.equal(reliability_bins(off_edge, torch.ones(3), 5).counts,
-                       reliability_bins(off_edge, torch.ones(3), 5, right_closed=False).counts)
+    assert torch.equal(
+        reliability_bins(off_edge, torch.ones(3), 5).counts,
+        reliability_bins(off_edge, torch.ones(3), 5, right_closed=False).counts,
+    )
 
 
 def test_perfectly_calibrated_and_overconfident():
@@ -87,7 +89,7 @@ def test_interpolation_curve_endpoints_and_bn():
     b = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
     curve = interpolation_curve(model, [a, b, a], [(x, y)], points=5)
-    assert [c["position"] for c in curve] == pytest.approx([0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2])
+    assert [c["position"] for c in curve] == pytest.approx([0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2])
     model.load_state_dict(a)
     model.eval()
     with torch.no_grad():
@@ -176,10 +178,15 @@ def test_diagnose_study_val_entropy_and_level_to_level_interpolation(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({"name": "d", "dataset": {"name": "digits", "val_fraction": 0.2},
-                        "model": {"name": "mlp", "options": {"hidden": [16]}},
-                        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
-                        "methods": [{"name": "imp", "kind": "imp", "levels": 2}]})
+    cfg = parse_config(
+        {
+            "name": "d",
+            "dataset": {"name": "digits", "val_fraction": 0.2},
+            "model": {"name": "mlp", "options": {"hidden": [16]}},
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "methods": [{"name": "imp", "kind": "imp", "levels": 2}],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     recs = {(r["method"], r["level"]): r for r in diagnose_study(res.directory, sharpness=False)}
     assert all(r["val_entropy"] is not None and r["val_entropy"] > 0 for r in recs.values())
@@ -196,10 +203,15 @@ def test_diagnose_reports_gap_to_the_closed_form_posterior_on_gmm_data(tmp_path)
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({"name": "g", "dataset": {"name": "gmm-linear", "options": {"n_train": 400, "n_test": 200}},
-                        "model": {"name": "gmm-mlp", "options": {"hidden": [8]}},
-                        "training": {"epochs": 2, "batch_size": 64, "lr": 0.1},
-                        "methods": [{"name": "imp", "kind": "imp", "levels": 1}]})
+    cfg = parse_config(
+        {
+            "name": "g",
+            "dataset": {"name": "gmm-linear", "options": {"n_train": 400, "n_test": 200}},
+            "model": {"name": "gmm-mlp", "options": {"hidden": [8]}},
+            "training": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+            "methods": [{"name": "imp", "kind": "imp", "levels": 1}],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     for rec in diagnose_study(res.directory, sharpness=False):
         gap = rec["posterior_gap"]

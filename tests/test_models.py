@@ -60,19 +60,22 @@ def test_conv1d_accepts_inputs_without_channel_axis():
     assert build_model("conv1d", input_shape=(1, 40))(torch.randn(3, 40)).shape == (3, 10)
 
 
-@pytest.mark.parametrize(("name", "shape", "options", "expected"), [
-    ("lenet-300-100", (1, 28, 28), {}, 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10),
-    ("lenet5", (1, 28, 28), {"variant": "classic"}, 61_706),
-    ("lenet5", (1, 28, 28), {"variant": "caffe"}, 431_080),
-    ("cnn-s", (1, 28, 28), {}, 2_464),
-    ("cnn-s", (3, 28, 28), {}, 2_864),
-    ("cnn-s", (1, 28, 28), {"dropout": 0.5}, 2_464),
-    ("cnn-l", (3, 32, 32), {}, 10_853),
-    ("conv1d", (1, 40), {}, 5_210),
-    ("resnet20", (3, 32, 32), {}, 272_474),
-    ("resnet20", (3, 32, 32), {"shortcut": "A"}, 269_722),
-    ("resnet18-cifar", (3, 32, 32), {}, 11_173_962),
-])
+@pytest.mark.parametrize(
+    ("name", "shape", "options", "expected"),
+    [
+        ("lenet-300-100", (1, 28, 28), {}, 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10),
+        ("lenet5", (1, 28, 28), {"variant": "classic"}, 61_706),
+        ("lenet5", (1, 28, 28), {"variant": "caffe"}, 431_080),
+        ("cnn-s", (1, 28, 28), {}, 2_464),
+        ("cnn-s", (3, 28, 28), {}, 2_864),
+        ("cnn-s", (1, 28, 28), {"dropout": 0.5}, 2_464),
+        ("cnn-l", (3, 32, 32), {}, 10_853),
+        ("conv1d", (1, 40), {}, 5_210),
+        ("resnet20", (3, 32, 32), {}, 272_474),
+        ("resnet20", (3, 32, 32), {"shortcut": "A"}, 269_722),
+        ("resnet18-cifar", (3, 32, 32), {}, 11_173_962),
+    ],
+)
 def test_parameter_counts(name, shape, options, expected):
     assert count_parameters(build_model(name, input_shape=shape, **options)) == expected
 
@@ -87,8 +90,10 @@ def test_vgg16_prunable_weights():
 
 def test_mlp_shapes_and_options():
     m = build_model("mlp", hidden=[50], bias=False, activation="tanh", num_classes=2, input_shape=(100,))
-    assert [(n, tuple(p.shape)) for n, p in m.named_parameters()] == [("fc1.weight", (50, 100)),
-                                                                      ("fc2.weight", (2, 50))]
+    assert [(n, tuple(p.shape)) for n, p in m.named_parameters()] == [
+        ("fc1.weight", (50, 100)),
+        ("fc2.weight", (2, 50)),
+    ]
     assert isinstance(m.act1, nn.Tanh)
     assert [n for n, _ in build_model("mlp", hidden=[]).named_parameters()] == ["fc1.weight", "fc1.bias"]
     gmm = build_model("gmm-mlp", num_classes=2, input_shape=(100,), hidden=[8])
@@ -113,8 +118,9 @@ def test_parameter_names_are_stable():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("init", ["kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal",
-                                  "uniform", "normal"])
+@pytest.mark.parametrize(
+    "init", ["kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "uniform", "normal"]
+)
 def test_init_schemes(init):
     torch.manual_seed(0)
     m = build_model("cnn-s", init=init)
@@ -142,25 +148,29 @@ def test_width_options():
 
 # ---------------------------------------------------------------- errors
 
+
 def test_unknown_model_lists_known_names():
     with pytest.raises(ValueError, match="unknown model 'nope'.*mlp"):
         build_model("nope")
 
 
-@pytest.mark.parametrize(("name", "options", "field"), [
-    ("mlp", {"widths": [3]}, "widths"),
-    ("mlp", {"hidden": 300}, "hidden"),
-    ("mlp", {"hidden": [0]}, "hidden"),
-    ("mlp", {"activation": "swish"}, "activation"),
-    ("mlp", {"init": "orthogonal"}, "init"),
-    ("lenet5", {"variant": "modern"}, "variant"),
-    ("cnn-s", {"dropout": 1.5}, "dropout"),
-    ("resnet-cifar", {"depth": 21}, "depth"),
-    ("resnet-cifar", {"shortcut": "C"}, "shortcut"),
-    ("resnet20", {"depth": 56}, "depth"),
-    ("lenet-300-100", {"hidden": [10]}, "hidden"),
-    ("vgg16-cifar", {"width": 2}, "width"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "field"),
+    [
+        ("mlp", {"widths": [3]}, "widths"),
+        ("mlp", {"hidden": 300}, "hidden"),
+        ("mlp", {"hidden": [0]}, "hidden"),
+        ("mlp", {"activation": "swish"}, "activation"),
+        ("mlp", {"init": "orthogonal"}, "init"),
+        ("lenet5", {"variant": "modern"}, "variant"),
+        ("cnn-s", {"dropout": 1.5}, "dropout"),
+        ("resnet-cifar", {"depth": 21}, "depth"),
+        ("resnet-cifar", {"shortcut": "C"}, "shortcut"),
+        ("resnet20", {"depth": 56}, "depth"),
+        ("lenet-300-100", {"hidden": [10]}, "hidden"),
+        ("vgg16-cifar", {"width": 2}, "width"),
+    ],
+)
 def test_bad_options_name_the_option(name, options, field):
     with pytest.raises(ValueError, match=field) as info:
         build_model(name, input_shape=(3, 32, 32), **options)
@@ -172,10 +182,17 @@ def test_alias_accepts_its_own_fixed_value():
     assert count_parameters(build_model("lenet-300-100", hidden=(300, 100))) == 266_610
 
 
-@pytest.mark.parametrize(("name", "shape"), [
-    ("cnn-s", (784,)), ("vgg16-cifar", (3, 28, 28)), ("cnn-l", (3, 8, 8)), ("conv1d", (1, 28, 28)),
-    ("mlp", ()), ("mlp", (0, 3)),
-])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("cnn-s", (784,)),
+        ("vgg16-cifar", (3, 28, 28)),
+        ("cnn-l", (3, 8, 8)),
+        ("conv1d", (1, 28, 28)),
+        ("mlp", ()),
+        ("mlp", (0, 3)),
+    ],
+)
 def test_bad_input_shapes(name, shape):
     with pytest.raises(ConfigError, match="input_shape"):
         build_model(name, input_shape=shape)
@@ -205,6 +222,7 @@ def test_register_model_and_alias():
 
 
 # ---------------------------------------------------------------- FLOPs
+
 
 def test_linear_flops_are_two_macs():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300))

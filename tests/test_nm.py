@@ -17,8 +17,16 @@ PATTERNS = ["2:4", "1:4", "4:8"]
 def _net(seed=0):
     torch.manual_seed(seed)
     # conv0 has 3*3*3 = 27 inputs: no whole groups of 4 or 8, so it cannot hold a pattern
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 32),
+        nn.ReLU(),
+        nn.Linear(32, 4),
+    )
 
 
 def _data(n=64, seed=1):
@@ -63,8 +71,11 @@ def test_prune_with_pattern_gives_exactly_n_of_m_and_leaves_ineligible_layers_de
 
 def test_pattern_follows_any_criterion_score():
     model = _net()
-    fixed = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(3)) for n, p in model.named_parameters()
-             if n.endswith("weight")}
+    fixed = {
+        n: torch.rand(p.shape, generator=torch.Generator().manual_seed(3))
+        for n, p in model.named_parameters()
+        if n.endswith("weight")
+    }
     masks = prune(model, 0.5, criterion=lambda ctx: {n: fixed[n] for n in ctx.params}, pattern="2:4")
     assert torch.equal(masks["5.weight"], nm_keep(fixed["5.weight"], 2, 4))
     for crit in ("random", "snip", "synflow"):
@@ -101,8 +112,9 @@ def test_obs_style_nm_selection_prunes_the_lowest_saliency_per_group_and_correct
     model = _net()
     batches = [_data(32)]
     params = prunable_parameters(model)
-    ctx = ScoringContext(model=model, params=params, batches=batches, loss_fn=None,
-                         generator=torch.Generator().manual_seed(0))
+    ctx = ScoringContext(
+        model=model, params=params, batches=batches, loss_fn=None, generator=torch.Generator().manual_seed(0)
+    )
     finv = fisher_inverse_blocks(ctx, block_size=16)
     sal = obs_saliency(params["5.weight"], finv["5.weight"])
     before = params["5.weight"].detach().clone()
@@ -127,8 +139,11 @@ def test_flops_and_nnz_account_for_the_pattern():
 
 
 # -- training keeps the pattern ---------------------------------------------------------------------
-OPTIMIZERS = [dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4), dict(optimizer="adam", weight_decay=1e-4),
-              dict(optimizer="adamw", weight_decay=1e-2)]
+OPTIMIZERS = [
+    dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4),
+    dict(optimizer="adam", weight_decay=1e-4),
+    dict(optimizer="adamw", weight_decay=1e-2),
+]
 
 
 def _dataset():
@@ -195,10 +210,17 @@ def test_srste_forward_uses_the_masked_weight_and_backward_adds_the_refine_decay
 def _study(methods, **extra):
     from prunezoo.experiments.config import parse_config
 
-    return parse_config({"name": "nm", "dataset": {"name": "digits"},
-                         "model": {"name": "mlp", "options": {"hidden": [32]}},
-                         "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
-                         "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01}, "methods": methods, **extra})
+    return parse_config(
+        {
+            "name": "nm",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [32]}},
+            "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+            "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+            "methods": methods,
+            **extra,
+        }
+    )
 
 
 def test_config_pattern_validation_names_the_field():
@@ -233,14 +255,16 @@ def test_study_methods_honour_the_pattern_end_to_end(tmp_path):
     from prunezoo.models.flops import layer_flops
     from prunezoo.training.checkpoint import load_state
 
-    cfg = _study([
-        {"name": "oneshot", "kind": "oneshot", "pattern": "2:4"},
-        {"name": "obs", "kind": "oneshot", "criterion": "obs", "pattern": "2:4", "options": {"block_size": 16}},
-        {"name": "snip", "kind": "at-init", "criterion": "snip", "pattern": "1:4"},
-        {"name": "gmp", "kind": "gmp", "pattern": "2:4", "gmp_frequency": 5},
-        {"name": "imp", "kind": "imp", "pattern": "4:8", "levels": 4},
-        {"name": "srste", "kind": "sr-ste", "pattern": "2:4"},
-    ])
+    cfg = _study(
+        [
+            {"name": "oneshot", "kind": "oneshot", "pattern": "2:4"},
+            {"name": "obs", "kind": "oneshot", "criterion": "obs", "pattern": "2:4", "options": {"block_size": 16}},
+            {"name": "snip", "kind": "at-init", "criterion": "snip", "pattern": "1:4"},
+            {"name": "gmp", "kind": "gmp", "pattern": "2:4", "gmp_frequency": 5},
+            {"name": "imp", "kind": "imp", "pattern": "4:8", "levels": 4},
+            {"name": "srste", "kind": "sr-ste", "pattern": "2:4"},
+        ]
+    )
     res = run_study(cfg, tmp_path, workers=1)
     want = {"oneshot": "2:4", "obs": "2:4", "snip": "1:4", "gmp": "2:4", "imp": "4:8", "srste": "2:4"}
     runs = res.directory / "runs"

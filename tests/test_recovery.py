@@ -3,14 +3,12 @@
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -54,13 +52,16 @@ def _strip(hist: dict) -> dict:
 
 
 def _outcome(study_dir: Path) -> tuple[list, dict]:
-    return (json.loads((study_dir / "results.json").read_text())["rows"],
-            _strip(json.loads((study_dir / "histories.json").read_text())))
+    return (
+        json.loads((study_dir / "results.json").read_text())["rows"],
+        _strip(json.loads((study_dir / "histories.json").read_text())),
+    )
 
 
 def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if LEFTOVER.match(p.name) or p.name.endswith(".previous")
-            or p.name == "checkpoint"]
+    return [
+        p for p in root.rglob("*") if LEFTOVER.match(p.name) or p.name.endswith(".previous") or p.name == "checkpoint"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +106,17 @@ def _scribble(path: Path) -> None:  # same size, different bytes: only a checksu
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("job,file,damage,unfinish", [
-    ("dense", "final.safetensors", _truncate, "oneshot"),  # a dependency of an unfinished job
-    ("dense", "final.safetensors", _scribble, "oneshot"),
-    ("oneshot", "masks.safetensors", _truncate, "oneshot"),  # an unfinished job's own saved masks
-    ("oneshot", "result.json", _truncate, None),
-    ("imp", "level_01/masks.safetensors", _truncate, "imp"),
-    ("imp", "level_02/final.safetensors", _scribble, None),
-])
+@pytest.mark.parametrize(
+    "job,file,damage,unfinish",
+    [
+        ("dense", "final.safetensors", _truncate, "oneshot"),  # a dependency of an unfinished job
+        ("dense", "final.safetensors", _scribble, "oneshot"),
+        ("oneshot", "masks.safetensors", _truncate, "oneshot"),  # an unfinished job's own saved masks
+        ("oneshot", "result.json", _truncate, None),
+        ("imp", "level_01/masks.safetensors", _truncate, "imp"),
+        ("imp", "level_02/final.safetensors", _scribble, None),
+    ],
+)
 def test_damaged_job_file_is_quarantined_and_redone(finished, tmp_path, caplog, job, file, damage, unfinish):
     study = _interrupted_copy(finished, tmp_path)
     jobs = _job_dirs(study)
@@ -175,7 +179,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
         resumed = model(seed=99)
         hist = Trainer(resumed, data.train, cfg, progress=False).fit(resume_from=ckpt)
     assert str(ckpt) in caplog.text and (tmp_path / "quarantine").is_dir()
-    strip = lambda h: [{k: v for k, v in e.items() if k != "time_s"} for e in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if k != "time_s"} for e in h]
     assert strip(hist) == strip(full_hist)
     assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k]) for k in full.state_dict())
     assert not ckpt.exists()  # quarantined; the previous one is damaged too now: nothing to resume from
@@ -221,8 +225,9 @@ def test_second_process_waits_for_the_study_lock(finished, tmp_path):
     messages: list[str] = []
     out: dict = {}
     with file_lock(tmp_path / "out" / f".{study.name}.lock"):
-        t = threading.Thread(target=lambda: out.setdefault("r", run_study(_cfg(), tmp_path / "out", workers=1,
-                                                                         log=messages.append)))
+        t = threading.Thread(
+            target=lambda: out.setdefault("r", run_study(_cfg(), tmp_path / "out", workers=1, log=messages.append))
+        )
         t.start()
         t.join(1.5)
         assert t.is_alive() and not (study / "results.json").exists()
@@ -314,8 +319,12 @@ def test_sigkill_at_random_moments_resumes_to_identical_results(finished, tmp_pa
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(STUDY))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, "16", "run", str(config), "--out", str(out),
-                           "--workers", "1", "-q"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, "16", "run", str(config), "--out", str(out), "--workers", "1", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     attempts = [a for a in lines if "rc" in a]
@@ -338,9 +347,22 @@ def test_damaged_twin_is_redone_and_damaged_source_is_named(tmp_path, caplog):
     from prunezoo.zoo.twins import make_twins, parse_twin_method
 
     zoo = tmp_path / "zoo"
-    generate_zoo(parse_zoo_config({"name": "z", "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-                                   "model": {"name": "mlp", "options": {"hidden": [8]}}, "epochs": 1,
-                                   "batch_size": 25, "seeds": [1], "lr": [1e-2, 3e-3]}), zoo, workers=1, progress=False)
+    generate_zoo(
+        parse_zoo_config(
+            {
+                "name": "z",
+                "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+                "model": {"name": "mlp", "options": {"hidden": [8]}},
+                "epochs": 1,
+                "batch_size": 25,
+                "seeds": [1],
+                "lr": [1e-2, 3e-3],
+            }
+        ),
+        zoo,
+        workers=1,
+        progress=False,
+    )
     method = parse_twin_method("mp", levels="0.5", epochs=1)
     make_twins(zoo, method, workers=1, progress=False)
     victim, other = layout.list_models(layout.twin_set_dir(zoo, "mp-0.5"))
@@ -363,9 +385,22 @@ def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
     from prunezoo.zoo.twins import make_twins, parse_twin_method, twin_one
 
     zoo = tmp_path / "zoo"
-    generate_zoo(parse_zoo_config({"name": "z", "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-                                   "model": {"name": "mlp", "options": {"hidden": [8]}}, "epochs": 1,
-                                   "batch_size": 25, "seeds": [1], "lr": [1e-2]}), zoo, workers=1, progress=False)
+    generate_zoo(
+        parse_zoo_config(
+            {
+                "name": "z",
+                "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+                "model": {"name": "mlp", "options": {"hidden": [8]}},
+                "epochs": 1,
+                "batch_size": 25,
+                "seeds": [1],
+                "lr": [1e-2],
+            }
+        ),
+        zoo,
+        workers=1,
+        progress=False,
+    )
     method = parse_twin_method("mp", levels="0.5", epochs=1)
     make_twins(zoo, method, workers=1, progress=False)
     (twin,) = layout.list_models(layout.twin_set_dir(zoo, "mp-0.5"))
@@ -373,8 +408,11 @@ def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
     (twin / layout.DONE_FILE).unlink()  # unfinished, being made by another process that holds the lock
     out: dict = {}
     with file_lock(twin.parent / f".{twin.name}.lock"):
-        t = threading.Thread(target=lambda: out.setdefault("r", twin_one(
-            str(zoo), "mp-0.5", twin.name, method.model_dump(mode="json"), 0.5)))
+        t = threading.Thread(
+            target=lambda: out.setdefault(
+                "r", twin_one(str(zoo), "mp-0.5", twin.name, method.model_dump(mode="json"), 0.5)
+            )
+        )
         t.start()
         t.join(1.5)
         assert t.is_alive() and not layout.is_done(twin)
@@ -387,9 +425,17 @@ def test_damaged_zoo_member_is_redone(tmp_path, caplog):
     from prunezoo.zoo import layout
     from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
 
-    cfg = parse_zoo_config({"name": "z", "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-                            "model": {"name": "mlp", "options": {"hidden": [8]}}, "epochs": 1,
-                            "batch_size": 25, "seeds": [1], "lr": [1e-2, 3e-3]})
+    cfg = parse_zoo_config(
+        {
+            "name": "z",
+            "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+            "model": {"name": "mlp", "options": {"hidden": [8]}},
+            "epochs": 1,
+            "batch_size": 25,
+            "seeds": [1],
+            "lr": [1e-2, 3e-3],
+        }
+    )
     generate_zoo(cfg, tmp_path / "zoo", workers=1, progress=False)
     member = layout.list_models(tmp_path / "zoo")[0]
     state = layout.checkpoint_dir(member, 1) / layout.STATE_FILE

@@ -53,8 +53,9 @@ def _cnn(seed=0):
 
 def _train(model, data, epochs=2, **cfg):
     cfg = {"batch_size": 64, "lr": 0.05, **cfg}
-    trainer = Trainer(model, data.train, TrainingConfig(epochs=epochs, **cfg), eval_sets={"test": data.test},
-                      progress=False)
+    trainer = Trainer(
+        model, data.train, TrainingConfig(epochs=epochs, **cfg), eval_sets={"test": data.test}, progress=False
+    )
     return trainer, trainer.fit()
 
 
@@ -374,9 +375,11 @@ def test_vd_conversion_reproduces_original(digits):
         for p in (model.fc1.weight, model.fc2.weight):
             tiny = p.abs() < cut
             assert 0 < int(tiny.sum()) < 0.05 * p.numel()  # a few such weights do exist here
-        expected = _mlp_forward(x, [model.fc1.weight * (model.fc1.weight.abs() >= cut),
-                                    model.fc2.weight * (model.fc2.weight.abs() >= cut)],
-                                [model.fc1.bias, model.fc2.bias])
+        expected = _mlp_forward(
+            x,
+            [model.fc1.weight * (model.fc1.weight.abs() >= cut), model.fc2.weight * (model.fc2.weight.abs() >= cut)],
+            [model.fc1.bias, model.fc2.bias],
+        )
         torch.testing.assert_close(vd(x), expected, rtol=1e-6, atol=1e-6)
         big = copy.deepcopy(model)
         for p in (big.fc1.weight, big.fc2.weight):
@@ -443,9 +446,14 @@ def test_vd_training_with_elbo_sparsifies(digits):
     dense_acc = evaluate(model, digits.test)["acc"]
     vd = to_variational(model)
     torch.manual_seed(0)
-    hist = Trainer(vd, digits.train, TrainingConfig(epochs=5, batch_size=64, optimizer="adam", lr=3e-3, seed=1),
-                   eval_sets={"test": digits.test}, callbacks=[VariationalDropoutLoss(len(digits.train))],
-                   progress=False).fit()
+    hist = Trainer(
+        vd,
+        digits.train,
+        TrainingConfig(epochs=5, batch_size=64, optimizer="adam", lr=3e-3, seed=1),
+        eval_sets={"test": digits.test},
+        callbacks=[VariationalDropoutLoss(len(digits.train))],
+        progress=False,
+    ).fit()
     ratios = [h["sparsity_ratio"] for h in hist]
     assert ratios[-1] > 0.5 and ratios[-1] > ratios[0]
     assert hist[-1]["kl_weight"] == pytest.approx(1 / len(digits.train))
@@ -462,13 +470,32 @@ def test_vd_options_from_a_study_config(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    base = {"name": "vd", "dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [16]}},
-            "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
-            "finetune": {"epochs": 3, "batch_size": 64, "lr": 0.01}}
-    cfg = parse_config({**base, "methods": [
-        {"name": "elbo", "kind": "vd"},
-        {"name": "ramp", "kind": "vd", "options": {"schedule": "ramp", "ramp_to": 0.01, "ramp_length": 2,
-                                                   "ramp_cap": 0.005, "threshold": 2.0}}]})
+    base = {
+        "name": "vd",
+        "dataset": {"name": "digits"},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+    }
+    cfg = parse_config(
+        {
+            **base,
+            "methods": [
+                {"name": "elbo", "kind": "vd"},
+                {
+                    "name": "ramp",
+                    "kind": "vd",
+                    "options": {
+                        "schedule": "ramp",
+                        "ramp_to": 0.01,
+                        "ramp_length": 2,
+                        "ramp_cap": 0.005,
+                        "threshold": 2.0,
+                    },
+                },
+            ],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     hist = json.loads((res.directory / "histories.json").read_text())

@@ -30,51 +30,102 @@ def _acc(method_i: int, s: float, seed: int, point_i: int) -> float:
     return 0.9 - 0.05 * method_i - 0.4 * s**6 + 0.02 * seed - 0.03 * point_i
 
 
-def _row(method: str, kind: str, level: int | None, target: float, s: float, acc: float, seed: int, point: str,
-         run_id: str) -> dict:
+def _row(
+    method: str, kind: str, level: int | None, target: float, s: float, acc: float, seed: int, point: str, run_id: str
+) -> dict:
     nnz = max(round(PRUNABLE * (1 - s)), 1)
     sparse = round(FLOPS * (1 - 0.9 * s))
-    return {"method": method, "kind": kind, "level": level, "target_sparsity": target, "sparsity": s, "nnz": nnz,
-            "prunable": PRUNABLE, "compression": PRUNABLE / nnz, "test_acc": acc, "test_loss": 1 - acc,
-            "train_loss": 0.5 - acc / 2, "val_acc": None, "flops_dense": FLOPS, "flops_sparse": sparse,
-            "flop_speedup": FLOPS / sparse, "seed": seed, "point": point, "run_id": run_id}
+    return {
+        "method": method,
+        "kind": kind,
+        "level": level,
+        "target_sparsity": target,
+        "sparsity": s,
+        "nnz": nnz,
+        "prunable": PRUNABLE,
+        "compression": PRUNABLE / nnz,
+        "test_acc": acc,
+        "test_loss": 1 - acc,
+        "train_loss": 0.5 - acc / 2,
+        "val_acc": None,
+        "flops_dense": FLOPS,
+        "flops_sparse": sparse,
+        "flop_speedup": FLOPS / sparse,
+        "seed": seed,
+        "point": point,
+        "run_id": run_id,
+    }
 
 
-def make_study(root: Path, methods: list[tuple[str, str]], sparsities: list[float], seeds: list[int],
-               points: list[str], layers: bool = True, histories: bool = True) -> tuple[Path, list[dict]]:
+def make_study(
+    root: Path,
+    methods: list[tuple[str, str]],
+    sparsities: list[float],
+    seeds: list[int],
+    points: list[str],
+    layers: bool = True,
+    histories: bool = True,
+) -> tuple[Path, list[dict]]:
     """Synthetic finished study; imp methods use levels 1..n with per-seed jitter in the realized target."""
     rows: list[dict] = []
     for p_i, point in enumerate(points):
         for seed in seeds:
-            rows.append(_row("dense", "dense", None, 0.0, 0.0, _acc(-1, 0, seed, p_i), seed, point,
-                             f"p{p_i}-dense-s{seed}"))
+            rows.append(
+                _row("dense", "dense", None, 0.0, 0.0, _acc(-1, 0, seed, p_i), seed, point, f"p{p_i}-dense-s{seed}")
+            )
             for m_i, (method, kind) in enumerate(methods):
                 for l_i, target in enumerate(sparsities, start=1):
                     s = target + (0.001 * seed if kind == "imp" else 0.0)
-                    rows.append(_row(method, kind, l_i if kind == "imp" else None, s if kind == "imp" else target,
-                                     s, _acc(m_i, target, seed, p_i), seed, point, f"p{p_i}-m{m_i}-{l_i}-s{seed}"))
+                    rows.append(
+                        _row(
+                            method,
+                            kind,
+                            l_i if kind == "imp" else None,
+                            s if kind == "imp" else target,
+                            s,
+                            _acc(m_i, target, seed, p_i),
+                            seed,
+                            point,
+                            f"p{p_i}-m{m_i}-{l_i}-s{seed}",
+                        )
+                    )
     study = root / "study"
     study.mkdir()
-    cfg = {"name": "synthetic", "seed": 0, "dataset": {"name": "mnist5k"}, "model": {"name": "lenet-300-100"},
-           "methods": [{"name": m, "kind": k} for m, k in methods]}
+    cfg = {
+        "name": "synthetic",
+        "seed": 0,
+        "dataset": {"name": "mnist5k"},
+        "model": {"name": "lenet-300-100"},
+        "methods": [{"name": m, "kind": k} for m, k in methods],
+    }
     (study / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (study / "results.json").write_text(json.dumps({"config_hash": "abc123", "rows": rows}))
     if layers:
-        dens = {r["run_id"]: {n: (1 - r["sparsity"]) * (0.5 + i / 2) for i, n in enumerate(LAYERS)}
-                for r in rows if r["kind"] != "dense"}
+        dens = {
+            r["run_id"]: {n: (1 - r["sparsity"]) * (0.5 + i / 2) for i, n in enumerate(LAYERS)}
+            for r in rows
+            if r["kind"] != "dense"
+        }
         (study / "layers.json").write_text(json.dumps(dens))
     if histories:
-        hist = {r["run_id"]: [{"epoch": e, "train_loss": 1 / e, "test_acc": r["test_acc"] - 0.1 / e}
-                              for e in range(1, 6)] for r in rows if r["kind"] == "dense"}
+        hist = {
+            r["run_id"]: [{"epoch": e, "train_loss": 1 / e, "test_acc": r["test_acc"] - 0.1 / e} for e in range(1, 6)]
+            for r in rows
+            if r["kind"] == "dense"
+        }
         (study / "histories.json").write_text(json.dumps(hist))
     return study, rows
 
 
 def _tables(text: str) -> list[list[list[str]]]:
     """Body cells of every table, html-unescaped."""
-    return [[[html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr)]
-             for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body)]
-            for body in re.findall(r"<tbody>(.*?)</tbody>", text, re.S)]
+    return [
+        [
+            [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr)]
+            for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body)
+        ]
+        for body in re.findall(r"<tbody>(.*?)</tbody>", text, re.S)
+    ]
 
 
 def _check_figures(out: Path, expected: set[str]) -> str:
@@ -120,8 +171,11 @@ def test_table_means_and_stds_are_correct(basic):
     assert results[0][0] == "dense"
     for method, kind in [("dense", "dense"), *METHODS]:
         for l_i, target in enumerate([0.0] if kind == "dense" else SPARSITIES, start=1):
-            reps = [r for r in rows if r["method"] == method and
-                    (r["level"] == l_i if kind == "imp" else r["target_sparsity"] == target)]
+            reps = [
+                r
+                for r in rows
+                if r["method"] == method and (r["level"] == l_i if kind == "imp" else r["target_sparsity"] == target)
+            ]
             assert len(reps) == 2
             accs = [r["test_acc"] for r in reps]
             acc = f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}"
@@ -149,8 +203,10 @@ def test_imp_groups_by_level_not_jittered_target(basic):
 
 
 def test_branch_rows_group_by_level_and_nan_is_ignored():
-    rows = [_row("rewind", "branch", 4, 0.59 + 0.001 * seed, 0.59 + 0.001 * seed, acc, seed, "", f"b{seed}")
-            for seed, acc in enumerate([0.8, 0.9, math.nan])]
+    rows = [
+        _row("rewind", "branch", 4, 0.59 + 0.001 * seed, 0.59 + 0.001 * seed, acc, seed, "", f"b{seed}")
+        for seed, acc in enumerate([0.8, 0.9, math.nan])
+    ]
     (g,) = group_rows(rows)
     assert g.n == 3 and g.key == 4
     assert g.mean("test_acc") == pytest.approx(0.85)
@@ -177,8 +233,9 @@ def test_two_sweep_points_single_seed(tmp_path):
     points = ["training.lr=0.1", "training.lr=0.01"]
     study, rows = make_study(tmp_path, METHODS, SPARSITIES, [3], points)
     out = write_report(study)
-    text = _check_figures(out, {"overview.png", "accuracy-p0.png", "accuracy-p1.png", "layers-p0.png",
-                                "layers-p1.png", "training.png"})  # an lr sweep: no double descent
+    text = _check_figures(
+        out, {"overview.png", "accuracy-p0.png", "accuracy-p1.png", "layers-p0.png", "layers-p1.png", "training.png"}
+    )  # an lr sweep: no double descent
     assert all(f"<code>{p}</code>" in text for p in points)
     tables = _tables(text)
     assert len(tables) == 3 and [c[0] for c in tables[0]] == [p for p in points for _ in METHODS]
@@ -206,8 +263,9 @@ def test_no_method_reaches_best_threshold(tmp_path):
 def _write_study(root: Path, rows: list[dict], layers: dict | None = None, diagnostics: list | None = None) -> Path:
     study = root / "study"
     study.mkdir(parents=True)
-    (study / "config.yaml").write_text(yaml.safe_dump({"name": "written", "dataset": {"name": "digits"},
-                                                       "model": {"name": "mlp"}}))
+    (study / "config.yaml").write_text(
+        yaml.safe_dump({"name": "written", "dataset": {"name": "digits"}, "model": {"name": "mlp"}})
+    )
     (study / "results.json").write_text(json.dumps({"config_hash": "h", "rows": rows}))
     if layers is not None:
         (study / "layers.json").write_text(json.dumps(layers))
@@ -217,20 +275,26 @@ def _write_study(root: Path, rows: list[dict], layers: dict | None = None, diagn
 
 
 def _kept(row: dict, nnz: int, prunable: int) -> dict:
-    return row | {"nnz": nnz, "prunable": prunable, "sparsity": round(1 - nnz / prunable, 6),
-                  "compression": prunable / nnz}
+    return row | {
+        "nnz": nnz,
+        "prunable": prunable,
+        "sparsity": round(1 - nnz / prunable, 6),
+        "compression": prunable / nnz,
+    }
 
 
 def test_best_table_counts_runs_within_one_weight_per_layer_of_the_target(tmp_path):
     s = 1 - 237 / 2368  # 90 % of 2,368 weights keeps 237 after per-layer rounding: a realized 89.99 %
-    rows = [_kept(_row("dense", "dense", None, 0.0, 0.0, 0.9, 0, "", "d"), 2368, 2368),
-            _kept(_row("gm", "oneshot", None, 0.9, s, 0.85, 0, "", "gm"), 237, 2368),
-            # VD/STR have no target: their realized sparsity is recorded as target
-            _kept(_row("vd", "vd", None, s, s, 0.84, 0, "", "vd"), 237, 2368),
-            _kept(_row("vd2", "vd", None, 0.899493, 0.899493, 0.86, 0, "", "vd2"), 238, 2368),
-            _kept(_row("vd3", "vd", None, 0.899493, 0.899493, 0.87, 0, "", "vd3"), 238, 2368),
-            # structured targets are channel fractions: 90 % of the channels is not 90 % of the weights
-            _kept(_row("l1", "structured", None, 0.9, 0.5, 0.83, 0, "", "l1"), 1184, 2368)]
+    rows = [
+        _kept(_row("dense", "dense", None, 0.0, 0.0, 0.9, 0, "", "d"), 2368, 2368),
+        _kept(_row("gm", "oneshot", None, 0.9, s, 0.85, 0, "", "gm"), 237, 2368),
+        # VD/STR have no target: their realized sparsity is recorded as target
+        _kept(_row("vd", "vd", None, s, s, 0.84, 0, "", "vd"), 237, 2368),
+        _kept(_row("vd2", "vd", None, 0.899493, 0.899493, 0.86, 0, "", "vd2"), 238, 2368),
+        _kept(_row("vd3", "vd", None, 0.899493, 0.899493, 0.87, 0, "", "vd3"), 238, 2368),
+        # structured targets are channel fractions: 90 % of the channels is not 90 % of the weights
+        _kept(_row("l1", "structured", None, 0.9, 0.5, 0.83, 0, "", "l1"), 1184, 2368),
+    ]
     # vd3 has two prunable layers: one weight over per layer is still rounding; vd2 (one layer) is over by two
     layers = {r["run_id"]: {"fc.weight": 0.1} for r in rows if r["kind"] != "dense"}
     layers["vd3"] = {"fc1.weight": 0.1, "fc2.weight": 0.1}
@@ -252,12 +316,25 @@ def _sdd_rows(points: list[tuple[str, int]], noise: bool, seeds=(0, 1), methods=
                     s = 1 - 0.8**level
                     acc = 0.7 + 0.03 * level - 0.01 * level**2 + 0.05 * p_i - 0.01 * seed - 0.02 * m_i
                     kind = "dense" if level == 0 else "imp"
-                    row = _row("dense" if level == 0 else method, kind, level or None, s, s, acc, seed, point,
-                               f"{point}-{method}-{level}-s{seed}")
+                    row = _row(
+                        "dense" if level == 0 else method,
+                        kind,
+                        level or None,
+                        s,
+                        s,
+                        acc,
+                        seed,
+                        point,
+                        f"{point}-{method}-{level}-s{seed}",
+                    )
                     row = _kept(row, max(round(prunable * (1 - s)), 1), prunable) | {"test_ece": 0.02 + 0.01 * level}
                     if noise:
-                        row |= {"memorization": 0.9 - 0.2 * level, "train_eval_acc": 0.95 - 0.1 * level,
-                                "train_eval_ece": 0.1, "test_noisy_acc": 0.5 + 0.02 * level}
+                        row |= {
+                            "memorization": 0.9 - 0.2 * level,
+                            "train_eval_acc": 0.95 - 0.1 * level,
+                            "train_eval_ece": 0.1,
+                            "test_noisy_acc": 0.5 + 0.02 * level,
+                        }
                     rows.append(row)
     return rows
 
@@ -290,36 +367,88 @@ def _zoo_analysis():
 
     stats = lambda m, s: {"mean": m, "std": s, "min": m - s, "median": m, "max": m + s}
     models, groups = [], []
-    sets = [(ORIGINAL, "original", None, 0.0), ("mp-0.5", "mp", 0.5, 0.5), ("mp-0.9", "mp", 0.9, 0.9),
-            ("vd-long-twin-set-name", "vd", None, 0.8)]
+    sets = [
+        (ORIGINAL, "original", None, 0.0),
+        ("mp-0.5", "mp", 0.5, 0.5),
+        ("mp-0.9", "mp", 0.9, 0.9),
+        ("vd-long-twin-set-name", "vd", None, 0.8),
+    ]
     for g_i, (name, method, level, sparsity) in enumerate(sets):
-        rows = [{"group": name, "method": method, "level": level, "model": f"m{i}", "original": f"m{i}",
-                 "epoch": 25, "test_acc": 0.9 - 0.02 * i - 0.05 * g_i, "train_acc": 0.95 - 0.02 * i,
-                 "gen_gap": 0.05 + 0.01 * g_i, "sparsity": sparsity, "original_test_acc": 0.9 - 0.02 * i,
-                 "acc_drop": 0.05 * g_i} | ({m: 0.9 - 0.1 * g_i + 0.01 * i for m in COMPARISON_METRICS}
-                                           if g_i else {}) for i in range(6)]
+        rows = [
+            {
+                "group": name,
+                "method": method,
+                "level": level,
+                "model": f"m{i}",
+                "original": f"m{i}",
+                "epoch": 25,
+                "test_acc": 0.9 - 0.02 * i - 0.05 * g_i,
+                "train_acc": 0.95 - 0.02 * i,
+                "gen_gap": 0.05 + 0.01 * g_i,
+                "sparsity": sparsity,
+                "original_test_acc": 0.9 - 0.02 * i,
+                "acc_drop": 0.05 * g_i,
+            }
+            | ({m: 0.9 - 0.1 * g_i + 0.01 * i for m in COMPARISON_METRICS} if g_i else {})
+            for i in range(6)
+        ]
         models += rows
         corr = Correlation(n=6, pearson_r=0.9312, pearson_p=1.234e-5, kendall_tau=0.8123, kendall_p=3.4e-4)
-        groups.append(GroupSummary(
-            group=name, method=method, level=level, n=6, test_acc=stats(0.85 - 0.05 * g_i, 0.0123),
-            gen_gap=stats(0.05, 0.01), sparsity=stats(sparsity, 0.0012),
-            comparisons={m: stats(0.9 - 0.1 * g_i, 0.0123) for m in COMPARISON_METRICS} if g_i else {},
-            correlation=corr if g_i else None, size_sparsity_spearman=0.9567 if g_i else math.nan,
-            size_sparsity_p=1.5e-3 if g_i else math.nan, agreement_accuracy=corr if g_i else None,
-            layers={f"conv{k}.weight": {"size": 100.0 * 4**k, "sparsity": sparsity * k / 3, "std": 0.0}
-                    for k in range(1, 4)} if g_i else {}))
+        groups.append(
+            GroupSummary(
+                group=name,
+                method=method,
+                level=level,
+                n=6,
+                test_acc=stats(0.85 - 0.05 * g_i, 0.0123),
+                gen_gap=stats(0.05, 0.01),
+                sparsity=stats(sparsity, 0.0012),
+                comparisons={m: stats(0.9 - 0.1 * g_i, 0.0123) for m in COMPARISON_METRICS} if g_i else {},
+                correlation=corr if g_i else None,
+                size_sparsity_spearman=0.9567 if g_i else math.nan,
+                size_sparsity_p=1.5e-3 if g_i else math.nan,
+                agreement_accuracy=corr if g_i else None,
+                layers={
+                    f"conv{k}.weight": {"size": 100.0 * 4**k, "sparsity": sparsity * k / 3, "std": 0.0}
+                    for k in range(1, 4)
+                }
+                if g_i
+                else {},
+            )
+        )
     return ZooAnalysis(zoo="/tmp/zoo-with-a-long-name", models=models, layers=[], groups=groups)
 
 
 def _diagnostics(rows: list[dict]) -> list[dict]:
-    cal = {"counts": [5] * 15, "confidence": [(i + 0.5) / 15 for i in range(15)],
-           "accuracy": [(i + 0.4) / 15 for i in range(15)], "classwise_mean": [(i + 0.5) / 15 for i in range(15)],
-           "classwise_std": [0.02] * 15, "histogram": [1 / 15] * 15, "ece": 0.0345, "mce": 0.1}
-    return [{"point": r["point"], "method": r["method"], "level": r["level"], "seed": r["seed"],
-             "sparsity": r["sparsity"], "train_loss": 0.1234, "test_entropy": 0.5678, "val_entropy": 0.4567,
-             "channel_sparsity": 0.05, "iou_previous_level": 0.8, "interpolation_barrier": 0.0123, "sharpness": 12.3,
-             "posterior_gap": {"mean_abs_gap": 0.0456, "model_error": 0.1789, "bayes_error": 0.159},
-             "calibration": cal} for r in rows]
+    cal = {
+        "counts": [5] * 15,
+        "confidence": [(i + 0.5) / 15 for i in range(15)],
+        "accuracy": [(i + 0.4) / 15 for i in range(15)],
+        "classwise_mean": [(i + 0.5) / 15 for i in range(15)],
+        "classwise_std": [0.02] * 15,
+        "histogram": [1 / 15] * 15,
+        "ece": 0.0345,
+        "mce": 0.1,
+    }
+    return [
+        {
+            "point": r["point"],
+            "method": r["method"],
+            "level": r["level"],
+            "seed": r["seed"],
+            "sparsity": r["sparsity"],
+            "train_loss": 0.1234,
+            "test_entropy": 0.5678,
+            "val_entropy": 0.4567,
+            "channel_sparsity": 0.05,
+            "iou_previous_level": 0.8,
+            "interpolation_barrier": 0.0123,
+            "sharpness": 12.3,
+            "posterior_gap": {"mean_abs_gap": 0.0456, "model_error": 0.1789, "bayes_error": 0.159},
+            "calibration": cal,
+        }
+        for r in rows
+    ]
 
 
 def _full_study(tmp_path) -> Path:
@@ -330,18 +459,47 @@ def _full_study(tmp_path) -> Path:
     for point, prunable in points:
         for seed in (0, 1):
             for target in (0.5, 0.9):
-                rows.append(_kept(_row("global-magnitude", "oneshot", None, target, target, 0.8 - 0.1 * target, seed,
-                                       point, f"{point}-gm-{target}-s{seed}"), round(prunable * (1 - target)),
-                                  prunable))
-            rows.append(_kept(_row("channels-l1-global", "structured", None, 0.5, 0.75, 0.71, seed, point,
-                                   f"{point}-l1-s{seed}"), prunable // 4, prunable)
-                        | {"latency_ms": 1.234, "latency_dense_ms": 3.456, "latency_speedup": 2.8})
+                rows.append(
+                    _kept(
+                        _row(
+                            "global-magnitude",
+                            "oneshot",
+                            None,
+                            target,
+                            target,
+                            0.8 - 0.1 * target,
+                            seed,
+                            point,
+                            f"{point}-gm-{target}-s{seed}",
+                        ),
+                        round(prunable * (1 - target)),
+                        prunable,
+                    )
+                )
+            rows.append(
+                _kept(
+                    _row("channels-l1-global", "structured", None, 0.5, 0.75, 0.71, seed, point, f"{point}-l1-s{seed}"),
+                    prunable // 4,
+                    prunable,
+                )
+                | {"latency_ms": 1.234, "latency_dense_ms": 3.456, "latency_speedup": 2.8}
+            )
     layers = {r["run_id"]: {n: 1 - r["sparsity"] for n in LAYERS} for r in rows if r["kind"] != "dense"}
     return _write_study(tmp_path, rows, layers, _diagnostics(rows[:12]))
 
 
-PERCENT_WORDS = ("accuracy", "error", "sparsity", "ece", "confidence", "probability", "agreement", "share",
-                 "frequency", "density")
+PERCENT_WORDS = (
+    "accuracy",
+    "error",
+    "sparsity",
+    "ece",
+    "confidence",
+    "probability",
+    "agreement",
+    "share",
+    "frequency",
+    "density",
+)
 
 
 def _percent_axes_problems(figs) -> list[str]:
@@ -383,8 +541,12 @@ def test_render_script_produces_screenshot(tmp_path):
     study, _ = make_study(tmp_path, METHODS, SPARSITIES, [0, 1], ["training.lr=0.1", "training.lr=0.01"])
     png = tmp_path / "shot.png"
     report = write_report(study)
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_report.py"), str(report),
-                           str(png)], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render_report.py"), str(report), str(png)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     data = png.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 50_000
@@ -397,7 +559,7 @@ def test_render_script_produces_screenshot(tmp_path):
     assert "warning" not in proc.stderr  # nothing wider than the page
     # not blank, and content all the way down: the last figures and the configuration are in the shot
     rows_with_ink = (pixels[..., :3].min(axis=2) < 0.5).any(axis=1)
-    assert rows_with_ink.mean() > 0.2 and rows_with_ink[int(0.9 * height):].any()
+    assert rows_with_ink.mean() > 0.2 and rows_with_ink[int(0.9 * height) :].any()
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")

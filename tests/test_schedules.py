@@ -21,8 +21,16 @@ def test_imp_level_densities_follow_0_8_power():
     assert counts == [1001, 1001 - math.ceil(200.2), 800 - 160, 640 - 128]
 
 
-@pytest.mark.parametrize("bad", [dict(levels=-1), dict(levels=2, fraction=0.0), dict(levels=2, fraction=1.0),
-                                 dict(levels=2, rewind_step=-3), dict(levels=2, reset="bogus")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(levels=-1),
+        dict(levels=2, fraction=0.0),
+        dict(levels=2, fraction=1.0),
+        dict(levels=2, rewind_step=-3),
+        dict(levels=2, reset="bogus"),
+    ],
+)
 def test_iterative_schedule_validation(bad):
     with pytest.raises(ValueError):
         IterativeSchedule(**bad)
@@ -46,8 +54,13 @@ class FakeTrainer:
 
     def fit(self, start_step=0, **_checkpointing):
         self.start_step = self.step = start_step
-        self.log.append({"start": start_step, "finetune": self.finetune,
-                         "w": {k: v.clone() for k, v in self.model.state_dict().items()}})
+        self.log.append(
+            {
+                "start": start_step,
+                "finetune": self.finetune,
+                "w": {k: v.clone() for k, v in self.model.state_dict().items()},
+            }
+        )
         for cb in self.callbacks:
             cb.on_train_begin(self)
         for s in range(start_step, self.total_steps):
@@ -99,5 +112,8 @@ def test_run_iterative_reset_modes(reset):
 
 def test_rewind_step_beyond_training_is_an_error():
     with pytest.raises(ValueError, match="rewind_step"):
-        run_iterative(_model(), lambda m, cbs, ft: FakeTrainer(m, cbs, ft, []),
-                      IterativeSchedule(levels=1, reset="rewind", rewind_step=50))
+        run_iterative(
+            _model(),
+            lambda m, cbs, ft: FakeTrainer(m, cbs, ft, []),
+            IterativeSchedule(levels=1, reset="rewind", rewind_step=50),
+        )

@@ -9,16 +9,40 @@ def _rows():
     rows = []
     for point, width, base in (("w=10", 1000, 0.80), ("w=100", 10000, 0.70)):
         for seed in (0, 1):
-            rows.append({"point": point, "seed": seed, "method": "dense", "kind": "dense", "level": None,
-                         "sparsity": 0.0, "nnz": width, "prunable": width, "test_acc": base + 0.01 * seed,
-                         "val_acc": base, "test_ece": 0.1})
+            rows.append(
+                {
+                    "point": point,
+                    "seed": seed,
+                    "method": "dense",
+                    "kind": "dense",
+                    "level": None,
+                    "sparsity": 0.0,
+                    "nnz": width,
+                    "prunable": width,
+                    "test_acc": base + 0.01 * seed,
+                    "val_acc": base,
+                    "test_ece": 0.1,
+                }
+            )
             for level in range(1, 5):
                 # accuracy peaks at level 2 on val, level 3 on test (for w=100)
                 val = base + {1: 0.02, 2: 0.06, 3: 0.05, 4: -0.1}[level]
                 test = base + {1: 0.02, 2: 0.05, 3: 0.07, 4: -0.1}[level]
-                rows.append({"point": point, "seed": seed, "method": "imp", "kind": "imp", "level": level,
-                             "sparsity": 1 - 0.8**level, "nnz": int(width * 0.8**level), "prunable": width,
-                             "test_acc": test, "val_acc": val, "test_ece": 0.05})
+                rows.append(
+                    {
+                        "point": point,
+                        "seed": seed,
+                        "method": "imp",
+                        "kind": "imp",
+                        "level": level,
+                        "sparsity": 1 - 0.8**level,
+                        "nnz": int(width * 0.8**level),
+                        "prunable": width,
+                        "test_acc": test,
+                        "val_acc": val,
+                        "test_ece": 0.05,
+                    }
+                )
     return rows
 
 
@@ -72,10 +96,13 @@ def test_noisy_test_labels_option_adds_a_noisy_test_evaluation(tmp_path):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    base = {"name": "n", "dataset": {"name": "digits", "noise_rate": 0.3, "noisy_test": True},
-            "model": {"name": "mlp", "options": {"hidden": [16]}},
-            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
-            "methods": [{"name": "imp", "kind": "imp", "levels": 1}]}
+    base = {
+        "name": "n",
+        "dataset": {"name": "digits", "noise_rate": 0.3, "noisy_test": True},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+        "methods": [{"name": "imp", "kind": "imp", "levels": 1}],
+    }
     rows = run_study(parse_config(base), tmp_path, workers=1).rows
     for r in rows:
         # 30 % of the test labels are redrawn: accuracy on them is clearly below the clean one

@@ -16,16 +16,25 @@ from prunezoo.pruning import prune
 def _cnn(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 24, 3, stride=2, padding=2, dilation=2, bias=False), nn.ReLU(),
-        nn.Conv2d(24, 24, 3, groups=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(24 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 24, 3, stride=2, padding=2, dilation=2, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(24, 24, 3, groups=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(24 * 7 * 7, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    ).eval()
 
 
 def _mlp(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(96, 256), nn.ReLU(), nn.Linear(256, 128, bias=False), nn.ReLU(),
-                         nn.Linear(128, 10)).eval()
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(96, 256), nn.ReLU(), nn.Linear(256, 128, bias=False), nn.ReLU(), nn.Linear(128, 10)
+    ).eval()
 
 
 def _masked(model, masks):
@@ -42,8 +51,7 @@ def test_export_output_equals_the_masked_dense_model(density):
         masks = prune(model, density)
         x = torch.randn(*shape)
         # min_speedup=0: every layer with zeros goes sparse, so the sparse kernels themselves are checked
-        exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, model_fallback=False,
-                                 formats=("csr",))
+        exported = sparse_export(model, masks, example_input=x, min_speedup=0.0, model_fallback=False, formats=("csr",))
         ref = _masked(model, masks)
         converted = [type(m) for m in exported.modules() if isinstance(m, (SparseLinear, SparseConv2d))]
         convs = sum(isinstance(m, nn.Conv2d) and m.groups == 1 for m in model.modules())
@@ -58,8 +66,9 @@ def test_export_output_equals_the_masked_dense_model(density):
 def test_grouped_conv_and_layers_without_zeros_stay_dense_with_a_reason():
     model = _cnn()
     masks = prune(model, 0.1, exclude=["10.weight"])  # last Linear unpruned
-    exported = sparse_export(model, masks, example_input=torch.randn(1, 3, 14, 14), min_speedup=0.0,
-                             model_fallback=False)
+    exported = sparse_export(
+        model, masks, example_input=torch.randn(1, 3, 14, 14), min_speedup=0.0, model_fallback=False
+    )
     layers = exported.deploy_report["layers"]
     assert layers["5.weight"]["format"] == "dense" and "groups" in layers["5.weight"]["reason"]
     assert layers["10.weight"]["format"] == "dense" and layers["10.weight"]["reason"] == "no zeros"
@@ -71,8 +80,15 @@ def test_fallback_follows_the_measured_speed_up(monkeypatch):
     masks = prune(model, 0.05)
     x = torch.randn(1, 96)
     measured = {"speedup": 0.5}
-    monkeypatch.setattr(sparse_mod, "paired_speedup", lambda d, s, x, repeats: {
-        "dense_ms": 1.0, "sparse_ms": 1.0 / measured["speedup"], "speedup": measured["speedup"]})
+    monkeypatch.setattr(
+        sparse_mod,
+        "paired_speedup",
+        lambda d, s, x, repeats: {
+            "dense_ms": 1.0,
+            "sparse_ms": 1.0 / measured["speedup"],
+            "speedup": measured["speedup"],
+        },
+    )
     slow = sparse_export(model, masks, example_input=x)
     assert sparse_layer_count(slow) == 0
     for entry in slow.deploy_report["layers"].values():
@@ -101,8 +117,9 @@ def test_whole_model_goes_back_to_dense_when_the_export_is_slower_end_to_end(mon
     end_to_end["speedup"] = 1.5
     fast = sparse_export(model, masks, example_input=torch.randn(1, 96))
     assert sparse_layer_count(fast) == 3 and fast.deploy_report["model"]["fallback"] is False
-    assert sparse_layer_count(sparse_export(model, masks, example_input=torch.randn(1, 96),
-                                            model_fallback=False)) == 3  # layer choices kept
+    assert (
+        sparse_layer_count(sparse_export(model, masks, example_input=torch.randn(1, 96), model_fallback=False)) == 3
+    )  # layer choices kept
 
 
 def test_real_timing_picks_sparse_for_a_very_sparse_wide_layer_and_dense_for_a_tiny_one():
@@ -123,8 +140,9 @@ def test_bsr_is_a_candidate_only_for_block_shaped_masks():
     blocks = torch.rand(16, 16) < 0.2
     block_mask = blocks.repeat_interleave(4, 0).repeat_interleave(4, 1)
     x = torch.randn(3, 64)
-    exported = sparse_export(model, {"0.weight": block_mask}, example_input=x, min_speedup=0.0,
-                             model_fallback=False, formats=("bsr",))
+    exported = sparse_export(
+        model, {"0.weight": block_mask}, example_input=x, min_speedup=0.0, model_fallback=False, formats=("bsr",)
+    )
     assert exported.deploy_report["layers"]["0.weight"]["format"] == "bsr"
     with torch.inference_mode():
         ref = nn.functional.linear(x, model[0].weight * block_mask, model[0].bias)
@@ -143,8 +161,10 @@ def test_semi_structured_needs_cuda_and_says_so_on_cpu():
     assert entry["format"] == "dense" and entry["reason"] == "no candidate format allowed"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
-                    reason="2:4 semi-structured kernels need a CUDA GPU of compute capability >= 8.0")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+    reason="2:4 semi-structured kernels need a CUDA GPU of compute capability >= 8.0",
+)
 def test_semi_structured_export_on_cuda_matches_dense():  # pragma: no cover - CPU machines skip it
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128)).half().cuda().eval()
@@ -181,11 +201,16 @@ def _study(tmp_path, **method):
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({"name": "sx", "dataset": {"name": "digits"},
-                        "model": {"name": "mlp", "options": {"hidden": [256]}},
-                        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
-                        "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
-                        "methods": [{"name": "m", "kind": "oneshot", "sparsities": [0.95], **method}]})
+    cfg = parse_config(
+        {
+            "name": "sx",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [256]}},
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+            "methods": [{"name": "m", "kind": "oneshot", "sparsities": [0.95], **method}],
+        }
+    )
     return run_study(cfg, tmp_path, workers=1)
 
 
@@ -221,7 +246,10 @@ def test_cli_export_writes_a_loadable_sparse_model(tmp_path):
     x = ctx.splits.test.get_batch(torch.arange(8))[0]
     with torch.inference_mode():
         assert torch.allclose(exported(x), model.eval()(x), rtol=1e-5, atol=1e-5)
-    for args, field in ((["export", str(job)], "--sparse"), (["export", str(tmp_path), "--sparse"], "run"),
-                        (["export", str(job), "--sparse", "--batch", "0"], "--batch")):
+    for args, field in (
+        (["export", str(job)], "--sparse"),
+        (["export", str(tmp_path), "--sparse"], "run"),
+        (["export", str(job), "--sparse", "--batch", "0"], "--batch"),
+    ):
         bad = CliRunner().invoke(app, args)
         assert bad.exit_code == 2 and field in bad.output, (args, bad.output)

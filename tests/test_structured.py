@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import randomize_bn
 from prunezoo.errors import ConfigError
 from prunezoo.models import build_model
 from prunezoo.structured import (
@@ -26,7 +27,6 @@ from prunezoo.structured import (
     sensitivity_scan,
     thinet_prune,
 )
-from helpers import randomize_bn
 
 
 def _score(name: str, module: nn.Module, **kw) -> torch.Tensor:
@@ -84,9 +84,9 @@ def test_taylor_is_abs_mean_grad_times_output_and_l2_normalised_per_layer():
     assert torch.allclose(s, expect / expect.norm(), atol=1e-6)
     assert abs(float(s.norm()) - 1.0) < 1e-6
     # Through the adapter: taps after the BN, result still per-layer normalised.
-    from prunezoo.structured.importance import ChannelImportance
-
     import torch_pruning as tp
+
+    from prunezoo.structured.importance import ChannelImportance
 
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
     imp = ChannelImportance("taylor").prepare(model, dg, [(x, y)])
@@ -150,7 +150,7 @@ def test_global_scope_ranks_across_layers_layer_scope_does_not():
     local = prune_channels(make(), x, 0.5, criterion="bn-scale", scope="layer")
     assert glob.channels_after["features.conv2"] == 8
     assert local.channels_after["features.conv2"] == 4
-    kept = lambda r: sum(v for k, v in r.channels_after.items() if k != "fc")  # noqa: E731
+    kept = lambda r: sum(v for k, v in r.channels_after.items() if k != "fc")
     assert abs(kept(glob) - kept(local)) <= 2  # same overall budget, distributed differently
     with pytest.raises(ConfigError):
         prune_channels(make(), x, 0.5, scope="everywhere")
@@ -237,8 +237,7 @@ def test_thinet_refit_reduces_reconstruction_error():
     measured = float((seen["y"] - y0).pow(2).sum() / y0.pow(2).sum())
     assert measured == pytest.approx(res.error_refit, rel=1e-3)
     with pytest.raises(ConfigError):  # residual-coupled channels cannot be reconstructed by one layer
-        thinet_prune(build_model("resnet20", input_shape=(3, 32, 32)), "layer1.0.conv2", "layer1.1.conv1",
-                     [xs[0]], 0.5)
+        thinet_prune(build_model("resnet20", input_shape=(3, 32, 32)), "layer1.0.conv2", "layer1.1.conv1", [xs[0]], 0.5)
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import randomize_bn
 from prunezoo.errors import ConfigError
 from prunezoo.models import build_model
 from prunezoo.structured import (
@@ -22,7 +23,6 @@ from prunezoo.structured import (
     sensitivity_scan,
     structured_criterion_names,
 )
-from helpers import randomize_bn
 
 
 def test_deploy_folds_every_bn_of_compact_resnet_and_keeps_outputs():
@@ -54,8 +54,19 @@ def test_compare_latency_pairs_and_restores_state():
 
 def test_aliases_and_procedures_are_study_criterion_names():
     names = structured_criterion_names()
-    for n in ("l1-filter", "l2-filter", "fpgm", "apoz", "taylor", "slimming", "network-slimming", "thinet",
-              "merge", "random", "bn-scale"):
+    for n in (
+        "l1-filter",
+        "l2-filter",
+        "fpgm",
+        "apoz",
+        "taylor",
+        "slimming",
+        "network-slimming",
+        "thinet",
+        "merge",
+        "random",
+        "bn-scale",
+    ):
         assert n in names
     assert canonical_structured_criterion("l1-filter") == "l1"
     with pytest.raises(ConfigError, match="criterion"):
@@ -112,12 +123,24 @@ def test_sensitivity_allocation_in_study_meets_flops_budget_and_options_are_chec
         with torch.no_grad():
             return -float((m(x) - ref).pow(2).mean())
 
-    res = apply_structured(model, x[:1], 0.4, "l1", evaluate_fn=fidelity,
-                           options={"allocation": "sensitivity", "budget": "flops", "scan_ratios": [0.25, 0.5]})
+    res = apply_structured(
+        model,
+        x[:1],
+        0.4,
+        "l1",
+        evaluate_fn=fidelity,
+        options={"allocation": "sensitivity", "budget": "flops", "scan_ratios": [0.25, 0.5]},
+    )
     assert res.flops_after <= 0.6 * res.flops_before
     with pytest.raises(ConfigError, match="options.budget"):
-        apply_structured(copy.deepcopy(model), x[:1], 0.4, "l1", evaluate_fn=fidelity,
-                         options={"allocation": "sensitivity", "budget": "energy"})
+        apply_structured(
+            copy.deepcopy(model),
+            x[:1],
+            0.4,
+            "l1",
+            evaluate_fn=fidelity,
+            options={"allocation": "sensitivity", "budget": "energy"},
+        )
 
 
 def test_latency_budget_allocation_prunes_until_the_latency_model_meets_it():
@@ -133,14 +156,16 @@ def test_latency_budget_allocation_prunes_until_the_latency_model_meets_it():
         return 0.3 + 0.7 * dense_flops(m, (3, 32, 32)) / dense
 
     by_flops = allocate_from_sensitivity(scan, flops_budget=0.85, model=model, example_input=x[:1])
-    by_latency = allocate_from_sensitivity(scan, latency_budget=0.85, model=model, example_input=x[:1],
-                                           latency_fraction_fn=latency_model)
+    by_latency = allocate_from_sensitivity(
+        scan, latency_budget=0.85, model=model, example_input=x[:1], latency_fraction_fn=latency_model
+    )
     pruned = copy.deepcopy(model)
     prune_channels(pruned, x[:1], by_latency)
     assert latency_model(pruned) <= 0.85
     assert sum(by_latency.values()) > sum(by_flops.values())  # had to prune past the FLOPs budget
-    real = allocate_from_sensitivity(scan, latency_budget=1.0, model=model, example_input=x[:1],
-                                     latency_input=x, latency_repeats=2)  # real paired timing runs
+    real = allocate_from_sensitivity(
+        scan, latency_budget=1.0, model=model, example_input=x[:1], latency_input=x, latency_repeats=2
+    )  # real paired timing runs
     assert isinstance(real, dict)
     with pytest.raises(ConfigError, match="latency_budget"):
         allocate_from_sensitivity(scan, latency_budget=1.5, model=model, example_input=x[:1])
@@ -152,19 +177,33 @@ def test_study_accepts_issue_names_procedures_and_sensitivity_allocation(tmp_pat
     from prunezoo.experiments.config import parse_config
     from prunezoo.experiments.study import run_study
 
-    cfg = parse_config({
-        "name": "t", "dataset": {"name": "digits"},
-        "model": {"name": "resnet-cifar", "options": {"depth": 8, "width": 4}},
-        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
-        "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
-        "methods": [
-            {"name": "l1-filter", "kind": "structured", "criterion": "l1-filter", "sparsities": [0.5]},
-            {"name": "thinet", "kind": "structured", "criterion": "thinet", "sparsities": [0.5]},
-            {"name": "slim", "kind": "structured", "criterion": "network-slimming", "sparsities": [0.3],
-             "options": {"l1": 1e-3}},
-            {"name": "sens", "kind": "structured", "criterion": "l2", "sparsities": [0.4],
-             "options": {"allocation": "sensitivity", "budget": "flops", "scan_ratios": [0.25, 0.5, 0.75]}},
-        ]})
+    cfg = parse_config(
+        {
+            "name": "t",
+            "dataset": {"name": "digits"},
+            "model": {"name": "resnet-cifar", "options": {"depth": 8, "width": 4}},
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+            "methods": [
+                {"name": "l1-filter", "kind": "structured", "criterion": "l1-filter", "sparsities": [0.5]},
+                {"name": "thinet", "kind": "structured", "criterion": "thinet", "sparsities": [0.5]},
+                {
+                    "name": "slim",
+                    "kind": "structured",
+                    "criterion": "network-slimming",
+                    "sparsities": [0.3],
+                    "options": {"l1": 1e-3},
+                },
+                {
+                    "name": "sens",
+                    "kind": "structured",
+                    "criterion": "l2",
+                    "sparsities": [0.4],
+                    "options": {"allocation": "sensitivity", "budget": "flops", "scan_ratios": [0.25, 0.5, 0.75]},
+                },
+            ],
+        }
+    )
     res = run_study(cfg, tmp_path, workers=1)
     rows = {r["method"]: r for r in res.rows}
     dense = rows["dense"]
@@ -208,8 +247,11 @@ def test_structured_zero_masked_resnet_compacts_to_equal_outputs(tmp_path):
     assert res.params_after < res.params_before and res.flops_after < res.flops_before
     with torch.no_grad():
         assert torch.allclose(compact(x), ref, atol=1e-5)
-    save_compact(compact, tmp_path / "c", {"model": "resnet-cifar", "num_classes": 10, "input_shape": [3, 16, 16],
-                                            "options": {"depth": 8}})
+    save_compact(
+        compact,
+        tmp_path / "c",
+        {"model": "resnet-cifar", "num_classes": 10, "input_shape": [3, 16, 16], "options": {"depth": 8}},
+    )
     with torch.no_grad():
         assert torch.equal(load_compact(tmp_path / "c")(x), compact(x))
 
@@ -219,6 +261,7 @@ def test_round_to_keeps_channel_counts_multiples_of_it():
     res = prune_channels(model, torch.zeros(1, 3, 16, 16), 0.3, round_to=8)
     counts = {n: c for n, c in res.channels_after.items() if n != "fc"}
     assert all(c % 8 == 0 for c in counts.values()) and res.flops_after < res.flops_before
-    plain = prune_channels(build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8, width=16),
-                           torch.zeros(1, 3, 16, 16), 0.3)
+    plain = prune_channels(
+        build_model("resnet-cifar", input_shape=(3, 16, 16), depth=8, width=16), torch.zeros(1, 3, 16, 16), 0.3
+    )
     assert any(c % 8 for n, c in plain.channels_after.items() if n != "fc")  # 16 -> 11 without rounding

@@ -52,14 +52,14 @@ class StopAfter(Callback):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_resume_from_checkpoint_matches_uninterrupted(digits, tmp_path, optimizer):
-    cfg = TrainingConfig(epochs=3, batch_size=64, lr=0.01, optimizer=optimizer, lr_schedule="cosine",
-                         weight_decay=1e-3)
+    cfg = TrainingConfig(epochs=3, batch_size=64, lr=0.01, optimizer=optimizer, lr_schedule="cosine", weight_decay=1e-3)
     full = _model(digits)
     full_hist = Trainer(full, digits.train, cfg, eval_sets={"test": digits.test}).fit()
 
     part = _model(digits)
     Trainer(part, digits.train, cfg, eval_sets={"test": digits.test}, callbacks=[StopAfter(1)]).fit(
-        checkpoint_dir=tmp_path / "ckpt")
+        checkpoint_dir=tmp_path / "ckpt"
+    )
     resumed = _model(digits, seed=99)  # different init: everything must come from the checkpoint
     hist = Trainer(resumed, digits.train, cfg, eval_sets={"test": digits.test}).fit(resume_from=tmp_path / "ckpt")
     assert _strip(hist) == _strip(full_hist)
@@ -100,8 +100,17 @@ def test_label_smoothing_changes_the_loss(digits):
     assert losses[1] > losses[0]
 
 
-@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0), dict(optimizer="rmsprop"), dict(batch_size=0),
-                                 dict(nesterov=True, optimizer="adam"), dict(bogus=1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(epochs=-1),
+        dict(lr=0),
+        dict(optimizer="rmsprop"),
+        dict(batch_size=0),
+        dict(nesterov=True, optimizer="adam"),
+        dict(bogus=1),
+    ],
+)
 def test_config_errors_name_the_field(bad):
     with pytest.raises(ValidationError) as err:
         TrainingConfig(**bad)
@@ -139,7 +148,7 @@ def test_callback_loss_terms_are_optimised_but_not_reported(digits):
     plain, penalised = _model(digits), _model(digits)
     h_plain = Trainer(plain, digits.train, cfg).fit()
     h_pen = Trainer(penalised, digits.train, cfg, callbacks=[_L1(1e-3)]).fit()
-    l1 = lambda m: sum(p.abs().sum().item() for n, p in m.named_parameters() if n.endswith("weight"))  # noqa: E731
+    l1 = lambda m: sum(p.abs().sum().item() for n, p in m.named_parameters() if n.endswith("weight"))
     assert l1(penalised) < 0.8 * l1(plain)
     # the reported train loss is the data term only: the L1 term (~several units) is not in it
     assert h_pen[-1]["train_loss"] < 1.0 and abs(h_pen[-1]["train_loss"] - h_plain[-1]["train_loss"]) < 0.5

@@ -76,7 +76,8 @@ def test_gmp_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     part = GradualMagnitudePruning(0.9, frequency=3)
     # a job killed after two epochs (the checkpoint of epoch 2 is written, then training stops)
     Trainer(part_model, _data(), cfg, callbacks=[part, _StopAfter(2)], progress=False).fit(
-        checkpoint_dir=tmp_path / "ckpt")
+        checkpoint_dir=tmp_path / "ckpt"
+    )
     assert part.events and part.events[-1]["step"] < 8 < full.events[-1]["step"]
     resumed_model = _mlp(seed=1)  # different weights: everything must come from the checkpoint
     resumed = GradualMagnitudePruning(0.9, frequency=3)
@@ -137,8 +138,9 @@ def test_prune_and_global_selection_keep_exact_counts_with_a_nan_score():
 # -- item 5: each criterion scores in its paper's train/eval mode -----------------------------------
 def _bn_cnn():
     seed_everything(0)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
-                          nn.Linear(4 * 4 * 4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+    )
     from helpers import randomize_bn
 
     randomize_bn(model)
@@ -151,8 +153,10 @@ def _bn_batches():
 
 
 @pytest.mark.filterwarnings("ignore:per-sample gradients")  # vmap cannot run BatchNorm in train mode
-@pytest.mark.parametrize("name,mode", [("snip", "eval"), ("grasp", "train"), ("taylor", "train"),
-                                       ("obd", "eval"), ("obs", "eval"), ("synflow", "eval")])
+@pytest.mark.parametrize(
+    "name,mode",
+    [("snip", "eval"), ("grasp", "train"), ("taylor", "train"), ("obd", "eval"), ("obs", "eval"), ("synflow", "eval")],
+)
 def test_criteria_score_in_their_papers_mode_whatever_mode_the_model_is_in(name, mode):
     from prunezoo.criteria import SCORING_MODES, ScoringContext, criterion_with_mode, get_criterion
     from prunezoo.sparsity.selection import prunable_parameters
@@ -162,8 +166,9 @@ def test_criteria_score_in_their_papers_mode_whatever_mode_the_model_is_in(name,
 
     def scores(criterion, model_mode):
         model.train(model_mode == "train")
-        ctx = ScoringContext(model=model, params=prunable_parameters(model), batches=batches,
-                             generator=torch.Generator().manual_seed(0))
+        ctx = ScoringContext(
+            model=model, params=prunable_parameters(model), batches=batches, generator=torch.Generator().manual_seed(0)
+        )
         out = get_criterion(criterion)(ctx)
         assert model.training == (model_mode == "train")  # the caller's mode is restored
         assert all(m.training == model.training for m in model.modules())
@@ -210,12 +215,13 @@ def test_study_method_score_mode_option_is_validated_and_used():
     from prunezoo.experiments.jobs import scoring_criterion
     from prunezoo.sparsity.selection import prunable_parameters
 
-    method = MethodConfig(name="snip-train", kind="at-init", criterion="snip", sparsities=[0.5],
-                          options={"score_mode": "train"})
+    method = MethodConfig(
+        name="snip-train", kind="at-init", criterion="snip", sparsities=[0.5], options={"score_mode": "train"}
+    )
     assert scoring_criterion(MethodConfig(name="s", kind="oneshot", criterion="snip", sparsities=[0.5])) == "snip"
     model, batches = _bn_cnn(), _bn_batches()
     model.eval()
-    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)  # noqa: E731
+    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)
     got = get_criterion(scoring_criterion(method))(ctx())
     want = make_snip("train")(ctx())
     paper = get_criterion("snip")(ctx())
@@ -223,8 +229,13 @@ def test_study_method_score_mode_option_is_validated_and_used():
     assert not all(torch.equal(got[n], paper[n]) for n in got)
     for options, needle in [({"score_mode": "inference"}, "score_mode"), ({"score_mode": "eval"}, "magnitude")]:
         with pytest.raises(ValidationError, match=needle):
-            MethodConfig(name="m", kind="oneshot", criterion="snip" if needle == "score_mode" else "magnitude",
-                         sparsities=[0.5], options=options)
+            MethodConfig(
+                name="m",
+                kind="oneshot",
+                criterion="snip" if needle == "score_mode" else "magnitude",
+                sparsities=[0.5],
+                options=options,
+            )
     MethodConfig(name="o", kind="oneshot", criterion="obs", sparsities=[0.5], options={"score_mode": "train"})
 
 
@@ -258,8 +269,13 @@ def test_gradient_masking_is_on_by_default_and_keeps_pruned_momentum_zero():
 
     model = _mlp()
     masks = prune(model, 0.3)
-    trainer = Trainer(model, _data(), TrainingConfig(steps=10, batch_size=8, lr=0.1, momentum=0.9),
-                      callbacks=[EnforceMasks(masks)], progress=False)
+    trainer = Trainer(
+        model,
+        _data(),
+        TrainingConfig(steps=10, batch_size=8, lr=0.1, momentum=0.9),
+        callbacks=[EnforceMasks(masks)],
+        progress=False,
+    )
     trainer.fit()
     params = dict(model.named_parameters())
     for name, m in masks.items():
@@ -267,8 +283,13 @@ def test_gradient_masking_is_on_by_default_and_keeps_pruned_momentum_zero():
         assert torch.all(buf[~m] == 0) and torch.any(buf[m] != 0), name
 
 
-@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
-                                      lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2)])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
+    ],
+)
 def test_gradient_masking_changes_no_kept_weight(make_opt):
     from prunezoo.pruning import prune
 
@@ -294,8 +315,9 @@ def test_structured_channel_selection_prunes_a_nan_channel_first_and_keeps_the_c
     from prunezoo.structured.prune import prune_channels
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 2 * 2, 3))
+    model = nn.Sequential(
+        nn.Conv2d(2, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 3)
+    )
     with torch.no_grad():
         model[0].weight[5, 0, 0, 0] = float("nan")  # its l1 filter norm is NaN
     res = prune_channels(model, torch.randn(1, 2, 6, 6), 0.5, criterion="l1", scope=scope)
@@ -309,12 +331,17 @@ def test_oneshot_obs_without_update_uses_its_fisher_options():
     from prunezoo.experiments.jobs import scoring_criterion
     from prunezoo.sparsity.selection import prunable_parameters
 
-    method = MethodConfig(name="o", kind="oneshot", criterion="obs", sparsities=[0.5],
-                          options={"update": False, "block_size": 4, "damp": 1e-2})
+    method = MethodConfig(
+        name="o",
+        kind="oneshot",
+        criterion="obs",
+        sparsities=[0.5],
+        options={"update": False, "block_size": 4, "damp": 1e-2},
+    )
     model = _mlp()
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, 12, generator=g), torch.randint(0, 3, (16,), generator=g))]
-    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)  # noqa: E731
+    ctx = lambda: ScoringContext(model=model, params=prunable_parameters(model), batches=batches)
     got = get_criterion(scoring_criterion(method))(ctx())
     want = make_obs(block_size=4, damp=1e-2)(ctx())
     default = get_criterion("obs")(ctx())

@@ -129,9 +129,16 @@ def test_mp_twins_have_level_sparsity_and_frozen_zeros(zoo):
 
 def test_vd_twin_sanity_and_sparsity_log(tmp_path):
     # cnn-s: conv and linear layers become variational.
-    cfg = parse_zoo_config({"dataset": {"name": "mnist5k", "max_train": 100, "max_test": 100},
-                            "model": {"name": "cnn-s"}, "epochs": 1, "seeds": [0], "lr": 3e-3,
-                            "init": "kaiming_uniform"})
+    cfg = parse_zoo_config(
+        {
+            "dataset": {"name": "mnist5k", "max_train": 100, "max_test": 100},
+            "model": {"name": "cnn-s"},
+            "epochs": 1,
+            "seeds": [0],
+            "lr": 3e-3,
+            "init": "kaiming_uniform",
+        }
+    )
     zoo = tmp_path / "cnn"
     generate_zoo(cfg, zoo, workers=1, progress=False)
     make_twins(zoo, parse_twin_method("vd", epochs=2, overrides=["lr_scale=1.0"]), workers=1, progress=False)
@@ -153,8 +160,23 @@ def test_vd_twin_sanity_and_sparsity_log(tmp_path):
 def test_any_criterion_twin_via_cli(zoo):
     from prunezoo.cli import app
 
-    res = CliRunner().invoke(app, ["zoo", "twin", str(zoo), "--method", "{name: rnd, criterion: random, scheme: erk}",
-                                   "--levels", "0.6", "--epochs", "1", "--workers", "1", "-q"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "zoo",
+            "twin",
+            str(zoo),
+            "--method",
+            "{name: rnd, criterion: random, scheme: erk}",
+            "--levels",
+            "0.6",
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     twins = layout.list_models(layout.twin_set_dir(zoo, "rnd-0.6"))
     assert len(twins) == 4
@@ -168,15 +190,29 @@ def _public_fixture(root, n_models: int = 2):
     """A tiny zoo in the public layout: ModuleList keys shifted by dropout, torch.save'd checkpoints."""
     from prunezoo.models import build_model
 
-    public_index = [0, 4, 8, 12, 15]  # Conv MP act Drop | Conv MP act Drop | Conv act Flatten | Linear act Drop | Linear
+    public_index = [
+        0,
+        4,
+        8,
+        12,
+        15,
+    ]  # Conv MP act Drop | Conv MP act Drop | Conv act Flatten | Linear act Drop | Linear
     states = {}
     for i in range(n_models):
         torch.manual_seed(i)
         net = build_model("cnn-s", num_classes=10, input_shape=(1, 28, 28), activation="relu", dropout=0.5)
         d = root / f"NN_tune_trainable_{i:05d}_seed={i}"
-        params = {"model::type": "CNN", "model::nlin": "relu", "model::init_type": "kaiming_uniform",
-                  "model::dropout": 0.5, "optim::optimizer": "adam", "optim::lr": 1e-3, "optim::wd": 0.0,
-                  "training::batchsize": 10, "seed": i}
+        params = {
+            "model::type": "CNN",
+            "model::nlin": "relu",
+            "model::init_type": "kaiming_uniform",
+            "model::dropout": 0.5,
+            "optim::optimizer": "adam",
+            "optim::lr": 1e-3,
+            "optim::wd": 0.0,
+            "training::batchsize": 10,
+            "seed": i,
+        }
         d.mkdir(parents=True)
         (d / "params.json").write_text(json.dumps(params))
         lines = []
@@ -186,8 +222,11 @@ def _public_fixture(root, n_models: int = 2):
                     p.add_(0.01)
             sd = net.state_dict()
             layers = ["conv1", "conv2", "conv3", "fc1", "fc2"]
-            public = {f"module_list.{j}.{leaf}": sd[f"{name}.{leaf}"].clone()
-                      for j, name in zip(public_index, layers) for leaf in ("weight", "bias")}
+            public = {
+                f"module_list.{j}.{leaf}": sd[f"{name}.{leaf}"].clone()
+                for j, name in zip(public_index, layers)
+                for leaf in ("weight", "bias")
+            }
             ck = d / f"checkpoint_{epoch:06d}"
             ck.mkdir()
             torch.save(public, ck / "checkpoints")
@@ -221,19 +260,23 @@ def test_import_public_layout_round_trip(tmp_path):
         layout.load_model(m, 1)  # loads into the prunezoo architecture
     # The public files themselves are readable through the layout too (weights_only torch.load).
     pub = next(p for p in sorted((tmp_path / "public").iterdir()) if p.name.startswith("NN"))
-    assert set(layout.load_state(pub, 2)) == {f"module_list.{j}.{leaf}" for j in (0, 4, 8, 12, 15)
-                                                for leaf in ("weight", "bias")}
+    assert set(layout.load_state(pub, 2)) == {
+        f"module_list.{j}.{leaf}" for j in (0, 4, 8, 12, 15) for leaf in ("weight", "bias")
+    }
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({"activation": ["tanh", "swishy"]}, "activation"),
-    ({"lr": [1e-3, 0]}, "lr"),
-    ({"model": {"name": "mlp"}, "dropout": 0.5}, "dropout"),
-    ({"seeds": {"start": 0, "count": 0}}, "seeds"),
-    ({"dataset": {"name": "digits", "max_train": 0}}, "dataset.max_train"),
-    ({"optimizer": "rmsprop"}, "optimizer"),
-    ({"epochs": 2, "trainr": "loop"}, "trainr"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"activation": ["tanh", "swishy"]}, "activation"),
+        ({"lr": [1e-3, 0]}, "lr"),
+        ({"model": {"name": "mlp"}, "dropout": 0.5}, "dropout"),
+        ({"seeds": {"start": 0, "count": 0}}, "seeds"),
+        ({"dataset": {"name": "digits", "max_train": 0}}, "dataset.max_train"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"epochs": 2, "trainr": "loop"}, "trainr"),
+    ],
+)
 def test_bad_config_names_the_field(bad, field):
     with pytest.raises(ConfigError) as err:
         parse_zoo_config(bad)
@@ -245,14 +288,16 @@ def test_cli_bad_config_writes_nothing(tmp_path):
 
     cfg = tmp_path / "zoo.yaml"
     cfg.write_text(json.dumps(TINY))
-    res = CliRunner().invoke(app, ["zoo", "generate", str(cfg), "--out", str(tmp_path / "z"),
-                                   "--set", "init=glorot", "-q"])
+    res = CliRunner().invoke(
+        app, ["zoo", "generate", str(cfg), "--out", str(tmp_path / "z"), "--set", "init=glorot", "-q"]
+    )
     assert res.exit_code == 2 and "init" in res.output
     assert not (tmp_path / "z").exists()
 
 
 def test_batched_trainer_writes_the_same_layout(zoo, tmp_path):
     import prunezoo.zoo.population  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
+
     cfg = parse_zoo_config(TINY | {"trainer": "batched", "chunk_size": 3})
     out = generate_zoo(cfg, tmp_path / "batched", workers=1, progress=False)
     assert out["done"] == 4
@@ -266,12 +311,15 @@ def test_batched_trainer_writes_the_same_layout(zoo, tmp_path):
         assert _states_equal(layout.load_state(m, 0), layout.load_state(loop, 0))
         for k, v in layout.load_state(m).items():
             torch.testing.assert_close(v, layout.load_state(loop)[k], atol=1e-4, rtol=1e-4)
-    assert member_id(layout.read_params(layout.list_models(tmp_path / "batched")[0])) == \
-        layout.list_models(tmp_path / "batched")[0].name
+    assert (
+        member_id(layout.read_params(layout.list_models(tmp_path / "batched")[0]))
+        == layout.list_models(tmp_path / "batched")[0].name
+    )
 
 
 def test_batched_mp_twins_match_loop_twins(zoo):
     import prunezoo.zoo.population  # noqa: F401  (a shipped feature: a broken import must fail, not skip)
+
     loop = parse_twin_method("mp", levels="0.5", epochs=2)
     make_twins(zoo, loop, workers=1, progress=False)  # no-op when the MP test already made them
     batched = parse_twin_method({"name": "mpb", "trainer": "batched", "chunk_size": 3}, levels="0.5", epochs=2)
@@ -281,8 +329,9 @@ def test_batched_mp_twins_match_loop_twins(zoo):
         ref = layout.twin_set_dir(zoo, "mp-0.5") / t.name
         assert layout.read_done(t)["trainer"] == "batched"
         assert _states_equal(layout.load_state(t, 0), layout.load_state(ref, 0))  # same masks, same start
-        assert [r["sparsity_ratio"] for r in layout.read_results(t)] == \
-            pytest.approx([r["sparsity_ratio"] for r in layout.read_results(ref)])
+        assert [r["sparsity_ratio"] for r in layout.read_results(t)] == pytest.approx(
+            [r["sparsity_ratio"] for r in layout.read_results(ref)]
+        )
         for k, v in layout.load_state(t).items():
             torch.testing.assert_close(v, layout.load_state(ref)[k], atol=1e-4, rtol=1e-4)
     with pytest.raises(ConfigError, match="method.trainer"):
@@ -329,8 +378,10 @@ def test_import_skips_a_malicious_checkpoint_and_imports_the_rest(tmp_path):
     evil.mkdir()
     (evil / "params.json").write_text("{}")
     (evil / "checkpoint_000000").mkdir()
-    torch.save({"module_list.0.weight": torch.zeros(2), "payload": _RunsCode(marker)},
-               evil / "checkpoint_000000" / "checkpoints")
+    torch.save(
+        {"module_list.0.weight": torch.zeros(2), "payload": _RunsCode(marker)},
+        evil / "checkpoint_000000" / "checkpoints",
+    )
     res = CliRunner().invoke(app, ["zoo", "import", str(tmp_path / "public"), str(tmp_path / "imported")])
     assert res.exit_code == 1, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
@@ -342,6 +393,7 @@ def test_import_skips_a_malicious_checkpoint_and_imports_the_rest(tmp_path):
     models = layout.list_models(tmp_path / "imported")
     assert [m.name for m in models] == sorted({k[0] for k in states})
     assert not (tmp_path / "imported" / "NN_evil").exists()
-    clean = CliRunner().invoke(app, ["zoo", "import", str(tmp_path / "public"), str(tmp_path / "again"),
-                                     "--model", "cnn-s"])  # a bad model gives exit 1 even when the rest is fine
+    clean = CliRunner().invoke(
+        app, ["zoo", "import", str(tmp_path / "public"), str(tmp_path / "again"), "--model", "cnn-s"]
+    )  # a bad model gives exit 1 even when the rest is fine
     assert clean.exit_code == 1 and "imported 2 models" in clean.output

@@ -115,9 +115,20 @@ ORIG_ACC = [0.80, 0.70, 0.90]
 
 
 def _params(seed: int) -> dict:
-    return {"model": "mlp", "model_options": {"hidden": HIDDEN}, "num_classes": 10, "input_shape": [1, 8, 8],
-            "dataset": DATA, "seed": seed, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
-            "epochs": 1, "batch_size": 10}
+    return {
+        "model": "mlp",
+        "model_options": {"hidden": HIDDEN},
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+        "dataset": DATA,
+        "seed": seed,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "epochs": 1,
+        "batch_size": 10,
+    }
 
 
 def _write_model(model_dir, params, states, accs, done=True):
@@ -125,8 +136,7 @@ def _write_model(model_dir, params, states, accs, done=True):
     rows = []
     for epoch, (state, (train_acc, test_acc)) in enumerate(zip(states, accs)):
         layout.save_state(model_dir, epoch, state)
-        rows.append({"epoch": epoch, "train_loss": 1.0, "train_acc": train_acc, "test_loss": 1.0,
-                     "test_acc": test_acc})
+        rows.append({"epoch": epoch, "train_loss": 1.0, "train_acc": train_acc, "test_loss": 1.0, "test_acc": test_acc})
     layout.write_results(model_dir, rows)
     if done:
         layout.mark_done(model_dir, rows)
@@ -149,8 +159,9 @@ def zoo(tmp_path_factory):
     layout.write_zoo_config(root, {"kind": "zoo", "name": "tiny", "dataset": DATA})
     sets = {"mp-0.5": ("mp", 0.5), "same-0.1": ("same", 0.1), "vd": ("vd", None)}
     for name, (method, level) in sets.items():
-        layout.write_zoo_config(layout.twin_set_dir(root, name),
-                                {"kind": "twins", "name": name, "method": {"name": method}, "level": level})
+        layout.write_zoo_config(
+            layout.twin_set_dir(root, name), {"kind": "twins", "name": name, "method": {"name": method}, "level": level}
+        )
     for i, acc in enumerate(ORIG_ACC):
         params = _params(i)
         torch.manual_seed(i)
@@ -161,8 +172,12 @@ def zoo(tmp_path_factory):
         _write_model(root / name, params, [init, final], [(0.1, 0.1), (acc + 0.05, acc)])
         twin_params = {**params, "original": name}
         # MP-like twin: layer-wise magnitude pruning with known fractions; accuracy = original - 0.1
-        _write_model(layout.twin_set_dir(root, "mp-0.5") / name, twin_params,
-                     [_prune_layerwise(final)] * 2, [(acc, acc - 0.1), (acc - 0.02, acc - 0.1)])
+        _write_model(
+            layout.twin_set_dir(root, "mp-0.5") / name,
+            twin_params,
+            [_prune_layerwise(final)] * 2,
+            [(acc, acc - 0.1), (acc - 0.02, acc - 0.1)],
+        )
         # identical twin
         _write_model(layout.twin_set_dir(root, "same-0.1") / name, twin_params, [final], [(acc + 0.05, acc)])
         # logits scaled by 2 (positive): same argmax and penultimate layer, different softmax
@@ -213,8 +228,9 @@ def test_pruned_twin_comparisons_match_direct_computation(zoo, analysis):
         pa, pb = orig_logits.argmax(1).numpy(), twin_logits.argmax(1).numpy()
         assert row["agreement"] == pytest.approx(float(np.mean(pa == pb)))
         assert row["kappa"] == pytest.approx(cohen_kappa_score(pa, pb))
-        js = np.mean(jensenshannon(orig_logits.softmax(1).double().numpy(),
-                                   twin_logits.softmax(1).double().numpy(), axis=1) ** 2)
+        js = np.mean(
+            jensenshannon(orig_logits.softmax(1).double().numpy(), twin_logits.softmax(1).double().numpy(), axis=1) ** 2
+        )
         assert row["js"] == pytest.approx(js, rel=1e-4)
         assert 0.0 < row["cka"] < 1.0
 
@@ -274,8 +290,9 @@ def test_cli_prints_summary_and_writes_report(zoo, tmp_path):
 
     out = tmp_path / "cli"
     # the report itself is checked above; --no-report keeps this test fast
-    result = CliRunner().invoke(app, ["zoo", "analyze", str(zoo), "--out", str(out), "--max-samples", "50", "-q",
-                                      "--no-report"])
+    result = CliRunner().invoke(
+        app, ["zoo", "analyze", str(zoo), "--out", str(out), "--max-samples", "50", "-q", "--no-report"]
+    )
     assert result.exit_code == 0, result.output
     assert "mp-0.5" in result.output and "original" in result.output
     assert (out / "summary.csv").is_file() and (out / "analysis.json").is_file()

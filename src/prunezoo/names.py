@@ -9,11 +9,35 @@ here fails the tests.
 
 from __future__ import annotations
 
-DATASETS: tuple[str, ...] = ("digits", "mnist5k", "mnist1d", "gmm-linear", "gmm-xor", "mnist", "fashion-mnist",
-                             "cifar10", "cifar100", "svhn")
-MODELS: tuple[str, ...] = ("mlp", "lenet-300-100", "gmm-mlp", "lenet5", "cnn-s", "cnn-l", "conv1d", "resnet-cifar",
-                           "resnet18-cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                           "vgg16-cifar")
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist5k",
+    "mnist1d",
+    "gmm-linear",
+    "gmm-xor",
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "cifar100",
+    "svhn",
+)
+MODELS: tuple[str, ...] = (
+    "mlp",
+    "lenet-300-100",
+    "gmm-mlp",
+    "lenet5",
+    "cnn-s",
+    "cnn-l",
+    "conv1d",
+    "resnet-cifar",
+    "resnet18-cifar",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "vgg16-cifar",
+)
 CRITERIA: tuple[str, ...] = ("obd", "grasp", "magnitude", "obs", "random", "snip", "synflow", "taylor")
 SCHEMES: tuple[str, ...] = ("global", "uniform", "erk", "balanced", "pyramidal", "explicit")
 NOISE_KINDS: tuple[str, ...] = ("uniform-resample", "symmetric", "pairflip", "subset-permute")

@@ -110,7 +110,12 @@ def allocate(
             raise ConfigError("densities", f"no density given for layer(s): {', '.join(missing)}")
         return Allocation(dict(fixed), sizes, None if density is None else float(density))
 
-    if density is None or isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
+    if (
+        density is None
+        or isinstance(density, bool)
+        or not isinstance(density, (int, float))
+        or not 0.0 < density <= 1.0
+    ):
         raise ConfigError("density", f"must be in (0, 1], got {density!r}")
     free = [n for n in names if n not in fixed]
     if not free:
@@ -141,7 +146,9 @@ def allocate(
     return Allocation(out, sizes, float(density))
 
 
-def layer_densities(model: nn.Module | Mapping[str, Sequence[int]], density: float | None, scheme: str = "uniform", **options) -> dict[str, float]:
+def layer_densities(
+    model: nn.Module | Mapping[str, Sequence[int]], density: float | None, scheme: str = "uniform", **options
+) -> dict[str, float]:
     """``{parameter name: density}`` for the prunable layers of ``model``; see :func:`allocate`."""
     return allocate(model, density, scheme, **options).densities
 

@@ -101,13 +101,15 @@ def pyramidal(shapes: Shapes, density: float) -> dict[str, float]:
     if density >= 1.0:
         p1 = 1.0
     else:
-        f = lambda q: sum(m * q ** (i + 1) for i, m in enumerate(sizes)) - target  # noqa: E731
+        f = lambda q: sum(m * q ** (i + 1) for i, m in enumerate(sizes)) - target
         p1 = brentq(f, 0.0, 1.0, xtol=1e-14, rtol=1e-14, maxiter=500)
     return {n: p1 ** (i + 1) for i, n in enumerate(shapes)}
 
 
 @register_scheme("global")
-def global_threshold(shapes: Shapes, density: float, scores: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+def global_threshold(
+    shapes: Shapes, density: float, scores: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, float]:
     """Densities implied by one threshold across layers on ``scores`` (weight magnitude by default)."""
     if scores is None:
         raise ConfigError("scores", "the 'global' scheme needs scores (e.g. weight magnitudes)")

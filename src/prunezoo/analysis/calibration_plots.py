@@ -20,17 +20,29 @@ def calibration_figure(records: list[dict], labels: list[str]) -> Figure:
         m = len(cal["counts"])
         centers = [(i + 0.5) / m for i in range(m)]
         pts = [(c, a) for c, a in zip(cal["confidence"], cal["accuracy"]) if a is not None]
-        line = rel.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
-                        label=f"{label} (ECE {100 * cal['ece']:.2f}%)")[0]
-        mean = [(x, mu, sd or 0.0) for x, mu, sd in zip(centers, cal["classwise_mean"], cal["classwise_std"])
-                if mu is not None]
+        line = rel.plot(
+            [p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{label} (ECE {100 * cal['ece']:.2f}%)"
+        )[0]
+        mean = [
+            (x, mu, sd or 0.0)
+            for x, mu, sd in zip(centers, cal["classwise_mean"], cal["classwise_std"])
+            if mu is not None
+        ]
         cls.plot([p[0] for p in mean], [p[1] for p in mean], color=line.get_color(), label=label)
-        cls.fill_between([p[0] for p in mean], [p[1] - p[2] for p in mean], [p[1] + p[2] for p in mean],
-                         color=line.get_color(), alpha=0.15)
+        cls.fill_between(
+            [p[0] for p in mean],
+            [p[1] - p[2] for p in mean],
+            [p[1] + p[2] for p in mean],
+            color=line.get_color(),
+            alpha=0.15,
+        )
         hist.step(centers, cal["histogram"], where="mid", color=line.get_color(), label=label)
     rel.set(title="reliability (top label)", xlabel="confidence", ylabel="accuracy")
-    cls.set(title="class-wise reliability (mean ± std over classes)", xlabel="predicted probability",
-            ylabel="frequency of the class")
+    cls.set(
+        title="class-wise reliability (mean ± std over classes)",
+        xlabel="predicted probability",
+        ylabel="frequency of the class",
+    )
     hist.set(title="predicted-class confidence", xlabel="confidence", ylabel="share of test samples")
     hist.grid(alpha=0.3)
     # Probabilities, accuracies and shares in percent, like every other figure of the report.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from prunezoo.errors import ConfigError
 
 STATES = ("final", "init")
@@ -52,18 +53,31 @@ def study_criteria_quality(
         raise ConfigError("batches", f"must be >= 1, got {batches}")
     criteria = list(criteria) if criteria else sorted(CRITERIA)
     if unknown := [c for c in criteria if c not in CRITERIA]:
-        raise ConfigError("criteria", f"unknown criteria {unknown}; known: {sorted(CRITERIA)} (movement needs a "
-                          "training trajectory and has no oracle comparison here)")
+        raise ConfigError(
+            "criteria",
+            f"unknown criteria {unknown}; known: {sorted(CRITERIA)} (movement needs a "
+            "training trajectory and has no oracle comparison here)",
+        )
     job_dir = _dense_job(study_dir, seed)
     job = json.loads((job_dir / "job.json").read_text())
     ctx = JobContext(job["spec"], job_dir, study_dir / "runs")
     model = ctx.build_model()
     model.load_state_dict(load_state(job_dir / f"{state}.safetensors"))
     data = ctx.score_batches(batches)
-    oracle = oracle_scores(model, data, units=units, max_items=max_items,
-                           generator=torch.Generator().manual_seed(ctx.seed))
-    out = {"study": str(study_dir), "run_id": job_dir.name, "seed": ctx.seed, "state": state, "units": units,
-           "max_items": max_items, "batches": batches, "samples": sum(len(y) for _, y in data), "criteria": {}}
+    oracle = oracle_scores(
+        model, data, units=units, max_items=max_items, generator=torch.Generator().manual_seed(ctx.seed)
+    )
+    out = {
+        "study": str(study_dir),
+        "run_id": job_dir.name,
+        "seed": ctx.seed,
+        "state": state,
+        "units": units,
+        "max_items": max_items,
+        "batches": batches,
+        "samples": sum(len(y) for _, y in data),
+        "criteria": {},
+    }
     for name in criteria:
         out["criteria"][name] = criterion_quality(model, name, data, units=units, oracle=oracle, seed=ctx.seed)
     write_json(study_dir / "criteria-quality.json", out)

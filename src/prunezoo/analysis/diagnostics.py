@@ -38,11 +38,17 @@ def _calibration(model, dataset, n_bins: int = 15) -> dict:
     probs = logits.softmax(1)
     bins = calibration(probs, labels, n_bins)
     cw = classwise_reliability(probs, labels, n_bins)
-    nan_to_none = lambda t: [None if v != v else float(v) for v in t.tolist()]  # noqa: E731
-    return {"ece": bins.ece, "mce": bins.mce, "counts": bins.counts.tolist(),
-            "accuracy": nan_to_none(bins.accuracy), "confidence": nan_to_none(bins.confidence),
-            "classwise_mean": nan_to_none(cw["mean"]), "classwise_std": nan_to_none(cw["std"]),
-            "histogram": confidence_histogram(probs, n_bins).tolist()}
+    nan_to_none = lambda t: [None if v != v else float(v) for v in t.tolist()]
+    return {
+        "ece": bins.ece,
+        "mce": bins.mce,
+        "counts": bins.counts.tolist(),
+        "accuracy": nan_to_none(bins.accuracy),
+        "confidence": nan_to_none(bins.confidence),
+        "classwise_mean": nan_to_none(cw["mean"]),
+        "classwise_std": nan_to_none(cw["std"]),
+        "histogram": confidence_histogram(probs, n_bins).tolist(),
+    }
 
 
 def _barrier(curve: list[dict]) -> float:
@@ -50,8 +56,14 @@ def _barrier(curve: list[dict]) -> float:
     return max(p["loss"] - ((1 - p["position"]) * first + p["position"] * last) for p in curve)
 
 
-def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: int = 2,
-                   iterations: int = 20, interpolation_points: int = 5) -> list[dict]:
+def diagnose_study(
+    study_dir: str | Path,
+    *,
+    sharpness: bool = True,
+    batches: int = 2,
+    iterations: int = 20,
+    interpolation_points: int = 5,
+) -> list[dict]:
     """Diagnostics for every run of a finished study; also written to ``diagnostics.json``.
     ``interpolation_points=0`` skips the IMP level-to-level interpolation."""
     study_dir = Path(study_dir)
@@ -69,11 +81,18 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
         masks = MaskSet.load(mask_path) if mask_path.exists() else None
         last = (histories.get(row["run_id"]) or [{}])[-1]
         rec = {
-            "run_id": row["run_id"], "method": row["method"], "level": row["level"], "seed": row["seed"],
-            "point": row["point"], "sparsity": row["sparsity"], "train_loss": row["train_loss"],
-            "test_entropy": last.get("test_entropy"), "val_entropy": last.get("val_entropy"),
+            "run_id": row["run_id"],
+            "method": row["method"],
+            "level": row["level"],
+            "seed": row["seed"],
+            "point": row["point"],
+            "sparsity": row["sparsity"],
+            "train_loss": row["train_loss"],
+            "test_entropy": last.get("test_entropy"),
+            "val_entropy": last.get("val_entropy"),
             "channel_sparsity": masks.global_channel_sparsity() if masks is not None else 0.0,
-            "iou_previous_level": None, "sharpness": None,
+            "iou_previous_level": None,
+            "sharpness": None,
         }
         if masks is not None and row["kind"] == "imp":
             prev = previous_mask.get(job_id)
@@ -97,17 +116,21 @@ def diagnose_study(study_dir: str | Path, *, sharpness: bool = True, batches: in
                     test, train = ctx.splits.test, ctx.splits.train
                     eval_b = [test.get_batch(torch.arange(0, min(256, len(test))))]
                     bn_b = [train.get_batch(torch.arange(s, min(s + 128, len(train)))) for s in (0, 128)]
-                    curve = interpolation_curve(model, [prev, state], eval_b, points=interpolation_points,
-                                                bn_batches=bn_b)
+                    curve = interpolation_curve(
+                        model, [prev, state], eval_b, points=interpolation_points, bn_batches=bn_b
+                    )
                     rec["interpolation"] = curve
                     rec["interpolation_barrier"] = _barrier(curve)
                 previous_state[job_id] = state
         if sharpness and weights.exists():
             test = ctx.splits.test
-            data = [test.get_batch(torch.arange(start, min(start + 256, len(test))))
-                    for start in range(0, min(len(test), batches * 256), 256)]
-            rec["sharpness"] = hessian_top_eigenvalue(model, data, iterations=iterations,
-                                                      masks=dict(masks.items()) if masks is not None else None)
+            data = [
+                test.get_batch(torch.arange(start, min(start + 256, len(test))))
+                for start in range(0, min(len(test), batches * 256), 256)
+            ]
+            rec["sharpness"] = hessian_top_eigenvalue(
+                model, data, iterations=iterations, masks=dict(masks.items()) if masks is not None else None
+            )
         out.append(rec)
     write_json(study_dir / "diagnostics.json", out)
     return out

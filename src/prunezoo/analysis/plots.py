@@ -9,13 +9,30 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import (EngFormatter, FixedLocator, LogLocator, MaxNLocator, NullFormatter, NullLocator,
-                               PercentFormatter)
+from matplotlib.ticker import (
+    EngFormatter,
+    FixedLocator,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+    PercentFormatter,
+)
 
 DPI = 100
 DENSE_COLOR = "#222222"
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf"]
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 # Sparsities pruning papers report; used as readable tick positions on the compression axis.
 _SPARSITY_TICKS = [0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999]
@@ -111,8 +128,11 @@ def _flops_axis(ax, flops: Sequence[float]) -> None:
     finite = [f for f in flops if f > 0 and math.isfinite(f)]
     decades = math.log10(max(finite) / min(finite)) if finite else 0.0
     # Denser ticks when the range is narrow, otherwise one tick per decade.
-    subs = next(s for limit, s in ((0.4, range(1, 10)), (1.2, (1, 2, 3, 5)), (3.0, (1, 2, 5)), (math.inf, (1,)))
-                if decades < limit)
+    subs = next(
+        s
+        for limit, s in ((0.4, range(1, 10)), (1.2, (1, 2, 3, 5)), (3.0, (1, 2, 5)), (math.inf, (1,)))
+        if decades < limit
+    )
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=[float(v) for v in subs]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(EngFormatter(places=0, sep=""))
@@ -127,12 +147,22 @@ def figure_legend(fig: Figure, handles: list, labels: list[str], max_cols: int =
     fit = int(fig.get_figwidth() * 14) // (max(map(len, labels)) + 6)
     ncol = max(1, min(len(handles), max_cols, fit))
     order = [i for c in range(ncol) for i in range(c, len(handles), ncol)]
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=ncol,
-               frameon=False, fontsize=9)
+    fig.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside lower center",
+        ncol=ncol,
+        frameon=False,
+        fontsize=9,
+    )
 
 
-def accuracy_figure(series: Sequence[Series], dense: Sequence[Band], title: str = "",
-                    legend: Sequence[tuple[str, str, str, str]] | None = None) -> Figure:
+def accuracy_figure(
+    series: Sequence[Series],
+    dense: Sequence[Band],
+    title: str = "",
+    legend: Sequence[tuple[str, str, str, str]] | None = None,
+) -> Figure:
     """Two panels: accuracy vs sparsity (log2 compression) and accuracy vs sparse FLOPs (log10).
 
     ``legend`` replaces the per-line legend by (label, color, marker, linestyle) entries.
@@ -155,8 +185,9 @@ def accuracy_figure(series: Sequence[Series], dense: Sequence[Band], title: str 
     return fig
 
 
-def layer_density_figure(layers: list[str], bars: Sequence[tuple[str, str, dict[str, float], float]],
-                         title: str = "") -> Figure:
+def layer_density_figure(
+    layers: list[str], bars: Sequence[tuple[str, str, dict[str, float], float]], title: str = ""
+) -> Figure:
     """Grouped bars of per-layer density; ``bars`` holds (label, color, densities, overall density)."""
     n = len(bars)
     # Never wider than the page (12 in at DPI) so fonts are not scaled down in the browser.
@@ -178,8 +209,9 @@ def layer_density_figure(layers: list[str], bars: Sequence[tuple[str, str, dict[
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.yaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels would mix in plain fractions
     ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels([name.removesuffix(".weight") for name in layers], rotation=40, ha="right",
-                       rotation_mode="anchor", fontsize=8)
+    ax.set_xticklabels(
+        [name.removesuffix(".weight") for name in layers], rotation=40, ha="right", rotation_mode="anchor", fontsize=8
+    )
     ax.set_xlim(-0.6, len(layers) - 0.4)
     ax.set_ylabel("density (weights kept)" + (", log scale" if log else ""))
     ax.grid(True, axis="y", alpha=0.3)

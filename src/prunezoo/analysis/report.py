@@ -80,8 +80,9 @@ def group_rows(rows: list[dict]) -> list[Group]:
         groups.setdefault(gk, Group(*gk, rows=[])).rows.append(r)
     points = list(dict.fromkeys(g.point for g in groups.values()))
     methods = list(dict.fromkeys(g.method for g in groups.values()))
-    return sorted(groups.values(), key=lambda g: (points.index(g.point), g.kind != "dense",
-                                                  methods.index(g.method), g.key))
+    return sorted(
+        groups.values(), key=lambda g: (points.index(g.point), g.kind != "dense", methods.index(g.method), g.key)
+    )
 
 
 def _acc(g: Group) -> str:
@@ -103,10 +104,11 @@ def html_table(head: list[str], body: list[tuple[str, list[str]]], text: int | s
     """HTML table; text columns (the first ``text``, or those indices) are left-aligned and may wrap,
     the others hold numbers and never wrap."""
     left = set(range(text)) if isinstance(text, int) else text
-    ths = "".join(f'<th{" class=l" if i in left else ""}>{escape(h)}</th>' for i, h in enumerate(head))
+    ths = "".join(f"<th{' class=l' if i in left else ''}>{escape(h)}</th>" for i, h in enumerate(head))
     trs = "".join(
-        f'<tr class="{cls}">' + "".join(f'<td{" class=l" if i in left else ""}>{escape(c)}</td>'
-                                        for i, c in enumerate(cells)) + "</tr>"
+        f'<tr class="{cls}">'
+        + "".join(f"<td{' class=l' if i in left else ''}>{escape(c)}</td>" for i, c in enumerate(cells))
+        + "</tr>"
         for cls, cells in body
     )
     # The wrapper scrolls a table that is still wider than the page instead of letting it overflow the page.
@@ -115,16 +117,32 @@ def html_table(head: list[str], body: list[tuple[str, list[str]]], text: int | s
 
 def _results_table(groups: list[Group]) -> str:
     has_val = any(g.values("val_acc") for g in groups)
-    head = ["method", "kind", "target", "sparsity", "test acc (%)"] + (["val acc (%)"] if has_val else []) + [
-        "nnz", "compression", "FLOP speed-up", "seeds"]
+    head = (
+        ["method", "kind", "target", "sparsity", "test acc (%)"]
+        + (["val acc (%)"] if has_val else [])
+        + ["nnz", "compression", "FLOP speed-up", "seeds"]
+    )
     body = []
     for g in groups:
         val = [f"{100 * g.mean('val_acc'):.2f}" if g.values("val_acc") else "–"] if has_val else []
         nnz = g.mean("nnz")
-        body.append(("dense" if g.kind == "dense" else "", [
-            g.method, g.kind, _target(g), f"{100 * g.mean('sparsity'):.2f}%", _acc(g), *val,
-            "–" if math.isnan(nnz) else f"{round(nnz):,}", f"{g.mean('compression'):.1f}×",
-            f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
+        body.append(
+            (
+                "dense" if g.kind == "dense" else "",
+                [
+                    g.method,
+                    g.kind,
+                    _target(g),
+                    f"{100 * g.mean('sparsity'):.2f}%",
+                    _acc(g),
+                    *val,
+                    "–" if math.isnan(nnz) else f"{round(nnz):,}",
+                    f"{g.mean('compression'):.1f}×",
+                    f"{g.mean('flop_speedup'):.2f}×",
+                    str(g.n),
+                ],
+            )
+        )
     return html_table(head, body)
 
 
@@ -155,15 +173,36 @@ def _best_table(groups: list[Group], multi: bool, layer_counts: dict[str, int] |
             best[(g.point, g.method)] = g
     if not best:
         return f'<p class="note">No method reached ≥ {BEST_MIN_SPARSITY:.0%} sparsity.</p>'
-    head = (["point"] if multi else []) + ["method", "kind", "sparsity", "test acc (%)", "Δ vs dense (pp)",
-                                            "compression", "FLOP speed-up", "seeds"]
+    head = (["point"] if multi else []) + [
+        "method",
+        "kind",
+        "sparsity",
+        "test acc (%)",
+        "Δ vs dense (pp)",
+        "compression",
+        "FLOP speed-up",
+        "seeds",
+    ]
     body = []
     for (point, _), g in best.items():
         d = dense.get(point)
         delta = f"{100 * (g.mean('test_acc') - d.mean('test_acc')):+.2f}" if d else "–"
-        body.append(("", ([point or "—"] if multi else []) + [
-            g.method, g.kind, f"{100 * g.mean('sparsity'):.2f}%", _acc(g), delta,
-            f"{g.mean('compression'):.1f}×", f"{g.mean('flop_speedup'):.2f}×", str(g.n)]))
+        body.append(
+            (
+                "",
+                ([point or "—"] if multi else [])
+                + [
+                    g.method,
+                    g.kind,
+                    f"{100 * g.mean('sparsity'):.2f}%",
+                    _acc(g),
+                    delta,
+                    f"{g.mean('compression'):.1f}×",
+                    f"{g.mean('flop_speedup'):.2f}×",
+                    str(g.n),
+                ],
+            )
+        )
     return html_table(head, body, text=3 if multi else 2)
 
 
@@ -177,25 +216,41 @@ class Figures:
         data = plots.to_png(fig)
         (self.directory / f"{name}.png").write_bytes(data)
         b64 = base64.b64encode(data).decode("ascii")
-        return (f'<figure><img src="data:image/png;base64,{b64}" alt="{escape(caption)}">'
-                f"<figcaption>{escape(caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="data:image/png;base64,{b64}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
 
 
 def method_series(groups: list[Group], methods: list[str]) -> tuple[list[plots.Series], list[plots.Band]]:
     series, dense = [], []
     for g in groups:
         if g.kind == "dense":
-            dense.append(plots.Band(f"dense {100 * g.mean('test_acc'):.2f}%", plots.DENSE_COLOR,
-                                    g.mean("test_acc"), g.std("test_acc"), g.mean("flops_dense")))
+            dense.append(
+                plots.Band(
+                    f"dense {100 * g.mean('test_acc'):.2f}%",
+                    plots.DENSE_COLOR,
+                    g.mean("test_acc"),
+                    g.std("test_acc"),
+                    g.mean("flops_dense"),
+                )
+            )
     for i, method in enumerate(methods):
-        gs = sorted((g for g in groups if g.method == method and g.kind != "dense"),
-                    key=lambda g: g.mean("sparsity"))
+        gs = sorted((g for g in groups if g.method == method and g.kind != "dense"), key=lambda g: g.mean("sparsity"))
         if not gs:
             continue
         stds = [g.std("test_acc") for g in gs]
-        series.append(plots.Series(
-            method, plots.color(i), [g.mean("sparsity") for g in gs], [g.mean("flops_sparse") for g in gs],
-            [g.mean("test_acc") for g in gs], None if any(s is None for s in stds) else stds, plots.marker(i)))
+        series.append(
+            plots.Series(
+                method,
+                plots.color(i),
+                [g.mean("sparsity") for g in gs],
+                [g.mean("flops_sparse") for g in gs],
+                [g.mean("test_acc") for g in gs],
+                None if any(s is None for s in stds) else stds,
+                plots.marker(i),
+            )
+        )
     return series, dense
 
 
@@ -224,7 +279,7 @@ def _sdd_section(rows: list[dict], figure: Figures) -> str:
     multi = len({s["point"] for s in summary}) > 1
     sweep, noisy = sdd.size_sweep(rows), sdd.label_noise(rows)
     selected = {s["selected_on"] for s in summary}
-    seeds = lambda s, m, sd: m + (f" ± {sd}" if s["seeds"] > 1 else "")  # noqa: E731
+    seeds = lambda s, m, sd: m + (f" ± {sd}" if s["seeds"] > 1 else "")
     key = [*([("point", lambda s: s["point"] or "—")] if multi else []), ("method", lambda s: s["method"])]
     cols: list[tuple[str, Any]] = [
         *key,
@@ -239,33 +294,59 @@ def _sdd_section(rows: list[dict], figure: Figures) -> str:
         ("seeds", lambda s: str(s["seeds"])),
     ]
     how = {"val": "validation accuracy", "test": "test accuracy (no validation split)"}
-    note = ('<p class="note">Best pruned model: the IMP level with the highest '
-            + (how[next(iter(selected))] if len(selected) == 1 else "validation accuracy where there is a "
-               "validation split, else test accuracy")
-            + "; test-selected: the level with the highest test accuracy, as the papers report."
-            + (" Best small dense: the smallest dense model of the sweep at least as accurate." if sweep else "")
-            + "</p>")
-    parts = ["<h2>Iterative pruning: best pruned models and sparse double descent</h2>", note,
-             html_table([c for c, _ in cols], [("", [fn(s) for _, fn in cols]) for s in summary], text=len(key))]
+    note = (
+        '<p class="note">Best pruned model: the IMP level with the highest '
+        + (
+            how[next(iter(selected))]
+            if len(selected) == 1
+            else "validation accuracy where there is a validation split, else test accuracy"
+        )
+        + "; test-selected: the level with the highest test accuracy, as the papers report."
+        + (" Best small dense: the smallest dense model of the sweep at least as accurate." if sweep else "")
+        + "</p>"
+    )
+    parts = [
+        "<h2>Iterative pruning: best pruned models and sparse double descent</h2>",
+        note,
+        html_table([c for c, _ in cols], [("", [fn(s) for _, fn in cols]) for s in summary], text=len(key)),
+    ]
     if noisy:
         noise_cols: list[tuple[str, Any]] = [
             *key,
-            ("noisy labels fit: dense → best", lambda s: "–" if math.isnan(s["memorization"]) else
-             f"{100 * s['dense_memorization']:.1f}% → {100 * s['memorization']:.1f}%"),
-            ("train error, noisy labels", lambda s: "–" if math.isnan(s["train_error_noisy"]) else
-             f"{100 * s['train_error_noisy']:.2f}%"),
-            *([("test error, noisy labels", lambda s: f"{100 * s['test_error_noisy']:.2f}%")]
-              if any(not math.isnan(s["test_error_noisy"]) for s in summary) else []),
+            (
+                "noisy labels fit: dense → best",
+                lambda s: (
+                    "–"
+                    if math.isnan(s["memorization"])
+                    else f"{100 * s['dense_memorization']:.1f}% → {100 * s['memorization']:.1f}%"
+                ),
+            ),
+            (
+                "train error, noisy labels",
+                lambda s: "–" if math.isnan(s["train_error_noisy"]) else f"{100 * s['train_error_noisy']:.2f}%",
+            ),
+            *(
+                [("test error, noisy labels", lambda s: f"{100 * s['test_error_noisy']:.2f}%")]
+                if any(not math.isnan(s["test_error_noisy"]) for s in summary)
+                else []
+            ),
             ("seeds", lambda s: str(s["seeds"])),
         ]
-        parts += ["<h3>Under label noise (best pruned model)</h3>",
-                  '<p class="note">Noisy labels fit: share of the corrupted training samples predicted as their '
-                  "wrong label (memorisation), by the dense model and by the best pruned one.</p>",
-                  html_table([c for c, _ in noise_cols], [("", [fn(s) for _, fn in noise_cols]) for s in summary],
-                         text=len(key))]
-    caption = ("Test error vs nonzero weights: " + ("dense models of the size sweep (dashed) and " if sweep else "")
-               + "the mean IMP trajectory of each starting point (level 0: the dense model)"
-               + ("; right: effective parameters of the best pruned models over seeds" if multi else "") + ".")
+        parts += [
+            "<h3>Under label noise (best pruned model)</h3>",
+            '<p class="note">Noisy labels fit: share of the corrupted training samples predicted as their '
+            "wrong label (memorisation), by the dense model and by the best pruned one.</p>",
+            html_table(
+                [c for c, _ in noise_cols], [("", [fn(s) for _, fn in noise_cols]) for s in summary], text=len(key)
+            ),
+        ]
+    caption = (
+        "Test error vs nonzero weights: "
+        + ("dense models of the size sweep (dashed) and " if sweep else "")
+        + "the mean IMP trajectory of each starting point (level 0: the dense model)"
+        + ("; right: effective parameters of the best pruned models over seeds" if multi else "")
+        + "."
+    )
     parts.append(figure("sdd", sdd.sdd_figure(rows), caption))
     return "\n".join(parts)
 
@@ -274,21 +355,48 @@ def _imp_calibration(rows: list[dict], figure: Figures) -> str:
     from prunezoo.analysis import sdd
 
     return "<h2>Calibration along the IMP levels</h2>" + figure(
-        "calibration", sdd.calibration_figure(rows), "Expected calibration error (15 bins) along the IMP levels.")
+        "calibration", sdd.calibration_figure(rows), "Expected calibration error (15 bins) along the IMP levels."
+    )
 
 
 def _latency_section(rows: list[dict]) -> str:
-    head = ["point", "method", "channels removed", "seed", "test acc (%)", "params compression", "FLOP speed-up",
-            "latency dense → compact (ms)", "measured speed-up", "measured / FLOP ratio"]
-    body = [("", [r.get("point") or "—", r["method"], f"{r['target_sparsity']:.0%}", str(r["seed"]),
-                  f"{100 * r['test_acc']:.2f}", f"{r['compression']:.2f}×", f"{r['flop_speedup']:.2f}×",
-                  f"{r['latency_dense_ms']:.2f} → {r['latency_ms']:.2f}", f"{r['latency_speedup']:.2f}×",
-                  f"{r['latency_speedup'] / r['flop_speedup']:.2f}"])
-            for r in rows if r.get("latency_ms") is not None]
-    return ("<h2>Structured pruning: measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
-            "thread (warm-up; dense and compact timed in alternating pairs, speed-up = median paired ratio) of the "
-            "dense model and the physically compacted one, both exported alike (BatchNorm folded, channels-last), "
-            "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=2))
+    head = [
+        "point",
+        "method",
+        "channels removed",
+        "seed",
+        "test acc (%)",
+        "params compression",
+        "FLOP speed-up",
+        "latency dense → compact (ms)",
+        "measured speed-up",
+        "measured / FLOP ratio",
+    ]
+    body = [
+        (
+            "",
+            [
+                r.get("point") or "—",
+                r["method"],
+                f"{r['target_sparsity']:.0%}",
+                str(r["seed"]),
+                f"{100 * r['test_acc']:.2f}",
+                f"{r['compression']:.2f}×",
+                f"{r['flop_speedup']:.2f}×",
+                f"{r['latency_dense_ms']:.2f} → {r['latency_ms']:.2f}",
+                f"{r['latency_speedup']:.2f}×",
+                f"{r['latency_speedup'] / r['flop_speedup']:.2f}",
+            ],
+        )
+        for r in rows
+        if r.get("latency_ms") is not None
+    ]
+    return (
+        "<h2>Structured pruning: measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
+        "thread (warm-up; dense and compact timed in alternating pairs, speed-up = median paired ratio) of the "
+        "dense model and the physically compacted one, both exported alike (BatchNorm folded, channels-last), "
+        "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=2)
+    )
 
 
 def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
@@ -305,12 +413,15 @@ def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
 
 
 def _diagnostics_section(records: list[dict]) -> str:
-    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    gap = lambda r: r.get("posterior_gap") or {}  # noqa: E731
+    fmt = lambda v, f: "–" if v is None else format(v, f)
+    gap = lambda r: r.get("posterior_gap") or {}
     cols: list[tuple[str, Any]] = [
-        ("point", lambda r: r["point"] or "—"), ("method", lambda r: r["method"]),
-        ("level", lambda r: fmt(r["level"], "d")), ("seed", lambda r: str(r["seed"])),
-        ("sparsity", lambda r: f"{r['sparsity']:.1%}"), ("train CE", lambda r: fmt(r["train_loss"], ".3f")),
+        ("point", lambda r: r["point"] or "—"),
+        ("method", lambda r: r["method"]),
+        ("level", lambda r: fmt(r["level"], "d")),
+        ("seed", lambda r: str(r["seed"])),
+        ("sparsity", lambda r: f"{r['sparsity']:.1%}"),
+        ("train CE", lambda r: fmt(r["train_loss"], ".3f")),
         ("test entropy", lambda r: fmt(r["test_entropy"], ".3f")),
         ("val entropy", lambda r: fmt(r.get("val_entropy"), ".3f")),
         ("channel sparsity", lambda r: f"{r['channel_sparsity']:.1%}"),
@@ -318,19 +429,27 @@ def _diagnostics_section(records: list[dict]) -> str:
         ("loss barrier from prev level", lambda r: fmt(r.get("interpolation_barrier"), ".3f")),
         ("sharpness", lambda r: fmt(r.get("sharpness"), ".3g")),
         ("GMM |p − p*| (pp)", lambda r: fmt(None if not gap(r) else 100 * gap(r)["mean_abs_gap"], ".2f")),
-        ("error: model / Bayes", lambda r: "–" if not gap(r) else
-         f"{gap(r)['model_error']:.1%} / {gap(r)['bayes_error']:.1%}"),
+        (
+            "error: model / Bayes",
+            lambda r: "–" if not gap(r) else f"{gap(r)['model_error']:.1%} / {gap(r)['bayes_error']:.1%}",
+        ),
     ]
     # Columns nobody measured (one point, no validation split, --no-sharpness, not GMM data) stay out.
-    shown = [(h, fn) for h, fn in cols if h in ("method", "level", "seed", "sparsity")
-             or (h == "point" and len({r["point"] for r in records}) > 1)
-             or (h != "point" and any(fn(r) not in ("–", "—") for r in records))]
+    shown = [
+        (h, fn)
+        for h, fn in cols
+        if h in ("method", "level", "seed", "sparsity")
+        or (h == "point" and len({r["point"] for r in records}) > 1)
+        or (h != "point" and any(fn(r) not in ("–", "—") for r in records))
+    ]
     body = [("", [fn(r) for _, fn in shown]) for r in records]
-    return ("<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
-            "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
-            "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
-            "sharpness (top Hessian eigenvalue over the unpruned weights).</p>"
-            + html_table([h for h, _ in shown], body, text=1 + (shown[0][0] == "point")))
+    return (
+        "<h2>Training diagnostics</h2><p>From <code>prunezoo diagnose</code>: final train cross-entropy, "
+        "test/validation output entropy, share of all-zero output channels, mask IoU with the previous "
+        "IMP level, loss barrier on the linear path from the previous level's weights (BN recomputed) and "
+        "sharpness (top Hessian eigenvalue over the unpruned weights).</p>"
+        + html_table([h for h, _ in shown], body, text=1 + (shown[0][0] == "point"))
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -370,9 +489,11 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in meta.items()]
     parts.append("</dl>")
     parts.append(f"<h2>Best per method at ≥ {BEST_MIN_SPARSITY:.0%} sparsity</h2>")
-    parts.append(f'<p class="note">Runs whose target sparsity is at least {BEST_MIN_SPARSITY:.0%}, or whose '
-                 "realized sparsity falls short of it by at most one weight per layer (rounding of each layer's "
-                 "count).</p>")
+    parts.append(
+        f'<p class="note">Runs whose target sparsity is at least {BEST_MIN_SPARSITY:.0%}, or whose '
+        "realized sparsity falls short of it by at most one weight per layer (rounding of each layer's "
+        "count).</p>"
+    )
     parts.append(_best_table(groups, multi, {k: len(v) for k, v in layers.items()}))
 
     if multi:
@@ -389,30 +510,50 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         legend = [(p, plots.color(i), "", "-") for i, p in enumerate(points)]
         legend += [(m, "#777777", plots.marker(i), "none") for i, m in enumerate(methods)]
         legend.append(("dense (per point)", "#777777", "", "--"))
-        parts.append(figure("overview", plots.accuracy_figure(series, dense, legend=legend),
-                            "Mean test accuracy per sweep point (colour) and method (marker); dashed: dense."))
+        parts.append(
+            figure(
+                "overview",
+                plots.accuracy_figure(series, dense, legend=legend),
+                "Mean test accuracy per sweep point (colour) and method (marker); dashed: dense.",
+            )
+        )
 
     for p_i, point in enumerate(points):
         pg = [g for g in groups if g.point == point]
         suffix = f"-p{p_i}" if multi else ""
         parts.append(f"<h2>Sweep point: <code>{escape(point)}</code></h2>" if multi else "<h2>Results</h2>")
         series, dense = method_series(pg, methods)
-        parts.append(figure(f"accuracy{suffix}", plots.accuracy_figure(series, dense),
-                            "Mean test accuracy over seeds (band: ±1 std when ≥ 2 seeds); dashed: dense control."))
+        parts.append(
+            figure(
+                f"accuracy{suffix}",
+                plots.accuracy_figure(series, dense),
+                "Mean test accuracy over seeds (band: ±1 std when ≥ 2 seeds); dashed: dense control.",
+            )
+        )
         parts.append("<h3>Accuracy, size and cost per method and sparsity</h3>")
         parts.append(_results_table(pg))
         names, bars = _layer_bars([r for r in rows if (r.get("point") or "") == point], methods, layers)
         if bars:
-            parts.append(figure(f"layers{suffix}", plots.layer_density_figure(names, bars),
-                                "Per-layer density of each method's sparsest run (lowest seed); "
-                                "dotted: overall density."))
+            parts.append(
+                figure(
+                    f"layers{suffix}",
+                    plots.layer_density_figure(names, bars),
+                    "Per-layer density of each method's sparsest run (lowest seed); dotted: overall density.",
+                )
+            )
 
     if any(r.get("latency_ms") is not None for r in rows):
         from prunezoo.analysis.structured_plots import accuracy_cost_figure
 
         parts.append(_latency_section(rows))
-        parts.append(figure("structured", accuracy_cost_figure(rows), "Structured runs: test accuracy vs "
-                            "forward FLOPs and vs measured CPU latency of the deployed compact model; stars: dense."))
+        parts.append(
+            figure(
+                "structured",
+                accuracy_cost_figure(rows),
+                "Structured runs: test accuracy vs "
+                "forward FLOPs and vs measured CPU latency of the deployed compact model; stars: dense.",
+            )
+        )
     from prunezoo.analysis import sdd
 
     if sdd.applies(rows):
@@ -426,9 +567,14 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
         if chosen:
             from prunezoo.analysis.calibration_plots import calibration_figure
 
-            parts.append(figure("reliability", calibration_figure([r for r, _ in chosen], [lbl for _, lbl in chosen]),
-                                "Test-set calibration (15 right-closed bins) of the dense model and each method's "
-                                "sparsest run (lowest seed, first sweep point)."))
+            parts.append(
+                figure(
+                    "reliability",
+                    calibration_figure([r for r, _ in chosen], [lbl for _, lbl in chosen]),
+                    "Test-set calibration (15 right-closed bins) of the dense model and each method's "
+                    "sparsest run (lowest seed, first sweep point).",
+                )
+            )
 
     curves = []
     for r in rows:
@@ -442,10 +588,14 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
     if cfg_text:
         # Collapsed (no JS needed): the resolved config is long and would dominate the page.
-        parts.append(f"<h2>Configuration</h2><details><summary>config.yaml ({len(cfg_text.splitlines())} lines, "
-                     f"every field resolved)</summary><pre>{escape(cfg_text)}</pre></details>")
-    html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(name)} – prunezoo report</title><style>{REPORT_CSS}</style></head>\n"
-            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+        parts.append(
+            f"<h2>Configuration</h2><details><summary>config.yaml ({len(cfg_text.splitlines())} lines, "
+            f"every field resolved)</summary><pre>{escape(cfg_text)}</pre></details>"
+        )
+    html = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(name)} – prunezoo report</title><style>{REPORT_CSS}</style></head>\n"
+        "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n"
+    )
     out.write_text(html, encoding="utf-8")
     return out

@@ -59,20 +59,30 @@ def best_pruned(rows: list[dict]) -> list[dict]:
     for (point, seed, method), levels in trajectories(rows).items():
         has_val = any(finite_or_none(r.get("val_acc")) is not None for r in levels)
         by_val, by_test = _pick(levels, "val_acc" if has_val else "test_acc"), _pick(levels, "test_acc")
-        out.append({
-            "point": point, "seed": seed, "method": method,
-            "selected_on": "val" if has_val else "test",
-            "level": by_val["level"], "sparsity": by_val["sparsity"], "effective_params": by_val["nnz"],
-            "test_acc": by_val["test_acc"], "test_ece": finite_or_none(by_val.get("test_ece")),
-            "test_selected_level": by_test["level"], "test_selected_acc": by_test["test_acc"],
-            "test_selected_params": by_test["nnz"],
-            "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
-            "memorization": finite_or_none(by_val.get("memorization")),
-            "train_noisy_acc": finite_or_none(by_val.get("train_eval_acc")),  # fit to the noisy training labels
-            "test_noisy_acc": finite_or_none(by_val.get("test_noisy_acc")),
-            "dense_memorization": finite_or_none(levels[0].get("memorization")) if levels[0]["level"] == 0 else None,
-            "dense_params": levels[0]["prunable"],
-        })
+        out.append(
+            {
+                "point": point,
+                "seed": seed,
+                "method": method,
+                "selected_on": "val" if has_val else "test",
+                "level": by_val["level"],
+                "sparsity": by_val["sparsity"],
+                "effective_params": by_val["nnz"],
+                "test_acc": by_val["test_acc"],
+                "test_ece": finite_or_none(by_val.get("test_ece")),
+                "test_selected_level": by_test["level"],
+                "test_selected_acc": by_test["test_acc"],
+                "test_selected_params": by_test["nnz"],
+                "dense_acc": levels[0]["test_acc"] if levels[0]["level"] == 0 else None,
+                "memorization": finite_or_none(by_val.get("memorization")),
+                "train_noisy_acc": finite_or_none(by_val.get("train_eval_acc")),  # fit to the noisy training labels
+                "test_noisy_acc": finite_or_none(by_val.get("test_noisy_acc")),
+                "dense_memorization": finite_or_none(levels[0].get("memorization"))
+                if levels[0]["level"] == 0
+                else None,
+                "dense_params": levels[0]["prunable"],
+            }
+        )
     return out
 
 
@@ -104,19 +114,28 @@ def sdd_summary(rows: list[dict]) -> list[dict]:
         params, params_sd = _mean_std([b["effective_params"] for b in bs])
         dense_acc, _ = _mean_std([b["dense_acc"] for b in bs])
         small = next((p for a, n, p in dense_points if a >= acc), None)
-        out.append({
-            "point": point, "method": method, "seeds": len(bs), "selected_on": bs[0]["selected_on"],
-            "dense_params": bs[0]["dense_params"], "dense_acc": dense_acc,
-            "best_acc": acc, "best_acc_std": acc_sd, "effective_params": params, "effective_params_std": params_sd,
-            "best_sparsity": statistics.fmean(b["sparsity"] for b in bs),
-            "memorization": _mean_std([b["memorization"] for b in bs])[0],
-            "dense_memorization": _mean_std([b["dense_memorization"] for b in bs])[0],
-            "train_error_noisy": 1 - _mean_std([b["train_noisy_acc"] for b in bs])[0],
-            "test_error_noisy": 1 - _mean_std([b["test_noisy_acc"] for b in bs])[0],
-            "test_selected_acc": statistics.fmean(b["test_selected_acc"] for b in bs),
-            "best_small_dense": small,
-            "best_small_dense_params": next((n for a, n, p in dense_points if p == small), None),
-        })
+        out.append(
+            {
+                "point": point,
+                "method": method,
+                "seeds": len(bs),
+                "selected_on": bs[0]["selected_on"],
+                "dense_params": bs[0]["dense_params"],
+                "dense_acc": dense_acc,
+                "best_acc": acc,
+                "best_acc_std": acc_sd,
+                "effective_params": params,
+                "effective_params_std": params_sd,
+                "best_sparsity": statistics.fmean(b["sparsity"] for b in bs),
+                "memorization": _mean_std([b["memorization"] for b in bs])[0],
+                "dense_memorization": _mean_std([b["dense_memorization"] for b in bs])[0],
+                "train_error_noisy": 1 - _mean_std([b["train_noisy_acc"] for b in bs])[0],
+                "test_error_noisy": 1 - _mean_std([b["test_noisy_acc"] for b in bs])[0],
+                "test_selected_acc": statistics.fmean(b["test_selected_acc"] for b in bs),
+                "best_small_dense": small,
+                "best_small_dense_params": next((n for a, n, p in dense_points if p == small), None),
+            }
+        )
     return out
 
 
@@ -146,8 +165,13 @@ def sdd_figure(rows: list[dict]) -> Figure:
                     by_level[r["level"]].append((r["nnz"], 1 - r["test_acc"]))
         lv = sorted(by_level)
         label = " · ".join(x for x in (point, method if len(methods) > 1 or not point else "") if x)
-        ax.plot([statistics.fmean(n for n, _ in by_level[v]) for v in lv],
-                [statistics.fmean(e for _, e in by_level[v]) for v in lv], "-", marker=".", label=label)
+        ax.plot(
+            [statistics.fmean(n for n, _ in by_level[v]) for v in lv],
+            [statistics.fmean(e for _, e in by_level[v]) for v in lv],
+            "-",
+            marker=".",
+            label=label,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("nonzero prunable weights (log scale)")
     ax.set_ylabel("test error")

@@ -29,11 +29,19 @@ def accuracy_cost_figure(rows: list[dict]) -> Figure:
     lat_dense = sorted(r["latency_dense_ms"] for rs in by_method.values() for r in rs)
     if dense:
         d_acc = [r["test_acc"] for r in dense]
-        ax_f.scatter([r["flops_dense"] for r in dense], d_acc, marker="*", s=140, color=DENSE_COLOR,
-                     label="dense", zorder=3)
+        ax_f.scatter(
+            [r["flops_dense"] for r in dense], d_acc, marker="*", s=140, color=DENSE_COLOR, label="dense", zorder=3
+        )
         if lat_dense:  # the dense model timed beside each compact one (median over runs)
-            ax_t.scatter([lat_dense[len(lat_dense) // 2]], [sum(d_acc) / len(d_acc)], marker="*", s=140,
-                         color=DENSE_COLOR, label="dense", zorder=3)
+            ax_t.scatter(
+                [lat_dense[len(lat_dense) // 2]],
+                [sum(d_acc) / len(d_acc)],
+                marker="*",
+                s=140,
+                color=DENSE_COLOR,
+                label="dense",
+                zorder=3,
+            )
     ax_f.set_xscale("log")
     ax_f.set_xlabel("forward FLOPs per sample")
     ax_t.set_xlabel("measured CPU latency, batch of 32 (ms)")

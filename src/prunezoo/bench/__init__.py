@@ -20,8 +20,19 @@ from prunezoo.bench.suites import (
 )
 
 __all__ = [
-    "BenchResult", "BenchSuite", "PublishedResult", "aggregate", "baseline_names", "build_study", "bundled_suites",
-    "check_fairness", "load_suite", "published_results", "quick_suite", "run_bench", "with_baselines",
+    "BenchResult",
+    "BenchSuite",
+    "PublishedResult",
+    "aggregate",
+    "baseline_names",
+    "build_study",
+    "bundled_suites",
+    "check_fairness",
+    "load_suite",
+    "published_results",
+    "quick_suite",
+    "run_bench",
+    "with_baselines",
 ]
 
 
@@ -33,20 +44,26 @@ class BenchResult:
     records: list[dict]
 
 
-def run_bench(suite: BenchSuite, out_root: str | Path = "runs", *, log: Callable[[str], None] = lambda _m: None,
-              **run_options) -> BenchResult:
+def run_bench(
+    suite: BenchSuite, out_root: str | Path = "runs", *, log: Callable[[str], None] = lambda _m: None, **run_options
+) -> BenchResult:
     """Run ``suite`` as a study (finished jobs are reused) and write its CSV + HTML benchmark report."""
     from prunezoo.experiments.study import run_study
 
     cfg = build_study(suite)
     result = run_study(cfg, out_root, log=log, **run_options)
     bases = baseline_names(suite)
-    meta = {"name": suite.name, "dataset": suite.dataset.name, "model": suite.model.name,
-            "seeds": f"{suite.seeds} ({suite.seed}..{suite.seed + suite.seeds - 1})",
-            "compressions": ", ".join(f"{c:g}×" for c in suite.compressions),
-            "training": f"{suite.training.epochs} epochs, lr {suite.training.lr:g}",
-            "fine-tuning (every method from the dense checkpoint)": f"{suite.finetune.epochs} epochs, "
-                                                                    f"lr {suite.finetune.lr:g}",
-            "baselines": ", ".join(sorted(bases)), "study": result.directory.name}
+    meta = {
+        "name": suite.name,
+        "dataset": suite.dataset.name,
+        "model": suite.model.name,
+        "seeds": f"{suite.seeds} ({suite.seed}..{suite.seed + suite.seeds - 1})",
+        "compressions": ", ".join(f"{c:g}×" for c in suite.compressions),
+        "training": f"{suite.training.epochs} epochs, lr {suite.training.lr:g}",
+        "fine-tuning (every method from the dense checkpoint)": f"{suite.finetune.epochs} epochs, "
+        f"lr {suite.finetune.lr:g}",
+        "baselines": ", ".join(sorted(bases)),
+        "study": result.directory.name,
+    }
     csv_path, html_path = write_bench_report(result.directory, meta, bases)
     return BenchResult(result.directory, csv_path, html_path, aggregate(result.rows, bases))

@@ -21,10 +21,12 @@ from prunezoo.experiments.summary import t_interval
 from prunezoo.utils.io import write_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
-CRITERION = ("each claim 'A beats B' is tested on paired differences d = A − B per seed (per model for a zoo): "
-             "holds if the 95% "
-             "t-interval of mean d is above 0; does not hold if its upper end is below the margin (0.5 pp for "
-             "accuracy, 0 for training loss); otherwise inconclusive")
+CRITERION = (
+    "each claim 'A beats B' is tested on paired differences d = A − B per seed (per model for a zoo): "
+    "holds if the 95% "
+    "t-interval of mean d is above 0; does not hold if its upper end is below the margin (0.5 pp for "
+    "accuracy, 0 for training loss); otherwise inconclusive"
+)
 ACC_MARGIN = 0.005  # 0.5 percentage points: smaller accuracy gaps are not a practical advantage
 
 
@@ -40,22 +42,42 @@ class Verdict:
         return asdict(self)
 
 
-def paired_verdict(claim: str, a: dict[int, float], b: dict[int, float], *, a_label: str, b_label: str,
-                   margin: float = ACC_MARGIN, scale: float = 100.0, unit: str = "pp", over: str = "seeds") -> Verdict:
+def paired_verdict(
+    claim: str,
+    a: dict[int, float],
+    b: dict[int, float],
+    *,
+    a_label: str,
+    b_label: str,
+    margin: float = ACC_MARGIN,
+    scale: float = 100.0,
+    unit: str = "pp",
+    over: str = "seeds",
+) -> Verdict:
     """Verdict on "A > B" from per-seed values ``a``, ``b`` (paired by seed; unmatched seeds ignored)."""
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds]
-    criterion = (f"paired over {over}, d = {a_label} − {b_label}: holds if the 95% t-interval of mean d is above 0; "
-                 f"does not hold if its upper end is below {margin * scale:g} {unit}; otherwise inconclusive")
+    criterion = (
+        f"paired over {over}, d = {a_label} − {b_label}: holds if the 95% t-interval of mean d is above 0; "
+        f"does not hold if its upper end is below {margin * scale:g} {unit}; otherwise inconclusive"
+    )
     if not diffs:
         return Verdict(claim, INCONCLUSIVE, "no measurements", criterion, {"n": 0})
     mean = statistics.fmean(diffs)
     ci = t_interval(diffs)
-    numbers = {"n": len(diffs), "mean_diff": mean, "ci95": ci, "a_mean": statistics.fmean(a[s] for s in seeds),
-               "b_mean": statistics.fmean(b[s] for s in seeds), "diffs": diffs}
+    numbers = {
+        "n": len(diffs),
+        "mean_diff": mean,
+        "ci95": ci,
+        "a_mean": statistics.fmean(a[s] for s in seeds),
+        "b_mean": statistics.fmean(b[s] for s in seeds),
+        "diffs": diffs,
+    }
     ci_text = f", 95% CI [{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]" if ci else " (one seed: no interval)"
-    measured = (f"{a_label} {numbers['a_mean'] * scale:.2f} vs {b_label} {numbers['b_mean'] * scale:.2f}: "
-                f"d = {mean * scale:+.2f} {unit}{ci_text}, n = {len(diffs)} {over}")
+    measured = (
+        f"{a_label} {numbers['a_mean'] * scale:.2f} vs {b_label} {numbers['b_mean'] * scale:.2f}: "
+        f"d = {mean * scale:+.2f} {unit}{ci_text}, n = {len(diffs)} {over}"
+    )
     if ci is not None and ci[0] > 0:
         status = HOLDS
     elif ci is not None and ci[1] < margin:
@@ -96,82 +118,140 @@ _MLP_DIGITS = {"dataset": {"name": "digits"}, "model": {"name": "mlp", "options"
 
 def _budget(quick: bool, epochs: int, finetune: int, seeds: int) -> dict[str, Any]:
     e, f, n = (1, 1, 2) if quick else (epochs, finetune, seeds)
-    return {"replicates": n, "training": {"epochs": e, "batch_size": 64, "lr": 0.05, "lr_schedule": "cosine"},
-            "finetune": {"epochs": f, "batch_size": 64, "lr": 0.01, "lr_schedule": "cosine"}}
+    return {
+        "replicates": n,
+        "training": {"epochs": e, "batch_size": 64, "lr": 0.05, "lr_schedule": "cosine"},
+        "finetune": {"epochs": f, "batch_size": 64, "lr": 0.01, "lr_schedule": "cosine"},
+    }
 
 
 def _iterative_study(quick: bool) -> dict:
     levels = 4 if quick else 6  # fraction 0.5: sparsity 50 % ... 98.4 %
-    high = [round(1 - 0.5 ** k, 6) for k in range(1, levels + 1)]
-    return {**_MLP_DIGITS, **_budget(quick, 15, 3, 5), "methods": [
-        {"name": "oneshot", "kind": "oneshot", "criterion": "magnitude", "scheme": "global", "sparsities": high},
-        {"name": "iterative", "kind": "imp", "levels": levels, "fraction": 0.5, "reset": "finetune"}]}
+    high = [round(1 - 0.5**k, 6) for k in range(1, levels + 1)]
+    return {
+        **_MLP_DIGITS,
+        **_budget(quick, 15, 3, 5),
+        "methods": [
+            {"name": "oneshot", "kind": "oneshot", "criterion": "magnitude", "scheme": "global", "sparsities": high},
+            {"name": "iterative", "kind": "imp", "levels": levels, "fraction": 0.5, "reset": "finetune"},
+        ],
+    }
 
 
 def _iterative_judge(rows: list[dict]) -> list[Verdict]:
     imp = per_seed(rows, method="iterative", sparsity_min=HIGH)
     one = per_seed(rows, method="oneshot", sparsity_min=HIGH)
-    return [paired_verdict(f"iterative magnitude pruning (prune 50 %/level, fine-tune) beats one-shot magnitude "
-                           f"pruning + fine-tuning at sparsity >= {HIGH:.0%} (mean over those levels)",
-                           imp, one, a_label="iterative", b_label="one-shot")]
+    return [
+        paired_verdict(
+            f"iterative magnitude pruning (prune 50 %/level, fine-tune) beats one-shot magnitude "
+            f"pruning + fine-tuning at sparsity >= {HIGH:.0%} (mean over those levels)",
+            imp,
+            one,
+            a_label="iterative",
+            b_label="one-shot",
+        )
+    ]
 
 
 def _random_study(quick: bool) -> dict:
     high = [0.9, 0.95, 0.98]
-    methods = [{"name": "magnitude", "kind": "oneshot", "criterion": "magnitude", "scheme": "global",
-                "sparsities": high},
-               {"name": "random", "kind": "oneshot", "criterion": "random", "scheme": "uniform", "sparsities": high}]
-    methods += [{"name": f"er-{s}", "kind": "at-init", "criterion": "random", "scheme": s, "sparsities": high}
-                for s in ("uniform", "erk", "balanced")]
+    methods = [
+        {"name": "magnitude", "kind": "oneshot", "criterion": "magnitude", "scheme": "global", "sparsities": high},
+        {"name": "random", "kind": "oneshot", "criterion": "random", "scheme": "uniform", "sparsities": high},
+    ]
+    methods += [
+        {"name": f"er-{s}", "kind": "at-init", "criterion": "random", "scheme": s, "sparsities": high}
+        for s in ("uniform", "erk", "balanced")
+    ]
     return {**_MLP_DIGITS, **_budget(quick, 15, 3, 5), "methods": methods}
 
 
 def _random_judge(rows: list[dict]) -> list[Verdict]:
-    acc = lambda m: per_seed(rows, method=m, sparsity_min=HIGH)  # noqa: E731
+    acc = lambda m: per_seed(rows, method=m, sparsity_min=HIGH)
     return [
-        paired_verdict("magnitude pruning beats random pruning (both one-shot from the dense model, fine-tuned) "
-                       f"at sparsity >= {HIGH:.0%}", acc("magnitude"), acc("random"),
-                       a_label="magnitude", b_label="random"),
-        paired_verdict(f"random ER masks with ERK densities beat uniform densities at sparsity >= {HIGH:.0%}",
-                       acc("er-erk"), acc("er-uniform"), a_label="ER-ERK", b_label="ER-uniform"),
-        paired_verdict(f"random ER masks with balanced densities beat uniform densities at sparsity >= {HIGH:.0%}",
-                       acc("er-balanced"), acc("er-uniform"), a_label="ER-balanced", b_label="ER-uniform"),
+        paired_verdict(
+            "magnitude pruning beats random pruning (both one-shot from the dense model, fine-tuned) "
+            f"at sparsity >= {HIGH:.0%}",
+            acc("magnitude"),
+            acc("random"),
+            a_label="magnitude",
+            b_label="random",
+        ),
+        paired_verdict(
+            f"random ER masks with ERK densities beat uniform densities at sparsity >= {HIGH:.0%}",
+            acc("er-erk"),
+            acc("er-uniform"),
+            a_label="ER-ERK",
+            b_label="ER-uniform",
+        ),
+        paired_verdict(
+            f"random ER masks with balanced densities beat uniform densities at sparsity >= {HIGH:.0%}",
+            acc("er-balanced"),
+            acc("er-uniform"),
+            a_label="ER-balanced",
+            b_label="ER-uniform",
+        ),
     ]
 
 
 def _underfit_study(quick: bool) -> dict:
     base = _budget(quick, 5, 1, 5)
     short = base["training"]["epochs"]
-    return {**_MLP_DIGITS, **base, "sweep": {"training.epochs": [short, 4 * short]},
-            "methods": [{"name": "gmp", "kind": "gmp", "sparsities": [0.95], "gmp_frequency": 10}]}
+    return {
+        **_MLP_DIGITS,
+        **base,
+        "sweep": {"training.epochs": [short, 4 * short]},
+        "methods": [{"name": "gmp", "kind": "gmp", "sparsities": [0.95], "gmp_frequency": 10}],
+    }
 
 
 def _underfit_judge(rows: list[dict]) -> list[Verdict]:
     points = sorted({r.get("point") or "" for r in rows}, key=lambda p: int(p.split("=")[-1]) if "=" in p else 0)
     short, long_ = points[0], points[-1]
-    loss = lambda m, p: per_seed(rows, "train_loss", method=m, point=p)  # noqa: E731
-    acc = lambda m, p: per_seed(rows, method=m, point=p)  # noqa: E731
-    gain = lambda m: {s: acc(m, long_)[s] - acc(m, short).get(s, float("nan"))  # noqa: E731
-                      for s in acc(m, long_) if s in acc(m, short)}
+    loss = lambda m, p: per_seed(rows, "train_loss", method=m, point=p)
+    acc = lambda m, p: per_seed(rows, method=m, point=p)
+    gain = lambda m: {
+        s: acc(m, long_)[s] - acc(m, short).get(s, float("nan")) for s in acc(m, long_) if s in acc(m, short)
+    }
     return [
-        paired_verdict(f"sparse training (GMP, 95 %) ends at a higher training loss than dense ({short})",
-                       loss("gmp", short), loss("dense", short), a_label="sparse train loss",
-                       b_label="dense train loss", margin=0.0, scale=1.0, unit="nats"),
-        paired_verdict(f"longer training ({long_} vs {short}) improves the sparse model's test accuracy more than "
-                       "the dense model's", gain("gmp"), gain("dense"), a_label="sparse gain", b_label="dense gain"),
+        paired_verdict(
+            f"sparse training (GMP, 95 %) ends at a higher training loss than dense ({short})",
+            loss("gmp", short),
+            loss("dense", short),
+            a_label="sparse train loss",
+            b_label="dense train loss",
+            margin=0.0,
+            scale=1.0,
+            unit="nats",
+        ),
+        paired_verdict(
+            f"longer training ({long_} vs {short}) improves the sparse model's test accuracy more than "
+            "the dense model's",
+            gain("gmp"),
+            gain("dense"),
+            a_label="sparse gain",
+            b_label="dense gain",
+        ),
     ]
 
 
 def _sdd_study(quick: bool) -> dict:
     # Linear GMM (nu = 0.2, Bayes error 0.159), 10 % label noise; a 20 % validation split picks the best level
     # (a 10 % split picked the dense level for one seed in 4 by noise alone).
-    return {"replicates": 2 if quick else 6,
-            "dataset": {"name": "gmm-linear", "val_fraction": 0.2, "noise_rate": 0.1,
-                        "options": {"n_train": 1000 if quick else 3000, "n_test": 2000}},
-            "model": {"name": "gmm-mlp", "options": {"hidden": [100]}},
-            "training": {"epochs": 3 if quick else 40, "batch_size": 256, "lr": 0.1, "momentum": 0.0},
-            "methods": [{"name": "imp", "kind": "imp", "levels": 3 if quick else 10, "fraction": 0.3,
-                         "reset": "rewind-init"}]}
+    return {
+        "replicates": 2 if quick else 6,
+        "dataset": {
+            "name": "gmm-linear",
+            "val_fraction": 0.2,
+            "noise_rate": 0.1,
+            "options": {"n_train": 1000 if quick else 3000, "n_test": 2000},
+        },
+        "model": {"name": "gmm-mlp", "options": {"hidden": [100]}},
+        "training": {"epochs": 3 if quick else 40, "batch_size": 256, "lr": 0.1, "momentum": 0.0},
+        "methods": [
+            {"name": "imp", "kind": "imp", "levels": 3 if quick else 10, "fraction": 0.3, "reset": "rewind-init"}
+        ],
+    }
 
 
 def _sdd_judge(rows: list[dict]) -> list[Verdict]:
@@ -179,19 +259,33 @@ def _sdd_judge(rows: list[dict]) -> list[Verdict]:
 
     best = [b for b in best_pruned(rows) if b["method"] == "imp"]
     dense = {r["seed"]: r for r in rows if r["kind"] == "dense"}
-    pick = lambda key: {b["seed"]: b[key] for b in best if b.get(key) is not None}  # noqa: E731
-    dense_of = lambda key: {s: r[key] for s, r in dense.items() if r.get(key) is not None}  # noqa: E731
-    neg = lambda d: {s: -v for s, v in d.items()}  # noqa: E731
+    pick = lambda key: {b["seed"]: b[key] for b in best if b.get(key) is not None}
+    dense_of = lambda key: {s: r[key] for s, r in dense.items() if r.get(key) is not None}
+    neg = lambda d: {s: -v for s, v in d.items()}
     return [
-        paired_verdict("under label noise the best pruned model (IMP level chosen on validation) beats the dense "
-                       "model on clean test data (sparse double descent)", pick("test_acc"), dense_of("test_acc"),
-                       a_label="best pruned", b_label="dense"),
-        paired_verdict("the best pruned model is better calibrated: lower test ECE than the dense model",
-                       neg(pick("test_ece")), neg(dense_of("test_ece")), a_label="−ECE best pruned",
-                       b_label="−ECE dense", margin=0.005),
-        paired_verdict("the best pruned model fits fewer of the corrupted training labels than the dense one",
-                       neg(pick("memorization")), neg(dense_of("memorization")), a_label="−memorised best pruned",
-                       b_label="−memorised dense"),
+        paired_verdict(
+            "under label noise the best pruned model (IMP level chosen on validation) beats the dense "
+            "model on clean test data (sparse double descent)",
+            pick("test_acc"),
+            dense_of("test_acc"),
+            a_label="best pruned",
+            b_label="dense",
+        ),
+        paired_verdict(
+            "the best pruned model is better calibrated: lower test ECE than the dense model",
+            neg(pick("test_ece")),
+            neg(dense_of("test_ece")),
+            a_label="−ECE best pruned",
+            b_label="−ECE dense",
+            margin=0.005,
+        ),
+        paired_verdict(
+            "the best pruned model fits fewer of the corrupted training labels than the dense one",
+            neg(pick("memorization")),
+            neg(dense_of("memorization")),
+            a_label="−memorised best pruned",
+            b_label="−memorised dense",
+        ),
     ]
 
 
@@ -202,8 +296,10 @@ def correlation_verdict(claim: str, x: list[float], y: list[float], *, threshold
     from scipy import stats
 
     pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
-    criterion = (f"Pearson r over the population with a Fisher-z 95% interval: holds if r >= {threshold:g} and the "
-                 f"interval excludes 0; does not hold if its upper end is below {threshold:g}; otherwise inconclusive")
+    criterion = (
+        f"Pearson r over the population with a Fisher-z 95% interval: holds if r >= {threshold:g} and the "
+        f"interval excludes 0; does not hold if its upper end is below {threshold:g}; otherwise inconclusive"
+    )
     n = len(pairs)
     if n < 4 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
         return Verdict(claim, INCONCLUSIVE, f"{n} usable pairs (need >= 4, not constant)", criterion, {"n": n})
@@ -211,8 +307,13 @@ def correlation_verdict(claim: str, x: list[float], y: list[float], *, threshold
     z, half = math.atanh(max(min(r, 0.999999), -0.999999)), 1.959963984540054 / math.sqrt(n - 3)
     lo, hi = math.tanh(z - half), math.tanh(z + half)
     status = HOLDS if r >= threshold and lo > 0 else FAILS if hi < threshold else INCONCLUSIVE
-    return Verdict(claim, status, f"r = {r:.3f}, 95% CI [{lo:.3f}, {hi:.3f}], n = {n} models", criterion,
-                   {"n": n, "r": r, "ci95": (lo, hi)})
+    return Verdict(
+        claim,
+        status,
+        f"r = {r:.3f}, 95% CI [{lo:.3f}, {hi:.3f}], n = {n} models",
+        criterion,
+        {"n": n, "r": r, "ci95": (lo, hi)},
+    )
 
 
 def _interp(points: list[tuple[float, float]], x: float) -> float | None:
@@ -229,11 +330,20 @@ MP_LEVELS = [0.3, 0.6, 0.8, 0.9]
 
 def _zoo_config(quick: bool) -> dict:
     # A CPU-scale seed zoo in the spirit of examples/zoo-mnist5k.yaml (CNN-s, tanh, Adam, batch 10).
-    return {"name": "reproduce-mp-vs-vd", "dataset": {"name": "mnist5k", "max_train": 300 if quick else 1000,
-                                                      "max_test": 300 if quick else 1000},
-            "model": {"name": "cnn-s"}, "epochs": 1 if quick else 5, "batch_size": 10, "trainer": "batched",
-            "chunk_size": 16, "seeds": {"start": 1, "count": 4 if quick else 12}, "activation": "tanh",
-            "init": "kaiming_uniform", "optimizer": "adam", "lr": 1e-3}
+    return {
+        "name": "reproduce-mp-vs-vd",
+        "dataset": {"name": "mnist5k", "max_train": 300 if quick else 1000, "max_test": 300 if quick else 1000},
+        "model": {"name": "cnn-s"},
+        "epochs": 1 if quick else 5,
+        "batch_size": 10,
+        "trainer": "batched",
+        "chunk_size": 16,
+        "seeds": {"start": 1, "count": 4 if quick else 12},
+        "activation": "tanh",
+        "init": "kaiming_uniform",
+        "optimizer": "adam",
+        "lr": 1e-3,
+    }
 
 
 def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, list[dict]]:
@@ -247,12 +357,14 @@ def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, 
     from prunezoo.zoo.twins import make_twins, parse_twin_method
 
     zoo_cfg = _zoo_config(quick)
-    mp = parse_twin_method({"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2},
-                           levels=[0.5, 0.9] if quick else MP_LEVELS)
+    mp = parse_twin_method(
+        {"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2}, levels=[0.5, 0.9] if quick else MP_LEVELS
+    )
     vd = parse_twin_method({"name": "vd", "kind": "vd", "epochs": 2 if quick else 4, "lr_scale": 1.0})
     # content-addressed like a study directory: another setting never meets stale twins
-    digest = hashlib.sha256(json.dumps([zoo_cfg, mp.model_dump(mode="json"), vd.model_dump(mode="json")],
-                                       sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        json.dumps([zoo_cfg, mp.model_dump(mode="json"), vd.model_dump(mode="json")], sort_keys=True).encode()
+    ).hexdigest()[:12]
     directory = check_output_dir(out_root) / (f"reproduce-{name}" + ("-quick" if quick else "") + f"-{digest}")
     opts = {k: run_options[k] for k in ("workers", "progress") if k in run_options}
     if run_options.get("force") and directory.exists():  # --force: the zoo and its twins again, from scratch
@@ -289,18 +401,36 @@ def _mp_vd_judge(rows: list[dict]) -> list[Verdict]:
     median = sparsities[len(sparsities) // 2] if sparsities else float("nan")
     where = f"VD twins' median sparsity {median:.1%}"
     if median <= 0.8:
-        first = paired_verdict(f"MP beats VD up to ~80 % sparsity: at each VD twin's sparsity ({where}) the MP "
-                               "twin of the same model (interpolated between MP levels) is more accurate",
-                               mp_acc, vd_acc, a_label="MP", b_label="VD", over="models")
+        first = paired_verdict(
+            f"MP beats VD up to ~80 % sparsity: at each VD twin's sparsity ({where}) the MP "
+            "twin of the same model (interpolated between MP levels) is more accurate",
+            mp_acc,
+            vd_acc,
+            a_label="MP",
+            b_label="VD",
+            over="models",
+        )
     else:
-        first = paired_verdict(f"above ~80 % sparsity VD is the more stable: at each VD twin's sparsity ({where}) "
-                               "VD is more accurate than the same model's MP twin (interpolated)",
-                               vd_acc, mp_acc, a_label="VD", b_label="MP", over="models")
+        first = paired_verdict(
+            f"above ~80 % sparsity VD is the more stable: at each VD twin's sparsity ({where}) "
+            "VD is more accurate than the same model's MP twin (interpolated)",
+            vd_acc,
+            mp_acc,
+            a_label="VD",
+            b_label="MP",
+            over="models",
+        )
     level = 0.6 if any(r["method"] == "mp" and r["level"] == 0.6 for r in rows) else 0.5
-    pairs = [(originals[r["original"]]["test_acc"], r["test_acc"]) for r in rows
-             if r["method"] == "mp" and r["level"] == level and r["original"] in originals]
-    second = correlation_verdict(f"the MP twins' accuracy (at {level:.0%}) tracks the originals' across the zoo: "
-                                 "Pearson r > 0.9", [a for a, _ in pairs], [b for _, b in pairs])
+    pairs = [
+        (originals[r["original"]]["test_acc"], r["test_acc"])
+        for r in rows
+        if r["method"] == "mp" and r["level"] == level and r["original"] in originals
+    ]
+    second = correlation_verdict(
+        f"the MP twins' accuracy (at {level:.0%}) tracks the originals' across the zoo: Pearson r > 0.9",
+        [a for a, _ in pairs],
+        [b for _, b in pairs],
+    )
     return [first, second]
 
 
@@ -315,24 +445,51 @@ class Finding:
     runner: Callable[..., tuple[Any, list[dict]]] | None = None
 
 
-FINDINGS: dict[str, Finding] = {f.name: f for f in (
-    Finding("iterative-vs-oneshot", "Han et al. 2015 / survey (seed 004)",
+FINDINGS: dict[str, Finding] = {
+    f.name: f
+    for f in (
+        Finding(
+            "iterative-vs-oneshot",
+            "Han et al. 2015 / survey (seed 004)",
             "Iterative pruning with retraining beats one-shot pruning at high sparsity.",
-            _iterative_study, _iterative_judge),
-    Finding("random-baseline", "survey (seed 004); random pruning with ER densities (seed 002)",
+            _iterative_study,
+            _iterative_judge,
+        ),
+        Finding(
+            "random-baseline",
+            "survey (seed 004); random pruning with ER densities (seed 002)",
             "Magnitude beats random pruning; for random masks, ERK / balanced layer densities beat uniform "
-            "at high sparsity.", _random_study, _random_judge),
-    Finding("sparse-underfit", "AC/DC++ and sparse underfitting (seed 001)",
+            "at high sparsity.",
+            _random_study,
+            _random_judge,
+        ),
+        Finding(
+            "sparse-underfit",
+            "AC/DC++ and sparse underfitting (seed 001)",
             "Sparse models underfit (higher training loss than dense at the same budget) and gain more from "
-            "longer training.", _underfit_study, _underfit_judge),
-    Finding("sdd-calibration", "sparse double descent and calibration (seed 003)",
+            "longer training.",
+            _underfit_study,
+            _underfit_judge,
+        ),
+        Finding(
+            "sdd-calibration",
+            "sparse double descent and calibration (seed 003)",
             "Under label noise, pruning first hurts then helps: the best pruned model beats the dense one, "
-            "fits fewer noisy labels and is better calibrated.", _sdd_study, _sdd_judge),
-    Finding("mp-vs-vd", "model-zoo twins (seed 000)",
+            "fits fewer noisy labels and is better calibrated.",
+            _sdd_study,
+            _sdd_judge,
+        ),
+        Finding(
+            "mp-vs-vd",
+            "model-zoo twins (seed 000)",
             "Over a zoo of small CNNs, magnitude-pruned (MP) twins beat variational-dropout (VD) twins up to ~80 % "
             "sparsity, VD is more stable above; MP twin accuracy correlates with the original's (Pearson r > 0.9).",
-            None, _mp_vd_judge, _run_zoo),
-)}
+            None,
+            _mp_vd_judge,
+            _run_zoo,
+        ),
+    )
+}
 
 
 # Findings of the papers not yet reproducible here, and why (published rows may already point at them).
@@ -361,7 +518,15 @@ def reproduce(name: str, out_root="runs", *, quick: bool = False, **run_options)
         result = run_study(finding_config(name, quick), out_root, **run_options)
         directory, rows = result.directory, result.rows
     verdicts = FINDINGS[name].judge(rows)
-    write_json(directory / "reproduce.json", {
-        "finding": name, "claim": FINDINGS[name].claim, "paper": FINDINGS[name].paper, "quick": quick,
-        "overall": overall(verdicts), "verdicts": [v.to_dict() for v in verdicts]})
+    write_json(
+        directory / "reproduce.json",
+        {
+            "finding": name,
+            "claim": FINDINGS[name].claim,
+            "paper": FINDINGS[name].paper,
+            "quick": quick,
+            "overall": overall(verdicts),
+            "verdicts": [v.to_dict() for v in verdicts],
+        },
+    )
     return directory, verdicts

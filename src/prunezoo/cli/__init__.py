@@ -25,11 +25,21 @@ from prunezoo.cli.common import (
     storage_error_message,
 )
 
-__all__ = ["app", "main", "console", "fail", "out", "results_table", "results_text", "storage_error_message",
-           "TableFormat"]
+__all__ = [
+    "app",
+    "main",
+    "console",
+    "fail",
+    "out",
+    "results_table",
+    "results_text",
+    "storage_error_message",
+    "TableFormat",
+]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, cls=Commands,
-                  help="Prune neural networks and study pruned populations.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, cls=Commands, help="Prune neural networks and study pruned populations."
+)
 
 
 def _version(value: bool) -> None:
@@ -42,8 +52,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     """Prune neural networks and study pruned populations."""
 

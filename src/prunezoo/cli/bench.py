@@ -34,8 +34,9 @@ def published_rich_table(items) -> Table:
 def bench_command(
     suite: Annotated[str | None, typer.Argument(help="bundled suite name or a suite YAML file")] = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (>= 3)")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="same comparison with 1 epoch of training/"
-                                                        "fine-tuning")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="same comparison with 1 epoch of training/fine-tuning")
+    ] = False,
     published: Annotated[bool, typer.Option("--published", help="only list the published reference results")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the bundled suites")] = False,
     out_dir: RunsOutOption = Path("runs"),
@@ -76,34 +77,47 @@ def bench_rich_table(records: list[dict], title: str = "") -> Table:
     latency = any(r["latency_speedup"] is not None for r in records)
     table = Table(title=title)
     # the terminal is narrow: with latency, training FLOPs are left to the CSV/HTML
-    cols = ["method", "target", "sparsity", "acc % ± std", "95% CI", "Δ pp", "nnz", "FLOP ×"] + (
-        ["latency ×"] if latency else ["train FLOPs"]) + ["n"]
+    cols = (
+        ["method", "target", "sparsity", "acc % ± std", "95% CI", "Δ pp", "nnz", "FLOP ×"]
+        + (["latency ×"] if latency else ["train FLOPs"])
+        + ["n"]
+    )
     for col in cols:
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in records:
         acc = r["test_acc_mean"]
-        ci = "" if r["test_acc_ci95_low"] is None else \
-            f"[{100 * r['test_acc_ci95_low']:.1f}, {100 * r['test_acc_ci95_high']:.1f}]"
+        ci = (
+            ""
+            if r["test_acc_ci95_low"] is None
+            else f"[{100 * r['test_acc_ci95_low']:.1f}, {100 * r['test_acc_ci95_high']:.1f}]"
+        )
         table.add_row(
             r["method"] + (" *" if r["baseline"] else ""),
             "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
             f"{100 * r['sparsity']:.1f}%",
-            f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}", ci,
+            f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}",
+            ci,
             "" if r["kind"] == "dense" else f"{100 * r['delta_vs_dense']:+.2f}",
-            f"{round(r['nnz']):,}", f"{r['flop_speedup']:.1f}",
-            ("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}") if latency
+            f"{round(r['nnz']):,}",
+            f"{r['flop_speedup']:.1f}",
+            ("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}")
+            if latency
             else f"{r['train_flops_total']:.2g}",
-            str(r["n"]))
-    table.caption = "* baseline (always included); 95% CI: t-interval over seeds; train FLOPs include the " \
-                    "shared dense training for methods that start from it"
+            str(r["n"]),
+        )
+    table.caption = (
+        "* baseline (always included); 95% CI: t-interval over seeds; train FLOPs include the "
+        "shared dense training for methods that start from it"
+    )
     return table
 
 
 def reproduce_command(
     finding: Annotated[str | None, typer.Argument(help="finding to reproduce (see --list)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the findings")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="tiny smoke-test budget (verdicts mostly "
-                                                        "inconclusive)")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="tiny smoke-test budget (verdicts mostly inconclusive)")
+    ] = False,
     out_dir: RunsOutOption = Path("runs"),
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
@@ -122,8 +136,9 @@ def reproduce_command(
         out.print(table)
         return
     try:
-        directory, verdicts = reproduce(finding, out_dir, quick=quick, workers=workers, progress=None, force=force,
-                                        log=lambda m: console.log(m))
+        directory, verdicts = reproduce(
+            finding, out_dir, quick=quick, workers=workers, progress=None, force=force, log=lambda m: console.log(m)
+        )
     except ConfigError as err:
         fail(err)
     f = FINDINGS[finding]

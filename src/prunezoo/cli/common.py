@@ -40,9 +40,14 @@ def task_failed(err: Exception, what: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                   errno.EPERM: "operation not permitted", errno.EIO: "disk I/O error"}
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "disk I/O error",
+}
 
 
 def storage_error_message(err: BaseException) -> str | None:
@@ -83,12 +88,15 @@ def need_writable(directory: Path, what: str, hint: str = "") -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        console.print(f"[bold red]error[/]: cannot write {what}: {escape(str(existing))} is read-only{escape(hint)}",
-                      highlight=False)
+        console.print(
+            f"[bold red]error[/]: cannot write {what}: {escape(str(existing))} is read-only{escape(hint)}",
+            highlight=False,
+        )
         raise typer.Exit(code=1)
 
 
 # --- options shared by several commands (checked by click: a bad value is a usage error, exit 2, before any work)
+
 
 class Executor(str, Enum):
     """``prunezoo.experiments.executors.EXECUTORS`` (listed here without importing torch)."""
@@ -98,10 +106,12 @@ class Executor(str, Enum):
 
 
 ExecutorOption = Annotated[Executor, typer.Option(help="local (process pool) or ray")]
-WorkersOption = Annotated[int | None, typer.Option(min=1, help="parallel jobs (default: CPU cores); "
-                                                              "1 = in this process")]
-ThreadsOption = Annotated[int, typer.Option(min=1, help="torch threads per job (fixed so results do not depend on "
-                                                        "parallelism)")]
+WorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="parallel jobs (default: CPU cores); 1 = in this process")
+]
+ThreadsOption = Annotated[
+    int, typer.Option(min=1, help="torch threads per job (fixed so results do not depend on parallelism)")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
 OutOption = Annotated[Path, typer.Option("--out", help="root directory holding the run store")]
 RunsOutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
@@ -109,6 +119,7 @@ StudyArgument = Annotated[str, typer.Argument(help="study directory, or study id
 
 
 # --- the run store (read-only)
+
 
 def open_store(out_dir: Path):
     """The run store under ``out_dir``, opened read-only (works on read-only media); a missing or unreadable
@@ -169,6 +180,7 @@ def study_dir(study: str, out_dir: Path) -> Path:
 
 # --- the accuracy-vs-sparsity results (``run`` and ``runs show``)
 
+
 class TableFormat(str, Enum):
     """How ``run`` and ``runs show`` print the results: a terminal table, or CSV/JSON for scripts."""
 
@@ -177,11 +189,29 @@ class TableFormat(str, Enum):
     json = "json"
 
 
-FormatOption = Annotated[TableFormat, typer.Option("--format", help="table (terminal), csv or json (every summary "
-                                                                     "field, fractions not %, for scripts)")]
-SUMMARY_FIELDS = ("point", "method", "kind", "level", "target_sparsity", "n", "sparsity", "test_acc", "test_acc_std",
-                  "test_acc_ci95_low", "test_acc_ci95_high", "val_acc", "train_loss", "nnz", "compression",
-                  "flops_sparse", "flop_speedup")
+FormatOption = Annotated[
+    TableFormat,
+    typer.Option("--format", help="table (terminal), csv or json (every summary field, fractions not %, for scripts)"),
+]
+SUMMARY_FIELDS = (
+    "point",
+    "method",
+    "kind",
+    "level",
+    "target_sparsity",
+    "n",
+    "sparsity",
+    "test_acc",
+    "test_acc_std",
+    "test_acc_ci95_low",
+    "test_acc_ci95_high",
+    "val_acc",
+    "train_loss",
+    "nnz",
+    "compression",
+    "flops_sparse",
+    "flop_speedup",
+)
 
 
 def results_text(rows: list[dict], fmt: TableFormat) -> str:
@@ -228,17 +258,25 @@ def results_table(rows: list[dict], title: str = "", width: int | None = None) -
 
     summary = summarize(rows)
     multi = len({r.get("point") or "" for r in summary}) > 1
-    cells: dict[str, list[str]] = {c: [] for c in (["point"] if multi else []) + [
-        "method", "level", "sparsity", "test acc", "n", "nnz", "compression", "FLOPs (sparse)", "FLOP speed-up"]}
+    cells: dict[str, list[str]] = {
+        c: []
+        for c in (["point"] if multi else [])
+        + ["method", "level", "sparsity", "test acc", "n", "nnz", "compression", "FLOPs (sparse)", "FLOP speed-up"]
+    }
     for r in summary:
         level = r["level"]
         values = {
-            "point": r["point"], "method": r["method"],
+            "point": r["point"],
+            "method": r["method"],
             "level": str(int(level)) if level is not None and level == level else "",
             "sparsity": f"{r['sparsity']:.2%}",
             "test acc": f"{r['test_acc']:.2%}" + (f" ± {r['test_acc_std']:.2%}" if r["n"] > 1 else ""),
-            "n": str(r["n"]), "nnz": f"{int(round(r['nnz'])):,}", "compression": f"{r['compression']:.1f}x",
-            "FLOPs (sparse)": f"{int(round(r['flops_sparse'])):,}", "FLOP speed-up": f"{r['flop_speedup']:.2f}x"}
+            "n": str(r["n"]),
+            "nnz": f"{int(round(r['nnz'])):,}",
+            "compression": f"{r['compression']:.1f}x",
+            "FLOPs (sparse)": f"{int(round(r['flops_sparse'])):,}",
+            "FLOP speed-up": f"{r['flop_speedup']:.2f}x",
+        }
         for col in cells:
             cells[col].append(values[col])
     text_cols = ("point", "method")

@@ -39,10 +39,15 @@ def criteria_quality(
     from prunezoo.analysis.criteria_quality import study_criteria_quality
 
     try:
-        res = study_criteria_quality(study_dir(study, out_dir), criteria.split(",") if criteria else None,
-                                     state=State(state).value, units=Units(units).value,
-                                     max_items=max_items or None, batches=batches,
-                                     seed=seed)
+        res = study_criteria_quality(
+            study_dir(study, out_dir),
+            criteria.split(",") if criteria else None,
+            state=State(state).value,
+            units=Units(units).value,
+            max_items=max_items or None,
+            batches=batches,
+            seed=seed,
+        )
     except ConfigError as err:
         fail(err)
     layers = list(next(iter(res["criteria"].values()))["layers"])

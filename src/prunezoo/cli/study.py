@@ -39,8 +39,9 @@ def run(
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     threads: ThreadsOption = 1,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, host:port); "
-                                                     "default: start a local Ray")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, host:port); default: start a local Ray")
+    ] = None,
     fmt: FormatOption = "table",
 ) -> None:
     """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs.
@@ -62,8 +63,17 @@ def run(
             console.log(message)
 
     try:
-        result = run_study(cfg, out_dir, progress=None if not quiet else False, log=log, force=force,
-                           executor=Executor(executor).value, workers=workers, threads=threads, address=address)
+        result = run_study(
+            cfg,
+            out_dir,
+            progress=None if not quiet else False,
+            log=log,
+            force=force,
+            executor=Executor(executor).value,
+            workers=workers,
+            threads=threads,
+            address=address,
+        )
     except ConfigError as err:
         fail(err)
     except JobFailed as err:
@@ -103,8 +113,17 @@ def diagnose(
     need_writable(directory, f"{directory / 'diagnostics.json'}")
     records = diagnose_study(directory, sharpness=sharpness)
     table = Table(title="diagnostics")
-    cols = ["method", "level", "seed", "sparsity", "train CE", "test entropy", "channel sparsity", "IoU prev",
-            "sharpness"]
+    cols = [
+        "method",
+        "level",
+        "seed",
+        "sparsity",
+        "train CE",
+        "test entropy",
+        "channel sparsity",
+        "IoU prev",
+        "sharpness",
+    ]
     for col in cols:
         table.add_column(col, justify="left" if col == "method" else "right")
 
@@ -112,9 +131,17 @@ def diagnose(
         return "" if v is None else format(v, spec)
 
     for r in records:
-        table.add_row(r["method"], fmt(r["level"], "d"), str(r["seed"]), f"{r['sparsity']:.1%}",
-                      fmt(r["train_loss"], ".3f"), fmt(r["test_entropy"], ".3f"), f"{r['channel_sparsity']:.1%}",
-                      fmt(r["iou_previous_level"], ".3f"), fmt(r["sharpness"], ".3g"))
+        table.add_row(
+            r["method"],
+            fmt(r["level"], "d"),
+            str(r["seed"]),
+            f"{r['sparsity']:.1%}",
+            fmt(r["train_loss"], ".3f"),
+            fmt(r["test_entropy"], ".3f"),
+            f"{r['channel_sparsity']:.1%}",
+            fmt(r["iou_previous_level"], ".3f"),
+            fmt(r["sharpness"], ".3g"),
+        )
     out.print(table)
 
 
@@ -142,8 +169,15 @@ def export(
     for col in ("layer", "density", "format", "layer speed-up", "note"):
         table.add_column(col, justify="left" if col in ("layer", "format", "note") else "right")
     for name, e in rec["deploy_report"]["layers"].items():
-        table.add_row(name, f"{e['density']:.3f}", e["format"], f"{e['speedup']:.2f}x" if "speedup" in e else "",
-                      e.get("reason", ""))
+        table.add_row(
+            name,
+            f"{e['density']:.3f}",
+            e["format"],
+            f"{e['speedup']:.2f}x" if "speedup" in e else "",
+            e.get("reason", ""),
+        )
     out.print(table)
-    out.print(f"model latency {rec['latency_ms']:.3f} ms vs dense kernels {rec['latency_dense_ms']:.3f} ms: "
-              f"{rec['latency_speedup']:.2f}x  →  {rec['out']} (+ .json)")
+    out.print(
+        f"model latency {rec['latency_ms']:.3f} ms vs dense kernels {rec['latency_dense_ms']:.3f} ms: "
+        f"{rec['latency_speedup']:.2f}x  →  {rec['out']} (+ .json)"
+    )

@@ -35,8 +35,12 @@ def er_width(
         table.add_column(col, justify="right")
     for s in sparsities:
         req = er_width_requirements(ws, [1 - s] * (len(ws) - 1), delta)
-        table.add_row(f"{s:g}", ", ".join(f"{n:,}" for n in req["n_source"]),
-                      ", ".join(f"{q:.2f}" for q in req["q"]), f"{er_width_lower_bound(1 - s, delta) * ws[1]:,.0f}")
+        table.add_row(
+            f"{s:g}",
+            ", ".join(f"{n:,}" for n in req["n_source"]),
+            ", ".join(f"{q:.2f}" for q in req["q"]),
+            f"{er_width_lower_bound(1 - s, delta) * ws[1]:,.0f}",
+        )
     out.print(table)
     if plot is not None:
         from prunezoo.analysis.plots import to_png

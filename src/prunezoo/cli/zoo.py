@@ -17,8 +17,11 @@ from prunezoo.cli.common import Executor as ExecutorName
 from prunezoo.cli.common import ExecutorOption, ThreadsOption, WorkersOption, console, fail, out, task_failed
 from prunezoo.errors import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                      help="Model zoos: generate populations, make sparse twins, import public zoos.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Model zoos: generate populations, make sparse twins, import public zoos.",
+)
 
 Executor = ExecutorOption
 Workers = WorkersOption
@@ -47,21 +50,31 @@ def generate(
 
     try:
         cfg = load_zoo_config(config, set_ or [])
-        summary = generate_zoo(cfg, out_dir or Path("zoos") / cfg.name, executor=ExecutorName(executor).value,
-                               workers=workers, threads=threads, address=address, progress=False if quiet else None)
+        summary = generate_zoo(
+            cfg,
+            out_dir or Path("zoos") / cfg.name,
+            executor=ExecutorName(executor).value,
+            workers=workers,
+            threads=threads,
+            address=address,
+            progress=False if quiet else None,
+        )
     except ConfigError as err:
         fail(err)
     except TaskFailed as err:
         task_failed(err, "models")
-    typer.echo(f"zoo {summary['directory']}: {summary['done']}/{summary['models']} models done "
-               f"({summary['trained']} trained in {summary['seconds']:.1f} s, {summary['skipped']} already done)")
+    typer.echo(
+        f"zoo {summary['directory']}: {summary['done']}/{summary['models']} models done "
+        f"({summary['trained']} trained in {summary['seconds']:.1f} s, {summary['skipped']} already done)"
+    )
 
 
 @app.command("twin")
 def twin(
     zoo: Annotated[Path, typer.Argument(help="zoo directory")],
-    method: Annotated[str, typer.Option(help="mp, vd, or a YAML method mapping: "
-                                              "'{name: snip, criterion: snip, scheme: erk}'")] = "mp",
+    method: Annotated[
+        str, typer.Option(help="mp, vd, or a YAML method mapping: '{name: snip, criterion: snip, scheme: erk}'")
+    ] = "mp",
     levels: Annotated[str | None, typer.Option(help="sparsities, comma-separated (mp default 0.1,...,0.9)")] = None,
     epochs: Annotated[int | None, typer.Option(help="fine-tuning epochs (mp default 15, vd 25)")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate (default: the model's own)")] = None,
@@ -78,15 +91,24 @@ def twin(
 
     try:
         spec = parse_twin_method(method, levels=levels, epochs=epochs, lr=lr, overrides=set_ or [])
-        summary = make_twins(zoo, spec, executor=ExecutorName(executor).value, workers=workers, threads=threads,
-                             address=address, progress=False if quiet else None)
+        summary = make_twins(
+            zoo,
+            spec,
+            executor=ExecutorName(executor).value,
+            workers=workers,
+            threads=threads,
+            address=address,
+            progress=False if quiet else None,
+        )
     except ConfigError as err:
         fail(err)
     except TaskFailed as err:
         task_failed(err, "models")
     for name, info in summary["sets"].items():
-        typer.echo(f"{name}: {info['done']}/{info['models']} twins, mean test acc {info['test_acc']:.4f}, "
-                   f"mean sparsity {info['sparsity_ratio']:.3f}")
+        typer.echo(
+            f"{name}: {info['done']}/{info['models']} twins, mean test acc {info['test_acc']:.4f}, "
+            f"mean sparsity {info['sparsity_ratio']:.3f}"
+        )
     typer.echo(f"{summary['trained']} twins made in {summary['seconds']:.1f} s ({summary['skipped']} already done)")
 
 
@@ -124,8 +146,9 @@ def analyze(
     zoo: Annotated[Path, typer.Argument(help="zoo directory (with twins/ from `prunezoo zoo twin`)")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: <zoo>/analysis)")] = None,
     epoch: Annotated[int | None, typer.Option(help="epoch to analyse (default: last; -2: one before the last)")] = None,
-    compare: Annotated[bool, typer.Option(help="run twins and originals on the test split for agreement, "
-                                               "kappa, JS and CKA")] = True,
+    compare: Annotated[
+        bool, typer.Option(help="run twins and originals on the test split for agreement, kappa, JS and CKA")
+    ] = True,
     max_samples: Annotated[int | None, typer.Option(help="compare on the first N test samples only")] = None,
     report: Annotated[bool, typer.Option(help="write report.html with figures (off: tables only)")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
@@ -140,8 +163,9 @@ def analyze(
     from prunezoo.zoo.analysis import analyze_zoo
 
     try:
-        result = analyze_zoo(zoo, epoch=epoch, compare=compare, max_samples=max_samples,
-                             progress=not quiet and console.is_terminal)
+        result = analyze_zoo(
+            zoo, epoch=epoch, compare=compare, max_samples=max_samples, progress=not quiet and console.is_terminal
+        )
     except ConfigError as err:
         fail(err)
     directory = out_dir or zoo / "analysis"
@@ -152,16 +176,38 @@ def analyze(
         html = write_zoo_report(result, directory / "report.html")
 
     table = Table(title=f"zoo analysis: {zoo}", header_style="bold")
-    for col in ("group", "n", "test acc %", "gap pp", "sparsity %", "agree", "kappa", "JS", "CKA", "Pearson r",
-                "Kendall τ", "ρ size~sp"):
+    for col in (
+        "group",
+        "n",
+        "test acc %",
+        "gap pp",
+        "sparsity %",
+        "agree",
+        "kappa",
+        "JS",
+        "CKA",
+        "Pearson r",
+        "Kendall τ",
+        "ρ size~sp",
+    ):
         table.add_column(col, justify="left" if col == "group" else "right")
     for g in result.groups:
         comp = {m: g.comparisons.get(m, {}).get("mean", math.nan) for m in ("agreement", "kappa", "js", "cka")}
         corr = g.correlation
-        table.add_row(g.group, str(g.n), _pct(g.test_acc["mean"]), _pct(g.gen_gap["mean"]),
-                      _pct(g.sparsity["mean"]), _num(comp["agreement"]), _num(comp["kappa"]), _num(comp["js"], 4),
-                      _num(comp["cka"]), _num(corr.pearson_r if corr else math.nan),
-                      _num(corr.kendall_tau if corr else math.nan), _num(g.size_sparsity_spearman))
+        table.add_row(
+            g.group,
+            str(g.n),
+            _pct(g.test_acc["mean"]),
+            _pct(g.gen_gap["mean"]),
+            _pct(g.sparsity["mean"]),
+            _num(comp["agreement"]),
+            _num(comp["kappa"]),
+            _num(comp["js"], 4),
+            _num(comp["cka"]),
+            _num(corr.pearson_r if corr else math.nan),
+            _num(corr.kendall_tau if corr else math.nan),
+            _num(g.size_sparsity_spearman),
+        )
     out.print(table)
     for note in result.notes[:5]:
         console.print(f"[yellow]note[/]: {note}")

@@ -31,11 +31,19 @@ from prunezoo.errors import ConfigError
 
 # Registered criteria that run the model: their factory (taking ``mode=``) and the paper's mode.
 MODE_FACTORIES: dict[str, Callable[..., Criterion]] = {
-    "snip": make_snip, "grasp": make_grasp, "taylor": make_taylor, "obd": make_obd, "obs": make_obs,
+    "snip": make_snip,
+    "grasp": make_grasp,
+    "taylor": make_taylor,
+    "obd": make_obd,
+    "obs": make_obs,
     "synflow": make_synflow,
 }
 SCORING_MODES: dict[str, str] = {
-    "snip": snip.MODE, "grasp": grasp.MODE, "taylor": taylor.MODE, "obd": fisher.MODE, "obs": obs.MODE,
+    "snip": snip.MODE,
+    "grasp": grasp.MODE,
+    "taylor": taylor.MODE,
+    "obd": fisher.MODE,
+    "obs": obs.MODE,
     "synflow": synflow.MODE,
 }
 
@@ -46,8 +54,11 @@ def criterion_with_mode(name: str, mode: str | None) -> str | Criterion:
         return name
     check_mode(mode, "score_mode")
     if name not in MODE_FACTORIES:
-        raise ConfigError("score_mode", f"criterion {name!r} does not run the model, so it has no scoring mode; "
-                                        f"criteria with one: {sorted(MODE_FACTORIES)}")
+        raise ConfigError(
+            "score_mode",
+            f"criterion {name!r} does not run the model, so it has no scoring mode; "
+            f"criteria with one: {sorted(MODE_FACTORIES)}",
+        )
     return MODE_FACTORIES[name](mode=mode)
 
 

@@ -138,8 +138,10 @@ def iter_sample_gradients(
 
     def batch_grad(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         g = torch.autograd.grad(loss_fn(model(x), y), [ctx.params[n] for n in names], allow_unused=True)
-        return {n: (gi.detach() if gi is not None else torch.zeros_like(ctx.params[n])).unsqueeze(0)
-                for n, gi in zip(names, g)}
+        return {
+            n: (gi.detach() if gi is not None else torch.zeros_like(ctx.params[n])).unsqueeze(0)
+            for n, gi in zip(names, g)
+        }
 
     mode = per_sample
     produced = 0
@@ -152,7 +154,7 @@ def iter_sample_gradients(
                 x, y = x[: num_samples - produced], y[: num_samples - produced]
             try:
                 out = per_sample_grad(detached, x, y)
-            except Exception as err:  # noqa: BLE001  (vmap refuses many ops; which exception varies)
+            except Exception as err:
                 if mode is True:
                     raise
                 warnings.warn(

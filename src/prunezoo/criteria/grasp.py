@@ -66,8 +66,9 @@ def _grasp_scores(ctx: ScoringContext, loss_fn, mode: str | None = MODE) -> dict
         for batch in batches:
             x, y = to_device(batch, device)
             grads = torch.autograd.grad(loss_fn(ctx.model(x), y), params, create_graph=True, allow_unused=True)
-            z = sum(((gi * g[n]).sum() for n, gi in zip(names, grads) if gi is not None),
-                    torch.zeros((), device=device))
+            z = sum(
+                ((gi * g[n]).sum() for n, gi in zip(names, grads) if gi is not None), torch.zeros((), device=device)
+            )
             if not z.requires_grad:  # loss is (locally) linear in every weight: Hg = 0
                 continue
             for acc, h in zip(hg, torch.autograd.grad(z, params, allow_unused=True)):

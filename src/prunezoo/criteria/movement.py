@@ -96,8 +96,9 @@ class MovementTracker(Callback):
 TRAINING_CRITERIA: dict[str, tuple[str, ...]] = {"movement": ("gmp",)}
 
 
-def make_tracker(name: str, *, include: Sequence[str] | None = None,
-                 exclude: Sequence[str] | None = None) -> MovementTracker:
+def make_tracker(
+    name: str, *, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+) -> MovementTracker:
     """The training callback accumulating the scores of training-time criterion ``name``."""
     if name != "movement":
         raise ConfigError("criterion", f"{name!r} is not a training-time criterion; known: {sorted(TRAINING_CRITERIA)}")

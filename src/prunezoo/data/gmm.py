@@ -86,8 +86,9 @@ def true_posterior(x: Tensor | np.ndarray, kind: str, nu: float) -> Tensor:
     return torch.sigmoid(llr).to(out_dtype)
 
 
-def sample_gmm(n: int, kind: str = "linear", *, nu: float = 0.2, dim: int = 100,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_gmm(
+    n: int, kind: str = "linear", *, nu: float = 0.2, dim: int = 100, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """``n`` shuffled samples, exactly ``n // 2`` of class 0 (class 1 gets the odd one).
 
     Mixture components (xor) are drawn as fair coin flips per sample.
@@ -116,8 +117,9 @@ def _generator(seed: int, stream: int) -> torch.Generator:
     return g
 
 
-def make_gmm(kind: str = "linear", *, nu: float = 0.2, dim: int = 100, n_train: int = 10_000,
-             n_test: int = 5_000, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def make_gmm(
+    kind: str = "linear", *, nu: float = 0.2, dim: int = 100, n_train: int = 10_000, n_test: int = 5_000, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(x_train, y_train, x_test, y_test)`` of the ``kind`` GMM, float32 inputs, seeded."""
     x_tr, y_tr = sample_gmm(n_train, kind, nu=nu, dim=dim, generator=_generator(seed, 0))
     x_te, y_te = sample_gmm(n_test, kind, nu=nu, dim=dim, generator=_generator(seed, 1))

@@ -40,8 +40,15 @@ class BatchLoader:
         augment: apply ``dataset.transform`` (if any) to each batch; disable for evaluation.
     """
 
-    def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 augment: bool = True):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        augment: bool = True,
+    ):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(seed) < 0:
@@ -90,5 +97,7 @@ class BatchLoader:
                 yield ds.x[idx].float(), ds.y[idx]
 
     def __repr__(self) -> str:
-        return (f"BatchLoader(n={len(self.dataset.y)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})")
+        return (
+            f"BatchLoader(n={len(self.dataset.y)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})"
+        )

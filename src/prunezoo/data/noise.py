@@ -54,8 +54,14 @@ class NoiseResult:
 
     def to_meta(self) -> dict[str, Any]:
         """JSON-serialisable summary (indices omitted: they can be large; see ``noisy_indices``)."""
-        return {"kind": self.kind, "rate": self.rate, "seed": self.seed, "num_noisy": self.num_noisy,
-                "num_changed": self.num_changed, "realized_rate": self.realized_rate}
+        return {
+            "kind": self.kind,
+            "rate": self.rate,
+            "seed": self.seed,
+            "num_noisy": self.num_noisy,
+            "num_changed": self.num_changed,
+            "realized_rate": self.realized_rate,
+        }
 
 
 def num_noisy(rate: float, n: int) -> int:
@@ -113,5 +119,11 @@ def apply_label_noise(
     labels = y_t.clone()
     labels[torch.from_numpy(idx).long()] = torch.from_numpy(np.asarray(new, dtype=np.int64))
     realized = float((labels != y_t).sum()) / n if n else 0.0
-    return NoiseResult(labels=labels, noisy_indices=torch.from_numpy(idx).long(), realized_rate=realized,
-                       kind=kind, rate=rate, seed=int(seed))
+    return NoiseResult(
+        labels=labels,
+        noisy_indices=torch.from_numpy(idx).long(),
+        realized_rate=realized,
+        kind=kind,
+        rate=rate,
+        seed=int(seed),
+    )

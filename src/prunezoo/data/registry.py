@@ -41,15 +41,24 @@ class DatasetSpec:
     @property
     def options(self) -> dict[str, Any]:
         """The builder's options and their defaults (``root``/``download`` excluded)."""
-        return {p.name: p.default for p in inspect.signature(self.builder).parameters.values()
-                if p.name not in ("root", "download") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return {
+            p.name: p.default
+            for p in inspect.signature(self.builder).parameters.values()
+            if p.name not in ("root", "download") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, builder: Builder | None = None, *, description: str = "",
-                     needs_files: bool = False, overwrite: bool = False):
+def register_dataset(
+    name: str,
+    builder: Builder | None = None,
+    *,
+    description: str = "",
+    needs_files: bool = False,
+    overwrite: bool = False,
+):
     """Register ``builder`` under ``name``; usable directly or as a decorator.
 
     The builder is called as ``builder(root=..., download=..., **options)`` with keyword-only
@@ -115,8 +124,9 @@ def load_dataset(
 
     if root is None and spec.needs_files:
         root = default_data_root()
-    splits = spec.builder(root=Path(root).expanduser() if root is not None else None, download=bool(download),
-                          **options)
+    splits = spec.builder(
+        root=Path(root).expanduser() if root is not None else None, download=bool(download), **options
+    )
 
     train = splits.train
     n_val = 0

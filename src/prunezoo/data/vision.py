@@ -44,8 +44,9 @@ class _PresentCIFARMixin:
     meta: dict[str, str]
 
     def _check_integrity(self) -> bool:
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
-                   for f, _ in self.train_list + self.test_list)
+        return all(
+            os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in self.train_list + self.test_list
+        )
 
     def _load_meta(self) -> None:  # as torchvision's, minus the md5 check
         path = os.path.join(self.root, self.base_folder, self.meta["filename"])
@@ -78,16 +79,22 @@ def _require(name: str, root: Path, files: list[Path]) -> None:
         )
 
 
-def _splits(name: str, x_tr, y_tr, x_te, y_te, classes, root: Path, *, normalize: bool,
-            transform=None) -> DataSplits:
+def _splits(name: str, x_tr, y_tr, x_te, y_te, classes, root: Path, *, normalize: bool, transform=None) -> DataSplits:
     mean, std = NORMALIZATION[name] if normalize else (None, None)
     train = ArrayDataset(x_tr, y_tr, mean=mean, std=std, transform=transform)
     test = ArrayDataset(x_te, y_te, mean=mean, std=std)
     return DataSplits(
-        name=name, train=train, test=test, num_classes=len(classes), input_shape=tuple(x_tr.shape[1:]),
-        meta={"source": f"torchvision ({root})", "classes": [str(c) for c in classes],
-              "normalization": {"mean": list(mean), "std": list(std)} if mean is not None and std is not None else None,
-              "augmentation": repr(transform) if transform is not None else None},
+        name=name,
+        train=train,
+        test=test,
+        num_classes=len(classes),
+        input_shape=tuple(x_tr.shape[1:]),
+        meta={
+            "source": f"torchvision ({root})",
+            "classes": [str(c) for c in classes],
+            "normalization": {"mean": list(mean), "std": list(std)} if mean is not None and std is not None else None,
+            "augmentation": repr(transform) if transform is not None else None,
+        },
     )
 
 
@@ -96,12 +103,23 @@ def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: boo
     legacy = root / cls.__name__ / "processed"
     has_legacy = (legacy / "training.pt").is_file() and (legacy / "test.pt").is_file()
     if not download and not has_legacy:  # torchvision also reads its old processed/*.pt format
-        _require(name, root, [raw / f"{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k")
-                              for k, d in (("images", 3), ("labels", 1))])
+        _require(
+            name,
+            root,
+            [raw / f"{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))],
+        )
     tr = cls(str(root), train=True, download=download)
     te = cls(str(root), train=False, download=download)
-    return _splits(name, tr.data.unsqueeze(1).contiguous(), tr.targets.long(), te.data.unsqueeze(1).contiguous(),
-                   te.targets.long(), tr.classes, root, normalize=normalize)
+    return _splits(
+        name,
+        tr.data.unsqueeze(1).contiguous(),
+        tr.targets.long(),
+        te.data.unsqueeze(1).contiguous(),
+        te.targets.long(),
+        tr.classes,
+        root,
+        normalize=normalize,
+    )
 
 
 @register_dataset("mnist", needs_files=True)
@@ -120,18 +138,28 @@ def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
 
-def _cifar(name: str, stock: type[Any], present: type[Any], root: Path, download: bool, augment: bool,
-           normalize: bool) -> DataSplits:
+def _cifar(
+    name: str, stock: type[Any], present: type[Any], root: Path, download: bool, augment: bool, normalize: bool
+) -> DataSplits:
     if not download:
         folder = root / stock.base_folder
-        _require(name, root, [folder / f for f, _ in stock.train_list + stock.test_list]
-                 + [folder / stock.meta["filename"]])
+        _require(
+            name, root, [folder / f for f, _ in stock.train_list + stock.test_list] + [folder / stock.meta["filename"]]
+        )
     cls = stock if download else present
     tr = cls(str(root), train=True, download=download)
     te = cls(str(root), train=False, download=download)
-    return _splits(name, _nhwc_to_nchw(tr.data), torch.tensor(tr.targets, dtype=torch.long), _nhwc_to_nchw(te.data),
-                   torch.tensor(te.targets, dtype=torch.long), tr.classes, root, normalize=normalize,
-                   transform=RandomCropFlip(pad=4, flip=True) if augment else None)
+    return _splits(
+        name,
+        _nhwc_to_nchw(tr.data),
+        torch.tensor(tr.targets, dtype=torch.long),
+        _nhwc_to_nchw(te.data),
+        torch.tensor(te.targets, dtype=torch.long),
+        tr.classes,
+        root,
+        normalize=normalize,
+        transform=RandomCropFlip(pad=4, flip=True) if augment else None,
+    )
 
 
 @register_dataset("cifar10", needs_files=True)
@@ -147,8 +175,15 @@ def cifar100(*, root: Path, download: bool = False, augment: bool = True, normal
 
 
 @register_dataset("svhn", needs_files=True)
-def svhn(*, root: Path, download: bool = False, augment: bool = True, flip: bool = False, extra: bool = False,
-         normalize: bool = True) -> DataSplits:
+def svhn(
+    *,
+    root: Path,
+    download: bool = False,
+    augment: bool = True,
+    flip: bool = False,
+    extra: bool = False,
+    normalize: bool = True,
+) -> DataSplits:
     """SVHN via torchvision (root/{train,test}_32x32.mat), 73k/26k, input (3, 32, 32).
 
     Training augmentation is the 4-pixel random crop only: mirrored digits are not digits, so
@@ -162,6 +197,14 @@ def svhn(*, root: Path, download: bool = False, augment: bool = True, flip: bool
     te = cls(str(root), split="test", download=download)
     x_tr = torch.from_numpy(np.concatenate([d.data for d in tr]))  # torchvision already gives (N, 3, 32, 32)
     y_tr = torch.from_numpy(np.concatenate([d.labels for d in tr]).astype(np.int64))
-    return _splits("svhn", x_tr, y_tr, torch.from_numpy(te.data), torch.from_numpy(te.labels.astype(np.int64)),
-                   [str(i) for i in range(10)], root, normalize=normalize,
-                   transform=RandomCropFlip(pad=4, flip=flip) if augment else None)
+    return _splits(
+        "svhn",
+        x_tr,
+        y_tr,
+        torch.from_numpy(te.data),
+        torch.from_numpy(te.labels.astype(np.int64)),
+        [str(i) for i in range(10)],
+        root,
+        normalize=normalize,
+        transform=RandomCropFlip(pad=4, flip=flip) if augment else None,
+    )

@@ -14,5 +14,12 @@ from prunezoo.deploy.sparse import (
     sparse_layer_count,
 )
 
-__all__ = ["SparseConv2d", "SparseLinear", "deploy_report", "paired_speedup", "semi_structured_available",
-           "sparse_export", "sparse_layer_count"]
+__all__ = [
+    "SparseConv2d",
+    "SparseLinear",
+    "deploy_report",
+    "paired_speedup",
+    "semi_structured_available",
+    "sparse_export",
+    "sparse_layer_count",
+]

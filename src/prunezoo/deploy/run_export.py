@@ -28,15 +28,21 @@ def weights_file(directory: Path, suffix: str = "") -> Path:
     return directory / "final.safetensors"
 
 
-def export_model(model: nn.Module, example: torch.Tensor, *, threads: int = 1,
-                 repeats: int = 20) -> tuple[nn.Module, dict]:
+def export_model(
+    model: nn.Module, example: torch.Tensor, *, threads: int = 1, repeats: int = 20
+) -> tuple[nn.Module, dict]:
     """``(sparse export, latency record)`` of a model whose zeros are its pruning."""
     dense = deploy(model)
     exported = sparse_export(deploy(model), example_input=example, threads=threads)
     timing = compare_latency(dense, exported, example, repeats=repeats, threads=threads)
-    record = {"latency_ms": timing["candidate_ms"], "latency_dense_ms": timing["baseline_ms"],
-              "latency_speedup": timing["speedup"], "sparse_layers": sparse_layer_count(exported),
-              "latency_batch": int(example.shape[0]), "latency_threads": threads}
+    record = {
+        "latency_ms": timing["candidate_ms"],
+        "latency_dense_ms": timing["baseline_ms"],
+        "latency_speedup": timing["speedup"],
+        "sparse_layers": sparse_layer_count(exported),
+        "latency_batch": int(example.shape[0]),
+        "latency_threads": threads,
+    }
     return exported, record
 
 

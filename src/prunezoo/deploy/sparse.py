@@ -66,7 +66,7 @@ class SparseLinear(nn.Module):
         if flat.shape[0] == 1 and self.format == CSR:
             # One row: sparse matrix-vector (MKL's SpMV), several times faster than a 1-column SpMM.
             v = flat[0]
-            out = (torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v))
+            out = torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v)
             return out.reshape(*x.shape[:-1], self.out_features)
         out = _spmm(self.weight, flat.t(), self.format).t()  # (W x^T)^T: sparse operand first
         if self.bias is not None:
@@ -86,8 +86,9 @@ class SparseConv2d(nn.Module):
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
         with _quiet():
-            self.weight = nn.Parameter(_to_format(conv.weight.detach().reshape(conv.out_channels, -1), fmt),
-                                       requires_grad=False)
+            self.weight = nn.Parameter(
+                _to_format(conv.weight.detach().reshape(conv.out_channels, -1), fmt), requires_grad=False
+            )
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +152,9 @@ def semi_structured_available(device: torch.device | str) -> str | None:
 
 def _candidates(module: nn.Module, weight: torch.Tensor) -> tuple[list[str], str]:
     """Formats worth timing for one layer, and a reason when there are none."""
-    if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.padding_mode != "zeros"
-                                          or isinstance(module.padding, str)):
+    if isinstance(module, nn.Conv2d) and (
+        module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)
+    ):
         return [], "conv with groups/padding mode the im2col path does not cover"
     if weight.device.type == "cuda":
         if not isinstance(module, nn.Linear):
@@ -182,8 +184,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_speedup(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, *, repeats: int = 15,
-                   warmup: int = 2) -> dict[str, float]:
+def paired_speedup(
+    dense: nn.Module, sparse: nn.Module, x: torch.Tensor, *, repeats: int = 15, warmup: int = 2
+) -> dict[str, float]:
     """Dense and sparse forwards timed back to back in alternating order; median ratio dense/sparse.
 
     ``cpu_speedup``: the same from the calling thread's CPU time — with one intra-op thread all the
@@ -196,7 +199,7 @@ def paired_speedup(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, *, repe
             sparse(x)
         for i in range(repeats):
             pair = []
-            for f in ((sparse, dense) if i % 2 else (dense, sparse)):
+            for f in (sparse, dense) if i % 2 else (dense, sparse):
                 _sync(device)
                 t0, c0 = time.perf_counter(), time.thread_time()
                 f(x)
@@ -207,15 +210,21 @@ def paired_speedup(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, *, repe
             s_ms.append(s)
             ratio.append(d / max(s, 1e-9))
             cpu_ratio.append(dc / max(sc, 1e-9))
-    return {"dense_ms": statistics.median(d_ms), "sparse_ms": statistics.median(s_ms),
-            "speedup": statistics.median(ratio), "cpu_speedup": statistics.median(cpu_ratio)}
+    return {
+        "dense_ms": statistics.median(d_ms),
+        "sparse_ms": statistics.median(s_ms),
+        "speedup": statistics.median(ratio),
+        "cpu_speedup": statistics.median(cpu_ratio),
+    }
 
 
 def _layer_inputs(model: nn.Module, example_input: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
-    handles = [modules[n].register_forward_pre_hook(
-        lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone())) for n in names]
+    handles = [
+        modules[n].register_forward_pre_hook(lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone()))
+        for n in names
+    ]
     try:
         with torch.inference_mode():
             model(example_input)
@@ -279,8 +288,12 @@ def sparse_export(
         for name, module in layers.items():
             w = module.weight.detach()
             density = float(torch.count_nonzero(w)) / max(w.numel(), 1)
-            entry: dict = {"kind": type(module).__name__, "shape": list(w.shape), "density": round(density, 6),
-                           "format": DENSE}
+            entry: dict = {
+                "kind": type(module).__name__,
+                "shape": list(w.shape),
+                "density": round(density, 6),
+                "format": DENSE,
+            }
             report[f"{name}.weight"] = entry
             if name not in inputs:
                 entry["reason"] = "not called on the example input"
@@ -326,8 +339,12 @@ def sparse_export(
                     entry["format"] = DENSE
     finally:
         torch.set_num_threads(old_threads)
-    out.deploy_report = {"threads": threads if threads is not None else old_threads,
-                         "min_speedup": min_speedup, "layers": report, "model": model_check}
+    out.deploy_report = {
+        "threads": threads if threads is not None else old_threads,
+        "min_speedup": min_speedup,
+        "layers": report,
+        "model": model_check,
+    }
     out.eval().requires_grad_(False)  # an inference artifact: sparse weights have no autograd support anyway
     if check:
         low = example_input.dtype in (torch.float16, torch.bfloat16)

@@ -56,8 +56,11 @@ class DataConfig(BaseModel):
     noise_rate: float = Field(0.0, ge=0, le=1)
     noise_kind: str = "uniform-resample"
     noise_seed: int = 0
-    noisy_test: bool = Field(False, description="also evaluate on test labels corrupted like the training "
-                                                "labels (same rate/kind, seed noise_seed + 1): rows get test_noisy_acc")
+    noisy_test: bool = Field(
+        False,
+        description="also evaluate on test labels corrupted like the training "
+        "labels (same rate/kind, seed noise_seed + 1): rows get test_noisy_acc",
+    )
     options: FiniteDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -177,12 +180,17 @@ class StudyConfig(BaseModel):
                 raise ConfigError(f"{section}.{field}", f"must be >= 1: {section!r} trains {users}")
         if (n := self.job_count()) > MAX_JOBS:
             # name the setting that multiplies the plan most
-            factors = {"replicates": self.replicates, "sweep": math.prod(len(v) for v in self.sweep.values()),
-                       "methods": n // max(self.replicates * math.prod(len(v) for v in self.sweep.values()), 1)}
-            raise ConfigError(max(factors, key=factors.get),
-                              f"the study would run {n:,} jobs ({self.replicates} replicates x "
-                              f"{factors['sweep']} sweep points x {factors['methods']} jobs per seed); "
-                              f"the limit is {MAX_JOBS:,}: split it into smaller studies")
+            factors = {
+                "replicates": self.replicates,
+                "sweep": math.prod(len(v) for v in self.sweep.values()),
+                "methods": n // max(self.replicates * math.prod(len(v) for v in self.sweep.values()), 1),
+            }
+            raise ConfigError(
+                max(factors, key=factors.get),
+                f"the study would run {n:,} jobs ({self.replicates} replicates x "
+                f"{factors['sweep']} sweep points x {factors['methods']} jobs per seed); "
+                f"the limit is {MAX_JOBS:,}: split it into smaller studies",
+            )
         return self
 
     def _users(self, section: str) -> str:
@@ -217,8 +225,9 @@ class StudyConfig(BaseModel):
                 out.append((label, StudyConfig.model_validate(data)))
             except ValidationError as err:
                 e = format_validation_error(err)
-                raise ConfigError(f"sweep[{label}].{e.field}", e.message,
-                                  [(f"sweep[{label}].{f}", m) for f, m in e.more]) from None
+                raise ConfigError(
+                    f"sweep[{label}].{e.field}", e.message, [(f"sweep[{label}].{f}", m) for f, m in e.more]
+                ) from None
         return out
 
     def canonical(self) -> dict[str, Any]:
@@ -246,8 +255,11 @@ def format_validation_error(err: ValidationError, root: str = "", drop_tags: boo
     """
     problems: list[tuple[str, str]] = []
     for e in err.errors():
-        loc = [str(p) for p in e["loc"]
-               if not (drop_tags and isinstance(p, str) and ("[" in p or p in {"str", "float", "int", "bool"}))]
+        loc = [
+            str(p)
+            for p in e["loc"]
+            if not (drop_tags and isinstance(p, str) and ("[" in p or p in {"str", "float", "int", "bool"}))
+        ]
         cause = (e.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):  # raised by a validator that knows the exact field
             problems.append((".".join([*loc, cause.field]), cause.message))
@@ -342,8 +354,10 @@ def _check_yaml_size(root: yaml.Node, field: str, where: str) -> None:
             children = _yaml_children(node)
             size = 1 + (sum(sizes[id(c)] for c in children) if children else len(str(node.value)))
             if size > MAX_YAML_CHARS:
-                raise ConfigError(field, f"{where}expands to more than {MAX_YAML_CHARS:,} characters "
-                                         "(YAML aliases repeating large parts?)")
+                raise ConfigError(
+                    field,
+                    f"{where}expands to more than {MAX_YAML_CHARS:,} characters (YAML aliases repeating large parts?)",
+                )
             sizes[key] = size
             continue
         if key in sizes:
@@ -418,8 +432,9 @@ def check_output_dir(path: str | Path, field: str = "--out") -> Path:
     return path
 
 
-def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None,
-                     defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_config_data(
+    path: str | Path | None = None, overrides: list[str] | None = None, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The raw mapping of a config YAML (``None``: empty) with ``--set key=value`` overrides applied;
     ``defaults``: the dumped default config (default: a study's), where a missing section starts."""
     data = read_yaml_mapping(path) if path is not None else {}

@@ -15,8 +15,9 @@ from prunezoo.training.checkpoint import load_state
 from prunezoo.utils.io import atomic_path, write_json
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, *, batch: int = 1, threads: int = 1,
-               level: int | None = None) -> dict:
+def export_run(
+    run_dir: str | Path, out: str | Path | None = None, *, batch: int = 1, threads: int = 1, level: int | None = None
+) -> dict:
     """Export a finished run directory (``job.json`` + ``final.safetensors``) to ``out`` (a whole-module
     ``torch.save`` file, load with ``torch.load(path, weights_only=False)``) plus ``<out>.json``
     (per-layer formats and measured latency). ``level`` picks an IMP level. Returns the record."""
@@ -26,8 +27,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, batch: int
         raise ConfigError("run", f"{run_dir} is not a run directory (no job.json)")
     job = json.loads(job_file.read_text())
     if job.get("kind") == "structured":
-        raise ConfigError("run", f"{run_dir} is a structured run: its compacted model is already dense-fast "
-                                 "(see compact/); sparse export is for masked runs")
+        raise ConfigError(
+            "run",
+            f"{run_dir} is a structured run: its compacted model is already dense-fast "
+            "(see compact/); sparse export is for masked runs",
+        )
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch", f"must be a positive integer, got {batch!r}")
     suffix = f"/L{level:02d}" if level is not None else ""
@@ -44,7 +48,12 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, batch: int
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save(exported, tmp)
-    record = {"run": str(run_dir), "weights": str(weights), "out": str(out), **record,
-              "deploy_report": exported.deploy_report}
+    record = {
+        "run": str(run_dir),
+        "weights": str(weights),
+        "out": str(out),
+        **record,
+        "deploy_report": exported.deploy_report,
+    }
     write_json(Path(f"{out}.json"), record)
     return record

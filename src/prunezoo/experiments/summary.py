@@ -32,13 +32,24 @@ def summarize(rows: Iterable[dict]) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (finite_or_none(r.get("point")) or "", r["method"], r["kind"], finite_or_none(r.get("level")),
-               finite_or_none(r.get("target_sparsity")))
+        key = (
+            finite_or_none(r.get("point")) or "",
+            r["method"],
+            r["kind"],
+            finite_or_none(r.get("level")),
+            finite_or_none(r.get("target_sparsity")),
+        )
         groups.setdefault(key, []).append(r)
     out = []
     for (point, method, kind, level, target), members in groups.items():
-        agg = {"point": point, "method": method, "kind": kind, "level": level, "target_sparsity": target,
-               "n": len(members)}
+        agg = {
+            "point": point,
+            "method": method,
+            "kind": kind,
+            "level": level,
+            "target_sparsity": target,
+            "n": len(members),
+        }
         for f in MEAN_FIELDS:
             vals = [v for v in (finite_or_none(m.get(f)) for m in members) if v is not None]
             agg[f] = statistics.fmean(vals) if vals else None

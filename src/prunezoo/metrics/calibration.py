@@ -48,8 +48,9 @@ def bin_index(confidence: torch.Tensor, n_bins: int, right_closed: bool = True) 
     return idx.clamp(0, n_bins - 1).long()
 
 
-def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15,
-                     right_closed: bool = True) -> ReliabilityBins:
+def reliability_bins(
+    confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15, right_closed: bool = True
+) -> ReliabilityBins:
     """Bin predictions by confidence; ``correct`` is a boolean (or 0/1) tensor of the same length."""
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
@@ -68,36 +69,45 @@ def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: in
     )
 
 
-def calibration(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, right_closed: bool = True) -> ReliabilityBins:
+def calibration(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, right_closed: bool = True
+) -> ReliabilityBins:
     """Top-label reliability bins from class probabilities ``probs`` (N, K) and ``labels`` (N,)."""
     conf, pred = probs.max(dim=1)
     return reliability_bins(conf, pred == labels, n_bins, right_closed)
 
 
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15,
-                               right_closed: bool = True) -> float:
+def expected_calibration_error(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, right_closed: bool = True
+) -> float:
     return calibration(probs, labels, n_bins, right_closed).ece
 
 
-def maximum_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15,
-                              right_closed: bool = True) -> float:
+def maximum_calibration_error(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, right_closed: bool = True
+) -> float:
     return calibration(probs, labels, n_bins, right_closed).mce
 
 
-def classwise_reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15,
-                          right_closed: bool = True) -> dict[str, torch.Tensor]:
+def classwise_reliability(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, right_closed: bool = True
+) -> dict[str, torch.Tensor]:
     """Class-wise reliability: for each class k, bin p_k over all samples against 1[y = k]; returns
     the per-class accuracy curves (K, M) and their mean and std over classes (NaN-aware) for a band."""
-    curves = torch.stack([
-        reliability_bins(probs[:, k], labels == k, n_bins, right_closed).accuracy for k in range(probs.shape[1])
-    ])
+    curves = torch.stack(
+        [reliability_bins(probs[:, k], labels == k, n_bins, right_closed).accuracy for k in range(probs.shape[1])]
+    )
     filled = ~curves.isnan()
     n = filled.sum(0).double()
     mean = torch.where(filled, curves, 0.0).sum(0) / n.clamp_min(1)
     var = torch.where(filled, (curves - mean) ** 2, 0.0).sum(0) / (n - 1).clamp_min(1)
     nan = torch.full_like(mean, math.nan)
-    return {"curves": curves, "mean": torch.where(n > 0, mean, nan), "std": torch.where(n > 1, var.sqrt(), nan),
-            "centers": (torch.arange(n_bins, dtype=torch.float64) + 0.5) / n_bins}
+    return {
+        "curves": curves,
+        "mean": torch.where(n > 0, mean, nan),
+        "std": torch.where(n > 1, var.sqrt(), nan),
+        "centers": (torch.arange(n_bins, dtype=torch.float64) + 0.5) / n_bins,
+    }
 
 
 def confidence_histogram(probs: torch.Tensor, n_bins: int = 15) -> torch.Tensor:

@@ -14,8 +14,13 @@ from torch import nn
 from torch.func import functional_call, grad, vjp
 
 
-def _loss_fn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-             loss_fn: Callable, names: list[str], buffers: dict) -> Callable:
+def _loss_fn(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable,
+    names: list[str],
+    buffers: dict,
+) -> Callable:
     def loss(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         state = {**buffers, **dict(zip(names, params))}
         total = sum(loss_fn(functional_call(model, state, (x,)), y) * len(y) for x, y in batches)
@@ -45,13 +50,14 @@ def hessian_top_eigenvalue(
     try:
         named = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         names = list(params) if params is not None else list(named)
-        buffers = {n: b for n, b in model.named_buffers()} | {n: p.detach() for n, p in model.named_parameters()
-                                                               if n not in names}
+        buffers = {n: b for n, b in model.named_buffers()} | {
+            n: p.detach() for n, p in model.named_parameters() if n not in names
+        }
         primal = tuple(named[n] for n in names)
         hvp = vjp(grad(_loss_fn(model, batches, loss_fn, names, buffers)), primal)[1]  # (output, vjp_fn)
         gen = torch.Generator().manual_seed(seed)
         keep = [masks[n].to(p.dtype) if masks is not None and n in masks else None for n, p in zip(names, primal)]
-        project = lambda vs: [t if k is None else t * k for t, k in zip(vs, keep)]  # noqa: E731
+        project = lambda vs: [t if k is None else t * k for t, k in zip(vs, keep)]
         v = project([torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in primal])
         eig = 0.0
         for _ in range(iterations):

@@ -9,8 +9,9 @@ from prunezoo.data.gmm import sample_gmm, true_posterior
 
 
 @torch.no_grad()
-def posterior_gap(model: nn.Module, kind: str = "linear", *, nu: float = 0.2, dim: int = 100, n: int = 10_000,
-                  seed: int = 12345) -> dict[str, float]:
+def posterior_gap(
+    model: nn.Module, kind: str = "linear", *, nu: float = 0.2, dim: int = 100, n: int = 10_000, seed: int = 12345
+) -> dict[str, float]:
     """Compare p_model(class 1 | x) with the closed-form p*(class 1 | x) on ``n`` fresh samples.
 
     Returns mean |p − p*|, the mean signed over-confidence E[|p − ½| − |p* − ½|] (> 0: the model

@@ -10,8 +10,8 @@ so masks, densities and FLOP tables keyed by them survive rebuilding a model.
 from prunezoo.models.registry import MODELS, ModelSpec, build_model, get_model_spec, register_alias, register_model
 
 # Importing the architecture modules registers them (order = order in MODELS).
-from prunezoo.models import mlp, lenet, zoo, conv1d, resnet, vgg  # noqa: E402,F401  isort: skip
-from prunezoo.models.flops import (  # noqa: E402
+from prunezoo.models import mlp, lenet, zoo, conv1d, resnet, vgg  # noqa: F401  isort: skip
+from prunezoo.models.flops import (
     count_nonzero,
     count_parameters,
     dense_flops,
@@ -19,11 +19,23 @@ from prunezoo.models.flops import (  # noqa: E402
     sparse_flops,
     weight_densities,
 )
-from prunezoo.models.init import INIT_SCHEMES, init_weights  # noqa: E402
-from prunezoo.models.layers import ACTIVATIONS  # noqa: E402
+from prunezoo.models.init import INIT_SCHEMES, init_weights
+from prunezoo.models.layers import ACTIVATIONS
 
 __all__ = [
-    "ACTIVATIONS", "INIT_SCHEMES", "MODELS", "ModelSpec", "build_model", "count_nonzero", "count_parameters",
-    "dense_flops", "get_model_spec", "init_weights", "layer_flops", "register_alias", "register_model",
-    "sparse_flops", "weight_densities",
+    "ACTIVATIONS",
+    "INIT_SCHEMES",
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "count_nonzero",
+    "count_parameters",
+    "dense_flops",
+    "get_model_spec",
+    "init_weights",
+    "layer_flops",
+    "register_alias",
+    "register_model",
+    "sparse_flops",
+    "weight_densities",
 ]

@@ -17,8 +17,7 @@ from prunezoo.models.registry import register_model
 
 
 class Conv1dNet(nn.Module):
-    def __init__(self, in_channels: int, length: int, num_classes: int, channels: int = 25,
-                 activation: str = "relu"):
+    def __init__(self, in_channels: int, length: int, num_classes: int, channels: int = 25, activation: str = "relu"):
         super().__init__()
         self.in_channels = in_channels
         self.conv1 = nn.Conv1d(in_channels, channels, 5, stride=2, padding=1)
@@ -57,7 +56,8 @@ def conv1d(
     if len(input_shape) == 1:
         input_shape = (1, input_shape[0])
     if len(input_shape) != 2:
-        raise ConfigError("input_shape", f"model 'conv1d' needs (channels, length) or (length,) inputs, "
-                                         f"got {tuple(input_shape)}")
+        raise ConfigError(
+            "input_shape", f"model 'conv1d' needs (channels, length) or (length,) inputs, got {tuple(input_shape)}"
+        )
     model = Conv1dNet(input_shape[0], input_shape[1], num_classes, channels, activation)
     return init_weights(model, init)

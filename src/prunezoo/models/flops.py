@@ -49,8 +49,11 @@ def _dummy_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
 
 def flop_layers(model: nn.Module) -> dict[str, FlopLayer]:
     """Conv/Linear modules keyed by the parameter name of their weight (``"conv1.weight"``)."""
-    return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
-            if isinstance(m, FLOP_LAYER_TYPES) and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    return {
+        f"{name}.weight" if name else "weight": m
+        for name, m in model.named_modules()
+        if isinstance(m, FLOP_LAYER_TYPES) and isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
 
 
 def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
@@ -89,12 +92,12 @@ def dense_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 def weight_densities(model: nn.Module) -> dict[str, float]:
     """Fraction of nonzero entries of each Conv/Linear weight, keyed by weight name."""
     with torch.no_grad():
-        return {k: float(torch.count_nonzero(m.weight)) / max(m.weight.numel(), 1)
-                for k, m in flop_layers(model).items()}
+        return {
+            k: float(torch.count_nonzero(m.weight)) / max(m.weight.numel(), 1) for k, m in flop_layers(model).items()
+        }
 
 
-def sparse_flops(model: nn.Module, input_shape: Sequence[int],
-                 densities: Mapping[str, float] | None = None) -> int:
+def sparse_flops(model: nn.Module, input_shape: Sequence[int], densities: Mapping[str, float] | None = None) -> int:
     """FLOPs with each Conv/Linear layer's count multiplied by its weight density (RigL convention).
 
     ``densities`` maps weight names to densities in [0, 1]; layers it omits (or all layers, when it
@@ -125,6 +128,5 @@ def count_parameters(model: nn.Module, *, prunable_only: bool = False) -> int:
 def count_nonzero(model: nn.Module, *, prunable_only: bool = False) -> int:
     """Number of nonzero parameter entries; ``prunable_only``: only Conv/Linear weights."""
     with torch.no_grad():
-        tensors = ([m.weight for m in flop_layers(model).values()] if prunable_only
-                   else list(model.parameters()))
+        tensors = [m.weight for m in flop_layers(model).values()] if prunable_only else list(model.parameters())
         return int(sum(int(torch.count_nonzero(t)) for t in tensors))

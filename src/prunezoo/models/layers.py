@@ -57,13 +57,13 @@ def check_positive_float(value, option: str) -> float:
 def image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]:
     """``(C, H, W)`` for 2-D conv nets; rejects flat or 1-D inputs with a clear message."""
     if len(input_shape) != 3:
-        raise ConfigError("input_shape", f"model {model!r} needs (channels, height, width) inputs, "
-                                         f"got {tuple(input_shape)}")
+        raise ConfigError(
+            "input_shape", f"model {model!r} needs (channels, height, width) inputs, got {tuple(input_shape)}"
+        )
     return tuple(input_shape)  # type: ignore[return-value]
 
 
-def flat_features(features: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int],
-                  model: str) -> int:
+def flat_features(features: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], model: str) -> int:
     """Width of ``features(x).flatten(1)`` for one input, found by a dummy forward pass.
 
     This lets the classifier adapt to any input size instead of hard-coding e.g. 36 for 28x28.

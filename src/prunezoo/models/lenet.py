@@ -31,8 +31,14 @@ _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 class LeNet5(nn.Module):
     """conv1, conv2 (each followed by act and 2x2 pool), then fc1..fcN."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, variant: str = "classic",
-                 activation: str = "relu", pool: str = "max"):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        variant: str = "classic",
+        activation: str = "relu",
+        pool: str = "max",
+    ):
         super().__init__()
         c1, c2, pad, hidden = _VARIANTS[variant]
         self.conv1 = nn.Conv2d(input_shape[0], c1, 5, padding=pad)

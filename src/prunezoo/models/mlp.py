@@ -25,8 +25,9 @@ from prunezoo.models.registry import option_error, register_alias, register_mode
 class MLP(nn.Module):
     """``Flatten -> fc1 -> act1 -> ... -> fcN``; the output layer ``fcN`` has no activation."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *, bias: bool = True,
-                 activation: str = "relu"):
+    def __init__(
+        self, in_features: int, hidden: Sequence[int], num_classes: int, *, bias: bool = True, activation: str = "relu"
+    ):
         super().__init__()
         widths = [in_features, *hidden, num_classes]
         self.num_layers = len(widths) - 1
@@ -64,7 +65,10 @@ def mlp(
     return init_weights(model, init)
 
 
-register_alias("lenet-300-100", "mlp", fixed={"hidden": [300, 100]},
-               description="LeNet-300-100: mlp 784-300-100-10")
-register_alias("gmm-mlp", "mlp", defaults={"hidden": [100], "bias": False, "init": "kaiming_uniform"},
-               description="GMM model D-P-2: mlp, one hidden layer (P=100), no bias, ReLU, Kaiming-uniform init")
+register_alias("lenet-300-100", "mlp", fixed={"hidden": [300, 100]}, description="LeNet-300-100: mlp 784-300-100-10")
+register_alias(
+    "gmm-mlp",
+    "mlp",
+    defaults={"hidden": [100], "bias": False, "init": "kaiming_uniform"},
+    description="GMM model D-P-2: mlp, one hidden layer (P=100), no bias, ReLU, Kaiming-uniform init",
+)

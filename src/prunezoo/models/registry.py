@@ -45,19 +45,18 @@ class ModelSpec:
     def options(self) -> dict[str, Any]:
         """Every option the user may pass and its effective default (fixed ones included)."""
         params = inspect.signature(self.builder).parameters.values()
-        base = {p.name: p.default for p in params
-                if p.kind is p.KEYWORD_ONLY and p.name not in _RESERVED}
+        base = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _RESERVED}
         return base | dict(self.defaults) | dict(self.fixed)
 
     def build(self, num_classes: int, input_shape: tuple[int, ...], options: Mapping[str, Any]) -> nn.Module:
         known = self.options
         for key, value in options.items():
             if key not in known:
-                raise option_error(key, f"unknown option {key!r} for model {self.name!r}; "
-                                        f"known: {sorted(known)}")
+                raise option_error(key, f"unknown option {key!r} for model {self.name!r}; known: {sorted(known)}")
             if key in self.fixed and _normalise(value) != _normalise(self.fixed[key]):
-                raise option_error(key, f"model {self.name!r} fixes {key}={self.fixed[key]!r} "
-                                        f"(use {self.alias_of!r} to choose it)")
+                raise option_error(
+                    key, f"model {self.name!r} fixes {key}={self.fixed[key]!r} (use {self.alias_of!r} to choose it)"
+                )
         kwargs = dict(self.defaults) | dict(options) | dict(self.fixed)
         return self.builder(num_classes=num_classes, input_shape=input_shape, **kwargs)
 
@@ -70,8 +69,7 @@ def _normalise(value: Any) -> Any:
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, builder: Builder | None = None, *, description: str = "",
-                   overwrite: bool = False):
+def register_model(name: str, builder: Builder | None = None, *, description: str = "", overwrite: bool = False):
     """Register ``builder`` under ``name``; usable directly or as a decorator.
 
     The builder is called as ``builder(num_classes=..., input_shape=..., **options)``; every option
@@ -88,9 +86,15 @@ def register_model(name: str, builder: Builder | None = None, *, description: st
     return deco(builder) if builder is not None else deco
 
 
-def register_alias(name: str, target: str, *, fixed: Mapping[str, Any] | None = None,
-                   defaults: Mapping[str, Any] | None = None, description: str = "",
-                   overwrite: bool = False) -> ModelSpec:
+def register_alias(
+    name: str,
+    target: str,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    description: str = "",
+    overwrite: bool = False,
+) -> ModelSpec:
     """Register ``name`` as ``target`` with some options ``fixed`` and others ``defaults``."""
     if target not in MODELS:
         raise ValueError(f"alias {name!r}: unknown target model {target!r}")
@@ -102,8 +106,14 @@ def register_alias(name: str, target: str, *, fixed: Mapping[str, Any] | None = 
     if unknown:
         raise ValueError(f"alias {name!r}: {sorted(unknown)} are not options of {target!r}")
     shown = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
-    spec = ModelSpec(name, base.builder, description or f"{target} with {shown or 'its defaults'}",
-                     alias_of=base.alias_of or target, fixed=fixed, defaults=defaults)
+    spec = ModelSpec(
+        name,
+        base.builder,
+        description or f"{target} with {shown or 'its defaults'}",
+        alias_of=base.alias_of or target,
+        fixed=fixed,
+        defaults=defaults,
+    )
     MODELS[name] = spec
     return spec
 

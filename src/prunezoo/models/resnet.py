@@ -37,7 +37,7 @@ class PadShortcut(nn.Module):
         self.pad = (extra // 2, extra - extra // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, *self.pad))
 
 
@@ -54,10 +54,12 @@ class BasicBlock(nn.Module):
         elif shortcut == "A":
             self.shortcut = PadShortcut(in_planes, planes, stride)
         else:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                bn=nn.BatchNorm2d(planes),
-            ))
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                    bn=nn.BatchNorm2d(planes),
+                )
+            )
         self.act2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,8 +71,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Stem conv1/bn1, stages ``layer1..layerK`` of BasicBlocks, global average pool, ``fc``."""
 
-    def __init__(self, in_channels: int, widths: Sequence[int], blocks: Sequence[int], num_classes: int,
-                 shortcut: str = "B"):
+    def __init__(
+        self, in_channels: int, widths: Sequence[int], blocks: Sequence[int], num_classes: int, shortcut: str = "B"
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -145,5 +148,9 @@ def resnet18_cifar(
 
 
 for _depth in (20, 32, 44, 56, 110):
-    register_alias(f"resnet{_depth}", "resnet-cifar", fixed={"depth": _depth},
-                   description=f"ResNet-{_depth} for CIFAR (resnet-cifar depth={_depth})")
+    register_alias(
+        f"resnet{_depth}",
+        "resnet-cifar",
+        fixed={"depth": _depth},
+        description=f"ResNet-{_depth} for CIFAR (resnet-cifar depth={_depth})",
+    )

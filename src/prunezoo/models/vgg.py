@@ -59,6 +59,8 @@ def vgg16_cifar(
     mult = check_positive_float(width_multiplier, "width_multiplier")
     c, h, w = image_shape(input_shape, "vgg16-cifar")
     if min(h, w) < 32:
-        raise ConfigError("input_shape", f"model 'vgg16-cifar' needs images of at least 32x32 "
-                                         f"(five 2x2 poolings), got {tuple(input_shape)}")
+        raise ConfigError(
+            "input_shape",
+            f"model 'vgg16-cifar' needs images of at least 32x32 (five 2x2 poolings), got {tuple(input_shape)}",
+        )
     return VGG(c, num_classes, CFG_VGG16, mult)

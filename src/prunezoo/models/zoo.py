@@ -25,9 +25,19 @@ from prunezoo.models.registry import register_model
 class ZooCNN(nn.Module):
     """Three conv blocks then fc1 -> act -> drop -> fc2. ``pool3`` toggles the third max-pool (cnn-l)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, *, channels: tuple[int, int, int],
-                 kernels: tuple[int, int, int], pool3: bool, hidden: int, activation: str, dropout: float,
-                 model: str):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        channels: tuple[int, int, int],
+        kernels: tuple[int, int, int],
+        pool3: bool,
+        hidden: int,
+        activation: str,
+        dropout: float,
+        model: str,
+    ):
         super().__init__()
         c_in = input_shape[0]
         c1, c2, c3 = channels
@@ -73,8 +83,17 @@ def cnn_s(
     check_activation(activation)
     dropout = check_dropout(dropout)
     check_init(init)
-    model = ZooCNN(image_shape(input_shape, "cnn-s"), num_classes, channels=(8, 6, 4), kernels=(5, 5, 2),
-                   pool3=False, hidden=20, activation=activation, dropout=dropout, model="cnn-s")
+    model = ZooCNN(
+        image_shape(input_shape, "cnn-s"),
+        num_classes,
+        channels=(8, 6, 4),
+        kernels=(5, 5, 2),
+        pool3=False,
+        hidden=20,
+        activation=activation,
+        dropout=dropout,
+        model="cnn-s",
+    )
     return init_weights(model, init)
 
 
@@ -91,6 +110,15 @@ def cnn_l(
     check_activation(activation)
     dropout = check_dropout(dropout)
     check_init(init)
-    model = ZooCNN(image_shape(input_shape, "cnn-l"), num_classes, channels=(16, 32, 15), kernels=(3, 3, 3),
-                   pool3=True, hidden=20, activation=activation, dropout=dropout, model="cnn-l")
+    model = ZooCNN(
+        image_shape(input_shape, "cnn-l"),
+        num_classes,
+        channels=(16, 32, 15),
+        kernels=(3, 3, 3),
+        pool3=True,
+        hidden=20,
+        activation=activation,
+        dropout=dropout,
+        model="cnn-l",
+    )
     return init_weights(model, init)

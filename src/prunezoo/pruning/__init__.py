@@ -11,5 +11,11 @@ from prunezoo.pruning.obs import obs_prune
 from prunezoo.pruning.rounds import SCHEDULES, prune_iteratively, round_densities
 
 __all__ = [
-    "SCHEDULES", "imp_keep_count", "obs_prune", "prune", "prune_iteratively", "random_er_masks", "round_densities",
+    "SCHEDULES",
+    "imp_keep_count",
+    "obs_prune",
+    "prune",
+    "prune_iteratively",
+    "random_er_masks",
+    "round_densities",
 ]

@@ -61,15 +61,18 @@ def prune(
     if masks is not None:
         scores = restrict_scores(scores, masks)
     if bad := nan_layers(scores):  # ranked below every number (counts stay exact), but worth a look
-        warnings.warn(f"NaN pruning scores (pruned first) in {bad}: check the criterion and the model",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"NaN pruning scores (pruned first) in {bad}: check the criterion and the model",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     forced = None
     if pattern is not None:  # N:M: the pattern's core is kept (+inf score); the rest competes as usual
         forced = nm_core(scores, pattern)
         scores = {n: s.float().masked_fill(forced[n], float("inf")) for n, s in scores.items()}
 
     total = sum(p.numel() for p in params.values())
-    floor = lambda n: int(forced[n].sum()) if forced is not None else 0  # noqa: E731
+    floor = lambda n: int(forced[n].sum()) if forced is not None else 0
     if forced is not None and pattern is not None and density <= nm_density(pattern) + 1e-9:
         keep = forced  # at (or past) the pattern's own density: exactly N:M, whatever the scheme
     elif scheme == "global" and not alloc_options:

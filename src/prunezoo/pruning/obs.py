@@ -43,13 +43,28 @@ def obs_prune(
     while training). ``scheme``/``alloc``/``masks`` behave as in :func:`prunezoo.pruning.prune`.
     """
     params = prunable_parameters(model, include=include, exclude=exclude)
-    ctx = ScoringContext(model=model, params=params, batches=list(batches) if batches is not None else None,
-                         loss_fn=loss_fn, generator=torch.Generator().manual_seed(seed))
-    finv = fisher_inverse_blocks(ctx, block_size=block_size, damp=damp, num_samples=num_samples,
-                                 per_sample=per_sample, mode=mode)
+    ctx = ScoringContext(
+        model=model,
+        params=params,
+        batches=list(batches) if batches is not None else None,
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    finv = fisher_inverse_blocks(
+        ctx, block_size=block_size, damp=damp, num_samples=num_samples, per_sample=per_sample, mode=mode
+    )
     scores = {n: obs_saliency(p, finv[n]) for n, p in params.items()}
-    keep = prune(model, density, criterion=lambda _: scores, scheme=scheme, masks=masks, seed=seed,
-                 include=include, exclude=exclude, **alloc)
+    keep = prune(
+        model,
+        density,
+        criterion=lambda _: scores,
+        scheme=scheme,
+        masks=masks,
+        seed=seed,
+        include=include,
+        exclude=exclude,
+        **alloc,
+    )
     with torch.no_grad():
         for n, p in params.items():
             k = keep[n].to(p.device)

@@ -63,8 +63,17 @@ def prune_iteratively(
         raise ConfigError("density", f"must be in (0, 1], got {density!r}")
     batches = None if batches is None else list(batches)  # re-used every round
     if rounds == 1:
-        return prune(model, density, criterion=criterion, scheme=scheme, masks=masks, seed=seed,
-                     batches=batches, loss_fn=loss_fn, **alloc)
+        return prune(
+            model,
+            density,
+            criterion=criterion,
+            scheme=scheme,
+            masks=masks,
+            seed=seed,
+            batches=batches,
+            loss_fn=loss_fn,
+            **alloc,
+        )
     current = None if masks is None else MaskSet(masks)
     start = 1.0 if current is None else max(current.density(), density)
     work = copy.deepcopy(model)  # the caller's model keeps its weights
@@ -72,8 +81,15 @@ def prune_iteratively(
         if current is not None:
             current.apply(work)  # score the pruned network: earlier removals must be visible
         current = prune(
-            work, d, criterion=criterion, scheme=scheme, masks=current, seed=seed + r,
-            batches=batches, loss_fn=loss_fn, **alloc,
+            work,
+            d,
+            criterion=criterion,
+            scheme=scheme,
+            masks=current,
+            seed=seed + r,
+            batches=batches,
+            loss_fn=loss_fn,
+            **alloc,
         )
     assert current is not None  # rounds >= 2: the loop ran
     return current

@@ -67,7 +67,9 @@ def restore_class(module: nn.Module) -> None:
     module.__class__ = type(module).__bases__[1]
 
 
-def allowed_for(allowed: MaskSet | Mapping[str, torch.Tensor] | None, name: str, weight: torch.Tensor) -> torch.Tensor | None:
+def allowed_for(
+    allowed: MaskSet | Mapping[str, torch.Tensor] | None, name: str, weight: torch.Tensor
+) -> torch.Tensor | None:
     """Boolean allowed mask of one layer (``None``: everything allowed), checked against the weight."""
     if allowed is None or name not in allowed:
         return None

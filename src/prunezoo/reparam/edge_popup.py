@@ -27,7 +27,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from prunezoo.reparam._common import allowed_for, forward_with_weight, layers_of, restore_class, select_layers, swap_class
+from prunezoo.reparam._common import (
+    allowed_for,
+    forward_with_weight,
+    layers_of,
+    restore_class,
+    select_layers,
+    swap_class,
+)
 from prunezoo.sparsity.masks import MaskSet
 from prunezoo.sparsity.topk import keep_count, keep_top_k
 
@@ -81,8 +88,12 @@ class EdgePopupConv3d(EdgePopupLayer, nn.Conv3d):
     """Edge-popup ``nn.Conv3d``."""
 
 
-_TABLE = {nn.Linear: EdgePopupLinear, nn.Conv1d: EdgePopupConv1d, nn.Conv2d: EdgePopupConv2d,
-          nn.Conv3d: EdgePopupConv3d}
+_TABLE = {
+    nn.Linear: EdgePopupLinear,
+    nn.Conv1d: EdgePopupConv1d,
+    nn.Conv2d: EdgePopupConv2d,
+    nn.Conv3d: EdgePopupConv3d,
+}
 
 
 def apply_edge_popup(

@@ -26,7 +26,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from prunezoo.reparam._common import allowed_for, forward_with_weight, layers_of, restore_class, select_layers, swap_class
+from prunezoo.reparam._common import (
+    allowed_for,
+    forward_with_weight,
+    layers_of,
+    restore_class,
+    select_layers,
+    swap_class,
+)
 from prunezoo.sparsity.masks import MaskSet
 
 

@@ -8,7 +8,19 @@ from prunezoo.schedules.iterative import IterativeSchedule, LevelResult, ResetMo
 from prunezoo.schedules.oneshot import OneShot
 
 __all__ = [
-    "ACDC", "DynamicSparseTraining", "RigL", "SET", "acdc_phases", "drop_fraction",
-    "GradualMagnitudePruning", "IterativeSchedule", "LevelResult", "MaskingSchedule", "OneShot", "ResetMode",
-    "cubic_sparsity", "reset_parameters", "run_iterative",
+    "ACDC",
+    "DynamicSparseTraining",
+    "RigL",
+    "SET",
+    "acdc_phases",
+    "drop_fraction",
+    "GradualMagnitudePruning",
+    "IterativeSchedule",
+    "LevelResult",
+    "MaskingSchedule",
+    "OneShot",
+    "ResetMode",
+    "cubic_sparsity",
+    "reset_parameters",
+    "run_iterative",
 ]

@@ -124,9 +124,14 @@ class ACDC(MaskingSchedule):
             raise ValueError(f"ramp_start must be in (0, sparsity={sparsity}], got {ramp_start}")
         self.sparsity, self.ramp, self.ramp_start = sparsity, ramp, ramp_start
         self.min_decompressed_sparsity, self.reset_momentum = min_decompressed_sparsity, reset_momentum
-        self.plan_options = dict(warmup_epochs=warmup_epochs, compressed_epochs=compressed_epochs,
-                                 decompressed_epochs=decompressed_epochs, final_sparse_epochs=final_sparse_epochs,
-                                 scale_with_epochs=scale_with_epochs, base_epochs=base_epochs)
+        self.plan_options = dict(
+            warmup_epochs=warmup_epochs,
+            compressed_epochs=compressed_epochs,
+            decompressed_epochs=decompressed_epochs,
+            final_sparse_epochs=final_sparse_epochs,
+            scale_with_epochs=scale_with_epochs,
+            base_epochs=base_epochs,
+        )
         self.phases: list[Phase] = []
         self.phase_steps: list[tuple[int, int, str]] = []
         self.phase_sparsity: dict[int, float] = {}
@@ -137,7 +142,7 @@ class ACDC(MaskingSchedule):
     def plan(self, total_steps: int, steps_per_epoch: int) -> list[tuple[int, int, str]]:
         """Phases in steps; also fills ``phase_sparsity`` (target sparsity of each sparse phase)."""
         self.phases = acdc_phases(total_steps / steps_per_epoch, **self.plan_options)
-        to_step = lambda e: min(total_steps, int(math.floor(e * steps_per_epoch + 0.5)))  # noqa: E731
+        to_step = lambda e: min(total_steps, int(math.floor(e * steps_per_epoch + 0.5)))
         steps = [(to_step(s), to_step(e), k) for s, e, k in self.phases]
         self.phase_steps = [p for p in steps if p[1] > p[0]]  # phases shorter than a step vanish
         sparse = [i for i, p in enumerate(self.phase_steps) if p[2] in SPARSE_KINDS]
@@ -187,24 +192,45 @@ class ACDC(MaskingSchedule):
             if self.min_decompressed_sparsity > 0:
                 self._project(trainer)
             if step + 1 == e:
-                self.events.append({"event": "decompressed_end", "step": step + 1,
-                                    "epoch": self._epoch(trainer, step + 1), "phase": i,
-                                    "zero_fraction": self.zero_fraction(trainer.model)})
+                self.events.append(
+                    {
+                        "event": "decompressed_end",
+                        "step": step + 1,
+                        "epoch": self._epoch(trainer, step + 1),
+                        "phase": i,
+                        "zero_fraction": self.zero_fraction(trainer.model),
+                    }
+                )
 
     # -- phase changes ----------------------------------------------------------------------------
     def _enter(self, trainer, i: int, step: int) -> None:
         kind = self.phase_steps[i][2]
         self.phase = i
         if kind in SPARSE_KINDS:
-            new = prune(trainer.model, 1.0 - self.phase_sparsity[i], criterion=self.criterion, scheme=self.scheme,
-                        seed=self.seed + i, **self.prune_options)
+            new = prune(
+                trainer.model,
+                1.0 - self.phase_sparsity[i],
+                criterion=self.criterion,
+                scheme=self.scheme,
+                seed=self.seed + i,
+                **self.prune_options,
+            )
             iou = new.iou(self.previous_compressed) if self.previous_compressed is not None else None
             if self.reset_momentum:
                 self._reset_state(trainer, {n: ~m for n, m in new.items()})
             self.handle.update(new)  # zeroes the pruned weights; re-masked after every step from now on
             self.previous_compressed = new.clone()
-            self.events.append({"event": "compress", "step": step, "epoch": self._epoch(trainer, step), "phase": i,
-                                 "kind": kind, "sparsity": new.sparsity(), "iou": iou})
+            self.events.append(
+                {
+                    "event": "compress",
+                    "step": step,
+                    "epoch": self._epoch(trainer, step),
+                    "phase": i,
+                    "kind": kind,
+                    "sparsity": new.sparsity(),
+                    "iou": iou,
+                }
+            )
         elif kind == "decompressed":
             if self.reset_momentum:  # the weights about to return restart with fresh optimizer state
                 self._reset_state(trainer, {n: ~m for n, m in self.masks.items()})
@@ -216,8 +242,9 @@ class ACDC(MaskingSchedule):
     def _project(self, trainer) -> None:
         """Sparse decompression: keep the top (1 - s_min) weights by global magnitude (IHT projection)."""
         alloc = {k: v for k, v in self.prune_options.items() if k not in ("batches", "loss_fn")}
-        keep = prune(trainer.model, 1.0 - self.min_decompressed_sparsity, criterion="magnitude", scheme=self.scheme,
-                     **alloc)
+        keep = prune(
+            trainer.model, 1.0 - self.min_decompressed_sparsity, criterion="magnitude", scheme=self.scheme, **alloc
+        )
         keep.apply(trainer.model)
 
     def _reset_state(self, trainer, where: dict[str, torch.Tensor]) -> None:

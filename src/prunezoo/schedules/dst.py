@@ -79,8 +79,9 @@ class DynamicSparseTraining(MaskingSchedule):
         if sparsity is not None and not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         if delta_t < 1 or not 0.0 <= alpha <= 1.0 or not 0.0 < end_fraction <= 1.0:
-            raise ValueError(f"need delta_t >= 1, alpha in [0, 1], end_fraction in (0, 1]; "
-                             f"got {delta_t}, {alpha}, {end_fraction}")
+            raise ValueError(
+                f"need delta_t >= 1, alpha in [0, 1], end_fraction in (0, 1]; got {delta_t}, {alpha}, {end_fraction}"
+            )
         if decay not in ("cosine", "constant"):
             raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
         if not isinstance(regrow_dropped, bool):
@@ -102,8 +103,9 @@ class DynamicSparseTraining(MaskingSchedule):
         start = self.restored or self.initial_masks
         if start is None:
             # Random (Erdős–Rényi) support with exact per-layer counts at the scheme's densities.
-            start = random_er_masks(trainer.model, 1.0 - self.sparsity, self.scheme, seed=self.seed, exact=True,
-                                    **self.prune_options)
+            start = random_er_masks(
+                trainer.model, 1.0 - self.sparsity, self.scheme, seed=self.seed, exact=True, **self.prune_options
+            )
         self.masks = start.clone()
         self.handle = self.masks.attach(trainer.model, trainer.optimizer)
 
@@ -154,8 +156,13 @@ class DynamicSparseTraining(MaskingSchedule):
             changed += int(fresh.sum())
         new_masks = MaskSet(new)
         self.handle.update(new_masks)  # zeroes the dropped weights
-        event = {"step": step, "fraction": frac, "changed": changed, "iou": new_masks.iou(old),
-                 "density": new_masks.density()}
+        event = {
+            "step": step,
+            "fraction": frac,
+            "changed": changed,
+            "iou": new_masks.iou(old),
+            "density": new_masks.density(),
+        }
         self.events.append(event)
         return event
 
@@ -170,11 +177,11 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, p: torch.Tenso
             value.masked_fill_(where, 0)
 
 
-def RigL(sparsity: float | None = None, **kwargs: Any) -> DynamicSparseTraining:  # noqa: N802 (named like a class)
+def RigL(sparsity: float | None = None, **kwargs: Any) -> DynamicSparseTraining:
     """RigL (Evci et al. 2020): drop smallest |w|, grow largest dense |grad|; ERK, α=0.3, ΔT=100."""
     return DynamicSparseTraining(sparsity, grow="gradient", **kwargs)
 
 
-def SET(sparsity: float | None = None, **kwargs: Any) -> DynamicSparseTraining:  # noqa: N802
+def SET(sparsity: float | None = None, **kwargs: Any) -> DynamicSparseTraining:
     """SET (Mocanu et al. 2018): drop smallest |w|, regrow uniformly at random (seeded)."""
     return DynamicSparseTraining(sparsity, grow="random", **kwargs)

@@ -39,7 +39,9 @@ class GradualMagnitudePruning(MaskingSchedule):
         kwargs.setdefault("criterion", "magnitude")
         super().__init__(**kwargs)
         if not 0 <= initial_sparsity <= final_sparsity < 1:
-            raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity}, {final_sparsity}")
+            raise ValueError(
+                f"need 0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity}, {final_sparsity}"
+            )
         if frequency < 1:
             raise ValueError(f"frequency must be >= 1, got {frequency}")
         self.initial, self.final = initial_sparsity, final_sparsity
@@ -50,8 +52,10 @@ class GradualMagnitudePruning(MaskingSchedule):
         spe, last = trainer.steps_per_epoch, trainer.total_steps - 1
         self.t0 = int(round(self.start_epoch * spe))
         if self.t0 > last:
-            raise ValueError(f"start_epoch={self.start_epoch} is step {self.t0}, but training has only "
-                             f"{trainer.total_steps} steps: the pruning schedule would never run")
+            raise ValueError(
+                f"start_epoch={self.start_epoch} is step {self.t0}, but training has only "
+                f"{trainer.total_steps} steps: the pruning schedule would never run"
+            )
         # the last event must be a step that runs (a step == total_steps never does)
         end = last if self.end_epoch is None else min(last, int(round(self.end_epoch * spe)))
         n = max(0, (end - self.t0) // self.frequency)

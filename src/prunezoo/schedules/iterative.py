@@ -122,8 +122,9 @@ def run_iterative(
             history = json.loads((level_dir / "result.json").read_text())["history"]
             if snapshot is not None and snapshot.state is None and rewind_path.exists():
                 snapshot.state = load_state(rewind_path)
-            result = LevelResult(level, masks.density(), masks.clone(), history,
-                                 _copy(model.state_dict()) if keep_states else {})
+            result = LevelResult(
+                level, masks.density(), masks.clone(), history, _copy(model.state_dict()) if keep_states else {}
+            )
             results.append(result)
             if on_level is not None:
                 on_level(result)
@@ -132,7 +133,12 @@ def run_iterative(
         if level > 0:
             keep = imp_keep_count(masks.nnz(), schedule.fraction)
             masks = prune(
-                model, keep / total, criterion=criterion, scheme=scheme, masks=masks, seed=seed + level,
+                model,
+                keep / total,
+                criterion=criterion,
+                scheme=scheme,
+                masks=masks,
+                seed=seed + level,
                 **prune_options,
             )
             mode = schedule.reset
@@ -155,7 +161,9 @@ def run_iterative(
         history = trainer.fit(start_step=start_step, checkpoint_dir=ckpt, resume_from=resume)
         if level == 0 and snapshot is not None and snapshot.state is None:
             raise ValueError(f"rewind_step={schedule.rewind_step} is beyond the {trainer.total_steps} training steps")
-        result = LevelResult(level, masks.density(), masks.clone(), history, _copy(model.state_dict()) if keep_states else {})
+        result = LevelResult(
+            level, masks.density(), masks.clone(), history, _copy(model.state_dict()) if keep_states else {}
+        )
         if level_dir is not None:
             masks.save(level_dir / "masks.safetensors")
             save_state(level_dir / "final.safetensors", model.state_dict())

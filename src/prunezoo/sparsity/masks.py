@@ -194,9 +194,7 @@ class MaskHandle:
     def _refresh(self) -> None:
         # Float copies of the masks in the weights' dtype/device: one fused multiply per step.
         self._param_list: list[torch.Tensor] = list(self._params.values())
-        self._float_masks = [
-            self.masks[n].to(device=p.device, dtype=p.dtype) for n, p in self._params.items()
-        ]
+        self._float_masks = [self.masks[n].to(device=p.device, dtype=p.dtype) for n, p in self._params.items()]
 
     def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self._remove_optimizer_hooks()

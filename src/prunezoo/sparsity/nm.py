@@ -81,9 +81,7 @@ def nm_keep(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.reshape(scores.shape)
 
 
-def nm_core(
-    scores: Mapping[str, torch.Tensor], pattern: str | tuple[int, int]
-) -> dict[str, torch.Tensor]:
+def nm_core(scores: Mapping[str, torch.Tensor], pattern: str | tuple[int, int]) -> dict[str, torch.Tensor]:
     """Per layer, the weights the pattern always keeps: top-``n`` per group (eligible), all (ineligible).
 
     ``scores`` may carry ``-inf`` for weights no longer allowed (an earlier mask); every group must
@@ -97,8 +95,10 @@ def nm_core(
             continue
         keep = nm_keep(s, n, m)
         if bool(torch.isneginf(s.float()[keep]).any()):
-            raise ValueError(f"pattern {n}:{m}: layer {name!r} has groups with fewer than {n} weights left "
-                             "in the given masks (an earlier mask did not keep the pattern)")
+            raise ValueError(
+                f"pattern {n}:{m}: layer {name!r} has groups with fewer than {n} weights left "
+                "in the given masks (an earlier mask did not keep the pattern)"
+            )
         out[name] = keep
     return out
 

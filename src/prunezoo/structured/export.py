@@ -50,10 +50,16 @@ def save_compact(model: nn.Module, path: str | Path, spec: Mapping[str, Any]) ->
     if "model" not in spec:
         raise ConfigError("spec.model", "the registry name of the original model is required")
     path = Path(path)
-    arch = {"format": FORMAT, "spec": {"model": spec["model"], "num_classes": int(spec.get("num_classes", 10)),
-                                       "input_shape": list(spec.get("input_shape", (3, 32, 32))),
-                                       "options": dict(spec.get("options", {}))},
-            "layers": layer_shapes(model)}
+    arch = {
+        "format": FORMAT,
+        "spec": {
+            "model": spec["model"],
+            "num_classes": int(spec.get("num_classes", 10)),
+            "input_shape": list(spec.get("input_shape", (3, 32, 32))),
+            "options": dict(spec.get("options", {})),
+        },
+        "layers": layer_shapes(model),
+    }
     # safetensors refuses aliased tensors; contiguous clones also detach from autograd.
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     path.mkdir(parents=True, exist_ok=True)
@@ -68,13 +74,28 @@ def _resized(old: nn.Module, rec: Mapping[str, Any]) -> nn.Module:
         raise ConfigError("architecture", f"layer type {type(old).__name__} != recorded {rec['type']}")
     kw = {"device": next(old.parameters(), torch.empty(0)).device}
     if isinstance(old, _CONV):
-        return type(old)(rec["in"], rec["out"], old.kernel_size, stride=old.stride, padding=old.padding,
-                         dilation=old.dilation, groups=rec["groups"], bias=old.bias is not None,
-                         padding_mode=old.padding_mode, **kw)
+        return type(old)(
+            rec["in"],
+            rec["out"],
+            old.kernel_size,
+            stride=old.stride,
+            padding=old.padding,
+            dilation=old.dilation,
+            groups=rec["groups"],
+            bias=old.bias is not None,
+            padding_mode=old.padding_mode,
+            **kw,
+        )
     if isinstance(old, nn.Linear):
         return nn.Linear(rec["in"], rec["out"], bias=old.bias is not None, **kw)
-    return type(old)(rec["out"], eps=old.eps, momentum=old.momentum, affine=old.affine,
-                     track_running_stats=old.track_running_stats, **kw)
+    return type(old)(
+        rec["out"],
+        eps=old.eps,
+        momentum=old.momentum,
+        affine=old.affine,
+        track_running_stats=old.track_running_stats,
+        **kw,
+    )
 
 
 def load_compact(path: str | Path) -> nn.Module:
@@ -84,8 +105,9 @@ def load_compact(path: str | Path) -> nn.Module:
     if arch.get("format") != FORMAT:
         raise ConfigError("architecture.format", f"expected {FORMAT!r}, got {arch.get('format')!r}")
     spec = arch["spec"]
-    model = build_model(spec["model"], num_classes=spec["num_classes"], input_shape=spec["input_shape"],
-                        **spec["options"])
+    model = build_model(
+        spec["model"], num_classes=spec["num_classes"], input_shape=spec["input_shape"], **spec["options"]
+    )
     current = layer_shapes(model)
     for name, rec in arch["layers"].items():
         if name not in current:

@@ -80,7 +80,9 @@ def get_channel_criterion(name: str) -> CriterionInfo:
     try:
         return CHANNEL_CRITERIA[name]
     except KeyError:
-        raise ConfigError("criterion", f"unknown channel criterion {name!r}; known: {sorted(CHANNEL_CRITERIA)}") from None
+        raise ConfigError(
+            "criterion", f"unknown channel criterion {name!r}; known: {sorted(CHANNEL_CRITERIA)}"
+        ) from None
 
 
 def _filters(w: torch.Tensor) -> torch.Tensor:
@@ -128,8 +130,9 @@ def apoz(ctx: ChannelContext) -> torch.Tensor:
 def taylor(ctx: ChannelContext) -> torch.Tensor:
     if not ctx.activations or not ctx.gradients:
         raise ConfigError("batches", "criterion 'taylor' needs labelled batches to collect gradients")
-    per_batch = [(_channel_view(g) * _channel_view(a)).mean(1).abs()
-                 for a, g in zip(ctx.activations, ctx.gradients, strict=True)]
+    per_batch = [
+        (_channel_view(g) * _channel_view(a)).mean(1).abs() for a, g in zip(ctx.activations, ctx.gradients, strict=True)
+    ]
     s = torch.stack(per_batch).mean(0)
     return s / s.norm().clamp_min(1e-12)  # per-layer L2 normalisation (Molchanov et al. 2017)
 
@@ -154,8 +157,9 @@ def following_batchnorm(dg: tp.DependencyGraph, module: nn.Module) -> nn.modules
     return nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
 
 
-def collect_outputs(model: nn.Module, taps: dict[str, nn.Module], batches: Iterable, *, gradients: bool,
-                    loss_fn: Callable | None = None) -> tuple[dict[str, list], dict[str, list]]:
+def collect_outputs(
+    model: nn.Module, taps: dict[str, nn.Module], batches: Iterable, *, gradients: bool, loss_fn: Callable | None = None
+) -> tuple[dict[str, list], dict[str, list]]:
     """Run ``batches`` through ``model`` and record each tap module's output (and dL/d output).
 
     Batches are ``(x, y)`` pairs or bare inputs (no gradients then). Runs in eval mode so BN uses
@@ -170,6 +174,7 @@ def collect_outputs(model: nn.Module, taps: dict[str, nn.Module], batches: Itera
             acts[name].append(out.detach())
             if gradients and out.requires_grad:
                 out.register_hook(lambda g: grads[name].append(g.detach()))
+
         return fn
 
     handles = [m.register_forward_hook(hook(k)) for k, m in taps.items()]
@@ -184,8 +189,7 @@ def collect_outputs(model: nn.Module, taps: dict[str, nn.Module], batches: Itera
                     raise ConfigError("batches", "gradient criteria need (input, target) batches")
                 with torch.enable_grad():
                     loss = loss_fn(model(x), y)
-                    torch.autograd.backward(loss, inputs=[p for p in model.parameters() if p.requires_grad]
-                                            or None)
+                    torch.autograd.backward(loss, inputs=[p for p in model.parameters() if p.requires_grad] or None)
             else:
                 with torch.no_grad():
                     model(x)
@@ -216,8 +220,9 @@ class ChannelImportance(tp.importance.Importance):
         self.contexts: dict[nn.Module, ChannelContext] = {}
         self._cache: dict[nn.Module, torch.Tensor | None] = {}
 
-    def prepare(self, model: nn.Module, dg: tp.DependencyGraph, batches: Iterable | None = None,
-                loss_fn: Callable | None = None) -> ChannelImportance:
+    def prepare(
+        self, model: nn.Module, dg: tp.DependencyGraph, batches: Iterable | None = None, loss_fn: Callable | None = None
+    ) -> ChannelImportance:
         layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
         bns = {n: following_batchnorm(dg, m) for n, m in layers.items()}
         acts: dict[str, list] = {}
@@ -226,10 +231,13 @@ class ChannelImportance(tp.importance.Importance):
             if batches is None:
                 raise ConfigError("batches", f"criterion {self.name!r} needs batches")
             taps = {n: bns[n] or m for n, m in layers.items()}
-            acts, grads = collect_outputs(model, taps, batches, gradients=self.info.needs == "gradients",
-                                          loss_fn=loss_fn)
-        self.contexts = {m: ChannelContext(n, m, m.weight, bns[n], acts.get(n), grads.get(n), self.generator)
-                         for n, m in layers.items()}
+            acts, grads = collect_outputs(
+                model, taps, batches, gradients=self.info.needs == "gradients", loss_fn=loss_fn
+            )
+        self.contexts = {
+            m: ChannelContext(n, m, m.weight, bns[n], acts.get(n), grads.get(n), self.generator)
+            for n, m in layers.items()
+        }
         self._cache.clear()
         return self
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 
-def measure_latency(model: nn.Module, example_input: torch.Tensor, *, warmup: int = 10, repeats: int = 50,
-                    threads: int = 1) -> dict[str, float]:
+def measure_latency(
+    model: nn.Module, example_input: torch.Tensor, *, warmup: int = 10, repeats: int = 50, threads: int = 1
+) -> dict[str, float]:
     """Median and 90th-percentile milliseconds of one forward pass on ``example_input``.
 
     Runs in eval mode under ``torch.inference_mode`` with ``threads`` intra-op threads (fixed so
@@ -41,8 +42,14 @@ def measure_latency(model: nn.Module, example_input: torch.Tensor, *, warmup: in
             m.training = t
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    return {"median_ms": statistics.median(times), "p90_ms": p90, "min_ms": times[0],
-            "cpu_ms": statistics.median(cpu), "repeats": float(repeats), "threads": float(threads)}
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": p90,
+        "min_ms": times[0],
+        "cpu_ms": statistics.median(cpu),
+        "repeats": float(repeats),
+        "threads": float(threads),
+    }
 
 
 def _timed(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -51,8 +58,15 @@ def _timed(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     return (time.perf_counter() - t0) * 1e3, (time.thread_time() - c0) * 1e3
 
 
-def compare_latency(baseline: nn.Module, candidate: nn.Module, example_input: torch.Tensor, *, warmup: int = 3,
-                    repeats: int = 30, threads: int = 1) -> dict[str, float]:
+def compare_latency(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    warmup: int = 3,
+    repeats: int = 30,
+    threads: int = 1,
+) -> dict[str, float]:
     """Speed-up of ``candidate`` over ``baseline``, timed in alternating pairs.
 
     Each repeat times one forward of each back to back (order alternating) and takes their ratio;
@@ -86,6 +100,11 @@ def compare_latency(baseline: nn.Module, candidate: nn.Module, example_input: to
         torch.set_num_threads(old_threads)
         for m, t in modes:
             m.training = t
-    return {"baseline_ms": statistics.median(base), "candidate_ms": statistics.median(cand),
-            "speedup": statistics.median(wall_ratio), "cpu_speedup": statistics.median(cpu_ratio),
-            "repeats": float(repeats), "threads": float(threads)}
+    return {
+        "baseline_ms": statistics.median(base),
+        "candidate_ms": statistics.median(cand),
+        "speedup": statistics.median(wall_ratio),
+        "cpu_speedup": statistics.median(cpu_ratio),
+        "repeats": float(repeats),
+        "threads": float(threads),
+    }

@@ -55,16 +55,22 @@ def merge_neurons(model: nn.Module, layer_name: str, next_layer_name: str, keep:
     clusters = sorted(cluster_neurons(incoming, keep), key=min)
     new_in = torch.stack([incoming[c].mean(0) for c in clusters])
     out_w = nxt.weight.detach()
-    new_out = torch.stack([
-        sum((incoming[m].norm() / new_in[k].norm().clamp_min(1e-12)) * out_w[:, m] for m in c)
-        for k, c in enumerate(clusters)], dim=1)
-    first = nn.Linear(layer.in_features, keep, bias=layer.bias is not None,
-                      device=layer.weight.device, dtype=layer.weight.dtype)
-    first.weight.copy_(new_in[:, :layer.in_features])
+    new_out = torch.stack(
+        [
+            sum((incoming[m].norm() / new_in[k].norm().clamp_min(1e-12)) * out_w[:, m] for m in c)
+            for k, c in enumerate(clusters)
+        ],
+        dim=1,
+    )
+    first = nn.Linear(
+        layer.in_features, keep, bias=layer.bias is not None, device=layer.weight.device, dtype=layer.weight.dtype
+    )
+    first.weight.copy_(new_in[:, : layer.in_features])
     if layer.bias is not None:
         first.bias.copy_(new_in[:, -1])
-    second = nn.Linear(keep, nxt.out_features, bias=nxt.bias is not None,
-                       device=nxt.weight.device, dtype=nxt.weight.dtype)
+    second = nn.Linear(
+        keep, nxt.out_features, bias=nxt.bias is not None, device=nxt.weight.device, dtype=nxt.weight.dtype
+    )
     second.weight.copy_(new_out)
     if nxt.bias is not None:
         second.bias.copy_(nxt.bias)

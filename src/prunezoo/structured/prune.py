@@ -111,8 +111,10 @@ def prune_channels(
         base = 0.0
     else:
         ratio_dict, base = {}, _check_ratio(ratio, "ratio")
-    ignored = [_module(model, x, "ignored_layers") if isinstance(x, str) else x
-               for x in (default_ignored(model) if ignored_layers is None else ignored_layers)]
+    ignored = [
+        _module(model, x, "ignored_layers") if isinstance(x, str) else x
+        for x in (default_ignored(model) if ignored_layers is None else ignored_layers)
+    ]
     input_shape = tuple(example_input.shape[1:])
     before = (count_parameters(model), dense_flops(model, input_shape), out_channels(model))
 
@@ -121,17 +123,33 @@ def prune_channels(
     model.eval()  # tracing runs a forward: keep BN running statistics untouched
     try:
         pruner = tp.pruner.BasePruner(
-            model, example_input, importance=imp, global_pruning=scope == "global", pruning_ratio=base,
-            pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, max_pruning_ratio=max_layer_ratio,
-            round_to=round_to)
+            model,
+            example_input,
+            importance=imp,
+            global_pruning=scope == "global",
+            pruning_ratio=base,
+            pruning_ratio_dict=ratio_dict or None,
+            ignored_layers=ignored,
+            max_pruning_ratio=max_layer_ratio,
+            round_to=round_to,
+        )
         imp.prepare(model, pruner.DG, batches, loss_fn)
         pruner.step()
     finally:
         for m, t in modes:
             m.training = t
     removed = {name: [int(i) for i in idxs] for name, is_out, idxs in pruner.pruning_history() if is_out}
-    return StructuredResult(criterion, scope, before[0], count_parameters(model), before[1],
-                            dense_flops(model, input_shape), before[2], out_channels(model), removed)
+    return StructuredResult(
+        criterion,
+        scope,
+        before[0],
+        count_parameters(model),
+        before[1],
+        dense_flops(model, input_shape),
+        before[2],
+        out_channels(model),
+        removed,
+    )
 
 
 class SensitivityScan(dict):
@@ -175,8 +193,15 @@ def sensitivity_scan(
         scan[name], scan.flops[name] = {}, {}
         for r in ratios:
             pruned = copy.deepcopy(model)
-            res = prune_channels(pruned, example_input, {name: r}, criterion=criterion, batches=batch_list,
-                                 ignored_layers=ignored, seed=seed)
+            res = prune_channels(
+                pruned,
+                example_input,
+                {name: r},
+                criterion=criterion,
+                batches=batch_list,
+                ignored_layers=ignored,
+                seed=seed,
+            )
             scan[name][float(r)] = float(evaluate_fn(pruned))
             scan.flops[name][float(r)] = res.flops_after
     return scan
@@ -222,8 +247,13 @@ def allocate_from_sensitivity(
     alloc = dict.fromkeys(grid, 0.0)
     sign = 1.0 if higher_is_better else -1.0
     if flops_budget is not None or latency_budget is not None:
-        budget = (latency_budget * scan.dense_flops if latency_budget is not None
-                  else flops_budget * scan.dense_flops if flops_budget <= 1 else flops_budget)
+        budget = (
+            latency_budget * scan.dense_flops
+            if latency_budget is not None
+            else flops_budget * scan.dense_flops
+            if flops_budget <= 1
+            else flops_budget
+        )
         if model is None or example_input is None:
             raise ConfigError("allocation", "a FLOPs budget needs model and example_input to verify it")
 
@@ -253,8 +283,7 @@ def allocate_from_sensitivity(
             return sum(alloc[n] * scan.channels[n] for n in alloc) >= target_ratio * total
 
     while not met():
-        steps = [(sign * scan[n][nxt[0]], n, nxt[0]) for n in grid
-                 if (nxt := [r for r in grid[n] if r > alloc[n]])]
+        steps = [(sign * scan[n][nxt[0]], n, nxt[0]) for n in grid if (nxt := [r for r in grid[n] if r > alloc[n]])]
         if not steps:
             raise ConfigError("allocation", "target not reachable with the scanned ratios")
         _, name, r = max(steps)
@@ -277,8 +306,9 @@ def _zero_outputs(module: nn.Module, handler, idxs: Sequence[int]) -> torch.Tens
 
 
 @torch.no_grad()
-def compact_zero_channels(model: nn.Module, example_input: torch.Tensor, *,
-                          ignored_layers: Sequence[str | nn.Module] | None = None) -> StructuredResult:
+def compact_zero_channels(
+    model: nn.Module, example_input: torch.Tensor, *, ignored_layers: Sequence[str | nn.Module] | None = None
+) -> StructuredResult:
     """Physically remove every output channel a *structured-zero* masked model has zeroed, in place.
 
     A channel goes when it is zero in every layer Torch-Pruning couples to it: the Conv/Linear row
@@ -286,8 +316,10 @@ def compact_zero_channels(model: nn.Module, example_input: torch.Tensor, *,
     compact model computes what the masked one did. Channels zero in only some coupled layers (one
     side of a residual sum) stay. The result's ``removed`` maps each group's root layer to the indices.
     """
-    ignored = [_module(model, x, "ignored_layers") if isinstance(x, str) else x
-               for x in (default_ignored(model) if ignored_layers is None else ignored_layers)]
+    ignored = [
+        _module(model, x, "ignored_layers") if isinstance(x, str) else x
+        for x in (default_ignored(model) if ignored_layers is None else ignored_layers)
+    ]
     input_shape = tuple(example_input.shape[1:])
     before = (count_parameters(model), dense_flops(model, input_shape), out_channels(model))
     names = {m: n for n, m in model.named_modules()}
@@ -318,5 +350,14 @@ def compact_zero_channels(model: nn.Module, example_input: torch.Tensor, *,
         for m, t in modes:
             m.training = t
     removed = {names[m]: idx for m, _, idx in plan}
-    return StructuredResult("zero", "layer", before[0], count_parameters(model), before[1],
-                            dense_flops(model, input_shape), before[2], out_channels(model), removed)
+    return StructuredResult(
+        "zero",
+        "layer",
+        before[0],
+        count_parameters(model),
+        before[1],
+        dense_flops(model, input_shape),
+        before[2],
+        out_channels(model),
+        removed,
+    )

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 def batchnorm_scales(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    return [
+        m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    ]
 
 
 class BatchNormL1(Callback):
@@ -41,8 +42,10 @@ class BatchNormL1(Callback):
         return self.weight * sum(g.abs().sum() for g in scales)
 
 
-def slim(model: nn.Module, example_input: torch.Tensor, ratio: float, *,
-         ignored_layers: Sequence[str] | None = None) -> StructuredResult:
+def slim(
+    model: nn.Module, example_input: torch.Tensor, ratio: float, *, ignored_layers: Sequence[str] | None = None
+) -> StructuredResult:
     """Prune ``ratio`` of all channels by a global |γ| threshold (after training with BatchNormL1)."""
-    return prune_channels(model, example_input, ratio, criterion="bn-scale", scope="global",
-                          ignored_layers=ignored_layers)
+    return prune_channels(
+        model, example_input, ratio, criterion="bn-scale", scope="global", ignored_layers=ignored_layers
+    )

@@ -35,9 +35,17 @@ from prunezoo.structured.thinet import thinet_prune
 
 PROCEDURES = ("slimming", "thinet", "merge")
 ALIASES = {
-    "l1-filter": "l1", "l1-norm": "l1", "l2-filter": "l2", "l2-norm": "l2", "geometric-median": "fpgm",
-    "taylor-fo": "taylor", "bn-gamma": "bn-scale", "network-slimming": "slimming", "random-channel": "random",
-    "neuron-merge": "merge", "cluster-merge": "merge",
+    "l1-filter": "l1",
+    "l1-norm": "l1",
+    "l2-filter": "l2",
+    "l2-norm": "l2",
+    "geometric-median": "fpgm",
+    "taylor-fo": "taylor",
+    "bn-gamma": "bn-scale",
+    "network-slimming": "slimming",
+    "random-channel": "random",
+    "neuron-merge": "merge",
+    "cluster-merge": "merge",
 }
 BUDGETS = ("channels", "flops", "latency")
 
@@ -57,8 +65,9 @@ def canonical_structured_criterion(name: str) -> str:
 def _layer_pairs(model: nn.Module, types: tuple[type, ...]) -> list[tuple[str, str]]:
     """Consecutive (in module order) layers of ``types`` whose sizes chain: candidate producer→consumer."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
-    return [(a, b) for (a, ma), (b, mb) in zip(layers, layers[1:], strict=False)
-            if ma.weight.shape[0] == mb.weight.shape[1]]
+    return [
+        (a, b) for (a, ma), (b, mb) in zip(layers, layers[1:], strict=False) if ma.weight.shape[0] == mb.weight.shape[1]
+    ]
 
 
 def _thinet_all(model: nn.Module, ratio: float, batches: Sequence, seed: int) -> list[str]:
@@ -76,8 +85,9 @@ def _thinet_all(model: nn.Module, ratio: float, batches: Sequence, seed: int) ->
     for layer, nxt in _layer_pairs(model, (nn.Conv2d, nn.Linear)):
         first = model.get_submodule(layer)
         fn = tp.prune_conv_out_channels if isinstance(first, nn.Conv2d) else tp.prune_linear_out_channels
-        touched = {d.target.module for d, _ in dg.get_pruning_group(first, fn, [0])
-                   if isinstance(d.target.module, PRUNABLE)}
+        touched = {
+            d.target.module for d, _ in dg.get_pruning_group(first, fn, [0]) if isinstance(d.target.module, PRUNABLE)
+        }
         if touched == {first, model.get_submodule(nxt)}:
             pairs.append((layer, nxt))
     done = []
@@ -134,8 +144,16 @@ def apply_structured(
         if not done:
             needs = "Conv2d/Linear chains" if crit == "thinet" else "consecutive Linear layers"
             raise ConfigError("criterion", f"{crit!r} found no layer pair it can prune in this model ({needs})")
-        return StructuredResult(crit, "layer", before[0], count_parameters(model), before[1],
-                                dense_flops(model, shape), before[2], out_channels(model))
+        return StructuredResult(
+            crit,
+            "layer",
+            before[0],
+            count_parameters(model),
+            before[1],
+            dense_flops(model, shape),
+            before[2],
+            out_channels(model),
+        )
     if crit == "slimming":
         crit = "bn-scale"
         opts.setdefault("scope", "global")
@@ -143,15 +161,18 @@ def apply_structured(
         if allocation == "sensitivity":
             if evaluate_fn is None:
                 raise ConfigError("options.allocation", "sensitivity allocation needs an evaluation function")
-            scan = sensitivity_scan(model, example_input, evaluate_fn, scan_ratios, criterion=crit,
-                                    batches=batches, seed=seed)
-            target = {"channels": {"target_ratio": ratio}, "flops": {"flops_budget": 1 - ratio},
-                      "latency": {"latency_budget": 1 - ratio}}[budget]
+            scan = sensitivity_scan(
+                model, example_input, evaluate_fn, scan_ratios, criterion=crit, batches=batches, seed=seed
+            )
+            target = {
+                "channels": {"target_ratio": ratio},
+                "flops": {"flops_budget": 1 - ratio},
+                "latency": {"latency_budget": 1 - ratio},
+            }[budget]
             ratio = allocate_from_sensitivity(scan, model=model, example_input=example_input, **target)
         return prune_channels(model, example_input, ratio, criterion=crit, batches=batches, seed=seed, **opts)
     except TypeError as err:
         raise ConfigError("options", str(err)) from None
 
 
-__all__ = ["ALIASES", "PROCEDURES", "apply_structured", "canonical_structured_criterion",
-           "structured_criterion_names"]
+__all__ = ["ALIASES", "PROCEDURES", "apply_structured", "canonical_structured_criterion", "structured_criterion_names"]

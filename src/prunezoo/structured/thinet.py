@@ -60,21 +60,33 @@ def _rows(x: torch.Tensor, nxt: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def thinet_prune(model: nn.Module, layer: str, next_layer: str, batches: Sequence, ratio: float, *,
-                 samples: int = 4096, max_rows: int = 20000, seed: int = 0) -> ThiNetResult:
+def thinet_prune(
+    model: nn.Module,
+    layer: str,
+    next_layer: str,
+    batches: Sequence,
+    ratio: float,
+    *,
+    samples: int = 4096,
+    max_rows: int = 20000,
+    seed: int = 0,
+) -> ThiNetResult:
     """Remove ``ratio`` of ``layer``'s output channels chosen by ThiNet, refit ``next_layer``, in place.
 
     ``batches``: inputs (or ``(x, y)`` pairs) used for activations. ``samples`` random (location,
     output channel) scalars drive the greedy selection; at most ``max_rows`` locations the refit.
     """
     first, nxt = model.get_submodule(layer), model.get_submodule(next_layer)
-    pair_ok = (isinstance(first, nn.Conv2d) and isinstance(nxt, nn.Conv2d) and nxt.groups == 1
-               and first.groups == 1) or (isinstance(first, nn.Linear) and isinstance(nxt, nn.Linear))
+    pair_ok = (
+        isinstance(first, nn.Conv2d) and isinstance(nxt, nn.Conv2d) and nxt.groups == 1 and first.groups == 1
+    ) or (isinstance(first, nn.Linear) and isinstance(nxt, nn.Linear))
     if not pair_ok:
         raise ConfigError("layer", "thinet_prune supports Conv2d→Conv2d (groups=1) and Linear→Linear")
     c_in = nxt.weight.shape[1]
     if first.weight.shape[0] != c_in:
-        raise ConfigError("next_layer", f"{next_layer} has {c_in} inputs but {layer} has {first.weight.shape[0]} outputs")
+        raise ConfigError(
+            "next_layer", f"{next_layer} has {c_in} inputs but {layer} has {first.weight.shape[0]} outputs"
+        )
     if not 0.0 <= ratio < 1.0:
         raise ConfigError("ratio", f"must be in [0, 1), got {ratio}")
     n_remove = min(int(round(ratio * c_in)), c_in - 1)
@@ -132,6 +144,9 @@ def _remove_channels(model: nn.Module, first: nn.Module, nxt: nn.Module, idxs: l
     group = dg.get_pruning_group(first, fn, idxs)
     others = {dep.target.module for dep, _ in group if isinstance(dep.target.module, PRUNABLE)} - {first, nxt}
     if others:
-        raise ConfigError("layer", "thinet_prune: the layer's channels are coupled to other layers "
-                                   "(residual sum?); only the next layer is reconstructed")
+        raise ConfigError(
+            "layer",
+            "thinet_prune: the layer's channels are coupled to other layers "
+            "(residual sum?); only the next layer is reconstructed",
+        )
     group.prune()

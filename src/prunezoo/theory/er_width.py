@@ -25,8 +25,9 @@ def er_width_requirements(widths: Sequence[int], densities: Sequence[float], del
     """
     L = len(widths) - 1
     if L < 1 or len(densities) != L:
-        raise ValueError(f"need widths n_0..n_L and one density per layer, got {len(widths)} widths, "
-                         f"{len(densities)} densities")
+        raise ValueError(
+            f"need widths n_0..n_L and one density per layer, got {len(widths)} widths, {len(densities)} densities"
+        )
     if not 0 < delta < 1 or any(not 0 < p < 1 for p in densities):
         raise ValueError("delta and densities must be in (0, 1)")
     q = [1.0] * (L + 1)
@@ -45,8 +46,9 @@ def er_width_lower_bound(density: float, delta: float, d: int = 1) -> float:
     return math.log(1.0 / (1.0 - (1.0 - delta) ** (1.0 / d))) / math.log(1.0 / (1.0 - density))
 
 
-def coverage_probability(target_edges: int, copies: int, density: float, trials: int = 2000,
-                         seed: int = 0) -> dict[str, float]:
+def coverage_probability(
+    target_edges: int, copies: int, density: float, trials: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """Monte-Carlo check of the union bound behind the theorem for one layer: each of ``target_edges``
     target edges needs at least one of its ``copies`` candidate source edges present (each present
     i.i.d. with ``density``). Returns the estimate, the exact value (1 − (1−p)^q)^m and the bound

@@ -8,6 +8,14 @@ from prunezoo.training.seeding import seed_everything
 from prunezoo.training.trainer import Trainer
 
 __all__ = [
-    "Callback", "EnforceMasks", "SnapshotAtStep", "TrainingConfig", "Trainer", "evaluate", "load_checkpoint",
-    "predict", "save_checkpoint", "seed_everything",
+    "Callback",
+    "EnforceMasks",
+    "SnapshotAtStep",
+    "TrainingConfig",
+    "Trainer",
+    "evaluate",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "seed_everything",
 ]

@@ -36,8 +36,11 @@ class CallbackList(Callback):
         self.callbacks = list(callbacks)
 
     def extra_loss(self, trainer: Trainer, step: int) -> torch.Tensor | None:
-        terms = [t for t in (cb.extra_loss(trainer, step) for cb in self.callbacks if hasattr(cb, "extra_loss"))
-                 if t is not None]
+        terms = [
+            t
+            for t in (cb.extra_loss(trainer, step) for cb in self.callbacks if hasattr(cb, "extra_loss"))
+            if t is not None
+        ]
         return sum(terms[1:], terms[0]) if terms else None
 
     def __getattribute__(self, name: str):

@@ -84,9 +84,11 @@ def save_checkpoint(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=STAGING_SUFFIX, dir=directory.parent))
-    files = {"model.safetensors": model.state_dict(),
-             # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
-             "rng.safetensors": {"torch": torch.get_rng_state()}}
+    files = {
+        "model.safetensors": model.state_dict(),
+        # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
+        "rng.safetensors": {"torch": torch.get_rng_state()},
+    }
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if tensors:  # e.g. callback state such as the current masks of a pruning schedule
         files["extra.safetensors"] = tensors
@@ -155,9 +157,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint(
-    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> dict:
+def load_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Restore model (and optimizer) in place from the newest undamaged checkpoint at ``directory``;
     returns the metadata (step, extra, tensors)."""
     found = latest_checkpoint(directory)

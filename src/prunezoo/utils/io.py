@@ -143,8 +143,9 @@ def verify_file(path: str | Path) -> None:
 def check_sha256(path: Path, expected: str) -> None:
     found = sha256_file(path)
     if found != expected:
-        raise CorruptFileError(path, f"sha256 {found[:12]}… ({path.stat().st_size} bytes) differs from the "
-                                     f"recorded {expected[:12]}…")
+        raise CorruptFileError(
+            path, f"sha256 {found[:12]}… ({path.stat().st_size} bytes) differs from the recorded {expected[:12]}…"
+        )
 
 
 def read_json(path: str | Path) -> Any:

@@ -10,12 +10,20 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "generate_zoo": "prunezoo.zoo.generate", "load_zoo_config": "prunezoo.zoo.generate",
-    "parse_zoo_config": "prunezoo.zoo.generate", "ZooConfig": "prunezoo.zoo.generate",
-    "make_twins": "prunezoo.zoo.twins", "parse_twin_method": "prunezoo.zoo.twins", "TwinMethod": "prunezoo.zoo.twins",
+    "generate_zoo": "prunezoo.zoo.generate",
+    "load_zoo_config": "prunezoo.zoo.generate",
+    "parse_zoo_config": "prunezoo.zoo.generate",
+    "ZooConfig": "prunezoo.zoo.generate",
+    "make_twins": "prunezoo.zoo.twins",
+    "parse_twin_method": "prunezoo.zoo.twins",
+    "TwinMethod": "prunezoo.zoo.twins",
     "import_zoo": "prunezoo.zoo.importer",
-    "list_models": "prunezoo.zoo.layout", "list_twin_sets": "prunezoo.zoo.layout", "read_params": "prunezoo.zoo.layout",
-    "read_results": "prunezoo.zoo.layout", "load_state": "prunezoo.zoo.layout", "load_model": "prunezoo.zoo.layout",
+    "list_models": "prunezoo.zoo.layout",
+    "list_twin_sets": "prunezoo.zoo.layout",
+    "read_params": "prunezoo.zoo.layout",
+    "read_results": "prunezoo.zoo.layout",
+    "load_state": "prunezoo.zoo.layout",
+    "load_model": "prunezoo.zoo.layout",
     "build_member_model": "prunezoo.zoo.layout",
 }
 

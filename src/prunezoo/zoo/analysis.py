@@ -43,12 +43,26 @@ import torch
 from torch import nn
 
 from prunezoo.errors import ConfigError
+from prunezoo.utils.progress import ProgressBar
 from prunezoo.zoo import layout
 
 ORIGINAL = "original"
 COMPARISON_METRICS = ("agreement", "kappa", "js", "cka")
-MODEL_COLUMNS = ("group", "method", "level", "model", "original", "epoch", "test_acc", "train_acc", "gen_gap",
-                 "sparsity", "original_test_acc", "acc_drop", *COMPARISON_METRICS)
+MODEL_COLUMNS = (
+    "group",
+    "method",
+    "level",
+    "model",
+    "original",
+    "epoch",
+    "test_acc",
+    "train_acc",
+    "gen_gap",
+    "sparsity",
+    "original_test_acc",
+    "acc_drop",
+    *COMPARISON_METRICS,
+)
 LAYER_COLUMNS = ("group", "method", "level", "model", "layer", "size", "sparsity")
 
 # ------------------------------------------------------------------------------ pure metrics
@@ -124,7 +138,7 @@ def js_divergence(logits_a: Any, logits_b: Any, *, base: float | None = None, fr
         p, q = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
     m = 0.5 * (p + q)
     # xlogy: 0 * log(0 / m) = 0, so one-hot probabilities are fine.
-    kl = lambda x: (torch.xlogy(x, x) - torch.xlogy(x, m)).sum(1)  # noqa: E731
+    kl = lambda x: (torch.xlogy(x, x) - torch.xlogy(x, m)).sum(1)
     js = (0.5 * (kl(p) + kl(q))).clamp_min(0.0).mean()
     return float(js) / (math.log(base) if base is not None else 1.0)
 
@@ -137,8 +151,9 @@ def linear_cka(x: Any, y: Any) -> float:
     representations. NaN if either representation is constant over the samples."""
     X, Y = _as_tensor(x).double(), _as_tensor(y).double()
     if X.ndim < 2 or Y.ndim < 2 or X.shape[0] != Y.shape[0]:
-        raise ValueError(f"expected (N, ...) activations for the same N inputs, got {tuple(X.shape)} and "
-                         f"{tuple(Y.shape)}")
+        raise ValueError(
+            f"expected (N, ...) activations for the same N inputs, got {tuple(X.shape)} and {tuple(Y.shape)}"
+        )
     if X.shape[0] < 2:
         raise ValueError("linear CKA needs at least 2 samples")
     X, Y = X.flatten(1), Y.flatten(1)
@@ -217,8 +232,11 @@ def layer_sparsity(model: nn.Module) -> dict[str, tuple[int, float]]:
     """``{weight name: (size, zero fraction)}`` over the prunable (conv/linear) weights."""
     from prunezoo.sparsity import prunable_parameters
 
-    return {name: (p.numel(), float((p == 0).sum()) / p.numel())
-            for name, p in prunable_parameters(model).items() if p.numel()}
+    return {
+        name: (p.numel(), float((p == 0).sum()) / p.numel())
+        for name, p in prunable_parameters(model).items()
+        if p.numel()
+    }
 
 
 def global_sparsity(layers: Mapping[str, tuple[int, float]]) -> float:
@@ -244,13 +262,16 @@ def model_outputs(model: nn.Module, dataset, batch_size: int = 1024) -> Outputs:
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     captured: list[torch.Tensor] = []
-    hook = linears[-1].register_forward_hook(lambda m, i, o: captured.append(i[0].flatten(1).double())) \
-        if linears else None
+    hook = (
+        linears[-1].register_forward_hook(lambda m, i, o: captured.append(i[0].flatten(1).double()))
+        if linears
+        else None
+    )
     model.eval()
     logits = []
     try:
         for start in range(0, len(dataset.y), batch_size):
-            logits.append(model(prepare_inputs(dataset, dataset.x[start:start + batch_size])).double())
+            logits.append(model(prepare_inputs(dataset, dataset.x[start : start + batch_size])).double())
     finally:
         if hook is not None:
             hook.remove()
@@ -260,10 +281,12 @@ def model_outputs(model: nn.Module, dataset, batch_size: int = 1024) -> Outputs:
 
 def compare_outputs(original: Outputs, twin: Outputs) -> dict[str, float]:
     """Agreement, Cohen's kappa, JS divergence (nats) and linear CKA of a twin vs its original."""
-    return {"agreement": agreement(original.logits, twin.logits),
-            "kappa": cohen_kappa(original.logits, twin.logits),
-            "js": js_divergence(original.logits, twin.logits),
-            "cka": linear_cka(original.features, twin.features)}
+    return {
+        "agreement": agreement(original.logits, twin.logits),
+        "kappa": cohen_kappa(original.logits, twin.logits),
+        "js": js_divergence(original.logits, twin.logits),
+        "cka": linear_cka(original.features, twin.features),
+    }
 
 
 # ------------------------------------------------------------------------------ the zoo
@@ -273,8 +296,13 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     if not v:
         return {"mean": math.nan, "std": math.nan, "min": math.nan, "median": math.nan, "max": math.nan}
-    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "min": min(v),
-            "median": statistics.median(v), "max": max(v)}
+    return {
+        "mean": statistics.fmean(v),
+        "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+        "min": min(v),
+        "median": statistics.median(v),
+        "max": max(v),
+    }
 
 
 @dataclass
@@ -321,9 +349,16 @@ class ZooAnalysis:
         for g in self.groups:
             if g.group == ORIGINAL:
                 continue
-            out.setdefault(g.method, []).append({"group": g.group, "level": g.level, "sparsity": g.sparsity["mean"],
-                                                 "test_acc": g.test_acc["mean"], "std": g.test_acc["std"],
-                                                 "n": g.n})
+            out.setdefault(g.method, []).append(
+                {
+                    "group": g.group,
+                    "level": g.level,
+                    "sparsity": g.sparsity["mean"],
+                    "test_acc": g.test_acc["mean"],
+                    "std": g.test_acc["std"],
+                    "n": g.n,
+                }
+            )
         for points in out.values():
             points.sort(key=lambda p: (p["sparsity"], p["group"]))
         return out
@@ -347,8 +382,13 @@ class ZooAnalysis:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"zoo": self.zoo, "notes": self.notes, "groups": [asdict(g) for g in self.groups],
-                "curves": self.curves(), "models": self.models}
+        return {
+            "zoo": self.zoo,
+            "notes": self.notes,
+            "groups": [asdict(g) for g in self.groups],
+            "curves": self.curves(),
+            "models": self.models,
+        }
 
     def write(self, directory: str | Path) -> dict[str, Path]:
         """Write ``models.csv``, ``layers.csv``, ``summary.csv`` and ``analysis.json`` into ``directory``."""
@@ -356,8 +396,12 @@ class ZooAnalysis:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        paths = {"models": directory / "models.csv", "layers": directory / "layers.csv",
-                 "summary": directory / "summary.csv", "json": directory / "analysis.json"}
+        paths = {
+            "models": directory / "models.csv",
+            "layers": directory / "layers.csv",
+            "summary": directory / "summary.csv",
+            "json": directory / "analysis.json",
+        }
         summary = self.summary_rows()
         write_text(paths["models"], _csv(self.models, MODEL_COLUMNS))
         write_text(paths["layers"], _csv(self.layers, LAYER_COLUMNS))
@@ -406,22 +450,39 @@ def _resolve_epoch(model_dir: Path, epoch: int | None) -> int:
     return epoch
 
 
-def _model_record(model_dir: Path, group: str, method: str, level: float | None, epoch: int | None,
-                  layers_out: list[dict[str, Any]]) -> tuple[dict[str, Any], nn.Module]:
+def _model_record(
+    model_dir: Path, group: str, method: str, level: float | None, epoch: int | None, layers_out: list[dict[str, Any]]
+) -> tuple[dict[str, Any], nn.Module]:
     ep = _resolve_epoch(model_dir, epoch)
     model = layout.load_model(model_dir, ep)
     per_layer = layer_sparsity(model)
     res = _result_row(model_dir, ep)
     test, train = res.get("test_acc"), res.get("train_acc")
     params = layout.read_params(model_dir)
-    row = {"group": group, "method": method, "level": level, "model": model_dir.name,
-           "original": params.get("original", model_dir.name if group == ORIGINAL else None), "epoch": ep,
-           "test_acc": test, "train_acc": train,
-           "gen_gap": generalization_gap(train, test) if test is not None and train is not None else None,
-           "sparsity": global_sparsity(per_layer)}
+    row = {
+        "group": group,
+        "method": method,
+        "level": level,
+        "model": model_dir.name,
+        "original": params.get("original", model_dir.name if group == ORIGINAL else None),
+        "epoch": ep,
+        "test_acc": test,
+        "train_acc": train,
+        "gen_gap": generalization_gap(train, test) if test is not None and train is not None else None,
+        "sparsity": global_sparsity(per_layer),
+    }
     for name, (size, sp) in per_layer.items():
-        layers_out.append({"group": group, "method": method, "level": level, "model": model_dir.name,
-                           "layer": name, "size": size, "sparsity": sp})
+        layers_out.append(
+            {
+                "group": group,
+                "method": method,
+                "level": level,
+                "model": model_dir.name,
+                "layer": name,
+                "size": size,
+                "sparsity": sp,
+            }
+        )
     return row, model
 
 
@@ -437,33 +498,54 @@ def _twin_groups(zoo: Path) -> list[tuple[str, str, float | None, Path]]:
     return sorted(out, key=lambda t: (t[1], -1.0 if t[2] is None else t[2], t[0]))
 
 
-def _summarise(name: str, method: str, level: float | None, rows: list[dict[str, Any]],
-               layers: list[dict[str, Any]], compare: bool) -> GroupSummary:
-    g = GroupSummary(group=name, method=method, level=level, n=len(rows),
-                     test_acc=_stats([r["test_acc"] for r in rows]), gen_gap=_stats([r["gen_gap"] for r in rows]),
-                     sparsity=_stats([r["sparsity"] for r in rows]))
+def _summarise(
+    name: str, method: str, level: float | None, rows: list[dict[str, Any]], layers: list[dict[str, Any]], compare: bool
+) -> GroupSummary:
+    g = GroupSummary(
+        group=name,
+        method=method,
+        level=level,
+        n=len(rows),
+        test_acc=_stats([r["test_acc"] for r in rows]),
+        gen_gap=_stats([r["gen_gap"] for r in rows]),
+        sparsity=_stats([r["sparsity"] for r in rows]),
+    )
     by_layer: dict[str, list[tuple[int, float]]] = {}
     for r in layers:
         by_layer.setdefault(r["layer"], []).append((r["size"], r["sparsity"]))
-    g.layers = {k: {"size": float(v[0][0]), "sparsity": statistics.fmean(s for _, s in v),
-                    "std": statistics.stdev([s for _, s in v]) if len(v) > 1 else 0.0} for k, v in by_layer.items()}
+    g.layers = {
+        k: {
+            "size": float(v[0][0]),
+            "sparsity": statistics.fmean(s for _, s in v),
+            "std": statistics.stdev([s for _, s in v]) if len(v) > 1 else 0.0,
+        }
+        for k, v in by_layer.items()
+    }
     g.size_sparsity_spearman, g.size_sparsity_p = size_sparsity_correlation(
-        [v["size"] for v in g.layers.values()], [v["sparsity"] for v in g.layers.values()])
+        [v["size"] for v in g.layers.values()], [v["sparsity"] for v in g.layers.values()]
+    )
     if name != ORIGINAL:
-        g.correlation = accuracy_correlation([r["original_test_acc"] if r["original_test_acc"] is not None
-                                              else math.nan for r in rows],
-                                             [r["test_acc"] if r["test_acc"] is not None else math.nan
-                                              for r in rows])
+        g.correlation = accuracy_correlation(
+            [r["original_test_acc"] if r["original_test_acc"] is not None else math.nan for r in rows],
+            [r["test_acc"] if r["test_acc"] is not None else math.nan for r in rows],
+        )
         if compare:
             g.comparisons = {m: _stats([r.get(m) for r in rows]) for m in COMPARISON_METRICS}
             g.agreement_accuracy = accuracy_correlation(
                 [math.nan if r["original_test_acc"] is None else r["original_test_acc"] for r in rows],
-                [r.get("agreement", math.nan) for r in rows])
+                [r.get("agreement", math.nan) for r in rows],
+            )
     return g
 
 
-def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = True,
-                max_samples: int | None = None, progress: bool = False) -> ZooAnalysis:
+def analyze_zoo(
+    path: str | Path,
+    *,
+    epoch: int | None = None,
+    compare: bool = True,
+    max_samples: int | None = None,
+    progress: bool = False,
+) -> ZooAnalysis:
     """Analyse every finished model of the zoo at ``path`` and every twin set under ``twins/``.
 
     ``epoch``: the state to analyse (default: each model's last stored epoch; negative counts from
@@ -485,15 +567,16 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
     original_models: dict[str, nn.Module] = {}
     sets = _twin_groups(zoo)
     n_twins = sum(len(layout.list_models(d)) for *_, d in sets)
-    bar = _progress(progress, len(originals) + n_twins)
+    bar = ProgressBar("analysing models", len(originals) + n_twins, enabled=progress).start()
     for d in originals:
         row, model = _model_record(d, ORIGINAL, ORIGINAL, None, epoch, layers)
         models.append(row)
         by_name[d.name], original_models[d.name] = row, model
-        bar()
+        bar.advance()
 
-    outputs = functools.lru_cache(maxsize=None)(lambda name: model_outputs(original_models[name],
-                                                                           _eval_set(zoo, name, max_samples)))
+    outputs = functools.lru_cache(maxsize=None)(
+        lambda name: model_outputs(original_models[name], _eval_set(zoo, name, max_samples))
+    )
     can_compare = compare
     groups = [_summarise(ORIGINAL, ORIGINAL, None, models, layers, False)]
     for set_name, method, level, set_dir in sets:
@@ -502,19 +585,23 @@ def analyze_zoo(path: str | Path, *, epoch: int | None = None, compare: bool = T
             row, model = _model_record(d, set_name, method, level, epoch, set_layers)
             orig = by_name.get(row["original"])
             row["original_test_acc"] = orig["test_acc"] if orig else None
-            row["acc_drop"] = (orig["test_acc"] - row["test_acc"]) if orig and orig["test_acc"] is not None \
-                and row["test_acc"] is not None else None
+            row["acc_drop"] = (
+                (orig["test_acc"] - row["test_acc"])
+                if orig and orig["test_acc"] is not None and row["test_acc"] is not None
+                else None
+            )
             if orig is None:
                 notes.append(f"{set_name}/{d.name}: original {row['original']!r} not found or unfinished")
             elif can_compare:
                 try:
-                    row |= compare_outputs(outputs(orig["model"]), model_outputs(model, _eval_set(
-                        zoo, orig["model"], max_samples)))
+                    row |= compare_outputs(
+                        outputs(orig["model"]), model_outputs(model, _eval_set(zoo, orig["model"], max_samples))
+                    )
                 except (FileNotFoundError, ValueError, KeyError) as err:
                     notes.append(f"twin comparisons skipped: no evaluation data ({err})")
                     can_compare = False
             rows.append(row)
-            bar()
+            bar.advance()
         models += rows
         layers += set_layers
         groups.append(_summarise(set_name, method, level, rows, set_layers, compare and can_compare))
@@ -536,30 +623,3 @@ def _eval_set(zoo: Path, model_name: str, max_samples: int | None):
 @functools.lru_cache(maxsize=4)
 def _load_test(spec_json: str):
     return layout.load_zoo_data(json.loads(spec_json)).test
-
-
-class _NoBar:
-    def __call__(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _RichBar(_NoBar):
-    def __init__(self, total: int) -> None:
-        from rich.progress import Progress
-
-        self._progress = Progress(transient=True)
-        self._task = self._progress.add_task("analysing models", total=total)
-        self._progress.start()
-
-    def __call__(self) -> None:
-        self._progress.advance(self._task)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _progress(enabled: bool, total: int) -> _NoBar:
-    return _RichBar(total) if enabled else _NoBar()

@@ -50,8 +50,17 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_MEMBERS = MAX_JOBS  # a zoo beyond this is a typo, not a zoo
 HYPER_FIELDS = ("activation", "init", "dropout", "optimizer", "lr", "weight_decay", "seed")
 MODEL_HYPERS = ("activation", "init", "dropout")  # passed to build_model as model options
-ROW_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
-            "sparsity_ratio", "kl_weight")
+ROW_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "val_loss",
+    "val_acc",
+    "sparsity_ratio",
+    "kl_weight",
+)
 
 
 class ZooData(DataConfig):
@@ -147,8 +156,10 @@ def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
         raise format_validation_error(err, drop_tags=True) from None  # no union-branch tags in paths
     lists = {f: len(_listify(getattr(cfg, f))) for f in (*HYPER_FIELDS[:-1], "seeds")}
     if (n := math.prod(lists.values())) > MAX_MEMBERS:
-        raise ConfigError(max(lists, key=lists.get), f"the zoo would have {n:,} members (the product of "
-                                                     f"{lists}); the limit is {MAX_MEMBERS:,}")
+        raise ConfigError(
+            max(lists, key=lists.get),
+            f"the zoo would have {n:,} members (the product of {lists}); the limit is {MAX_MEMBERS:,}",
+        )
     return cfg
 
 
@@ -159,6 +170,7 @@ def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None 
 
 
 # ------------------------------------------------------------------------------------- members
+
 
 def member_params(cfg: ZooConfig, hyper: Mapping[str, Any], num_classes: int, input_shape) -> dict[str, Any]:
     """The ``params.json`` of one member."""
@@ -230,10 +242,15 @@ def pick_row(metrics: Mapping[str, Any], epoch: int) -> dict[str, Any]:
 
 def training_config(params: Mapping[str, Any], *, epochs: int | None = None, lr: float | None = None):
     sgd = params["optimizer"] == "sgd"
-    return TrainingConfig(epochs=params["epochs"] if epochs is None else epochs, batch_size=params["batch_size"],
-                          optimizer=params["optimizer"], lr=params["lr"] if lr is None else lr,
-                          momentum=params["momentum"] if sgd else 0.9, weight_decay=params["weight_decay"],
-                          seed=params["seed"])
+    return TrainingConfig(
+        epochs=params["epochs"] if epochs is None else epochs,
+        batch_size=params["batch_size"],
+        optimizer=params["optimizer"],
+        lr=params["lr"] if lr is None else lr,
+        momentum=params["momentum"] if sgd else 0.9,
+        weight_decay=params["weight_decay"],
+        seed=params["seed"],
+    )
 
 
 class StoreEpochs(Callback):
@@ -271,8 +288,14 @@ def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, 
     rows = [eval_row(model, data, 0)]
     layout.write_results(model_dir, rows)
     evals = {s: getattr(data, s) for s in ("test", "val") if getattr(data, s) is not None and len(getattr(data, s))}
-    Trainer(model, data.train, training_config(params), eval_sets=evals,
-            callbacks=[StoreEpochs(model_dir, rows)], progress=False).fit()
+    Trainer(
+        model,
+        data.train,
+        training_config(params),
+        eval_sets=evals,
+        callbacks=[StoreEpochs(model_dir, rows)],
+        progress=False,
+    ).fit()
     layout.mark_done(model_dir, rows, trainer="loop")
     return rows[-1]
 
@@ -284,9 +307,16 @@ def member_spec(params: Mapping[str, Any], *, lr: float | None = None):
 
     defaults = get_model_spec(params["model"]).options
     hyper = {f: params["model_options"].get(f, defaults.get(f)) for f in MODEL_HYPERS}
-    return MemberSpec(seed=params["seed"], optimizer=params["optimizer"], lr=params["lr"] if lr is None else lr,
-                      momentum=params["momentum"], weight_decay=params["weight_decay"],
-                      activation=hyper["activation"], init=hyper["init"], dropout=hyper["dropout"] or 0.0)
+    return MemberSpec(
+        seed=params["seed"],
+        optimizer=params["optimizer"],
+        lr=params["lr"] if lr is None else lr,
+        momentum=params["momentum"],
+        weight_decay=params["weight_decay"],
+        activation=hyper["activation"],
+        init=hyper["init"],
+        dropout=hyper["dropout"] or 0.0,
+    )
 
 
 def base_model_options(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,6 +338,7 @@ def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> lis
     import torch
 
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
+
     todo = [p for p in chunk if not layout.model_done(Path(zoo) / member_id(p))]
     if not todo:
         return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
@@ -327,18 +358,28 @@ def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> lis
         if epoch == first["epochs"]:
             layout.mark_done(dirs[i], rows[i], trainer="batched")
 
-    train_population(first["model"], base_model_options(first), data, [member_spec(p) for p in todo],
-                     epochs=first["epochs"], batch_size=first["batch_size"], on_epoch=on_epoch)
+    train_population(
+        first["model"],
+        base_model_options(first),
+        data,
+        [member_spec(p) for p in todo],
+        epochs=first["epochs"],
+        batch_size=first["batch_size"],
+        on_epoch=on_epoch,
+    )
     return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
 
 
 # ------------------------------------------------------------------------------------- the zoo
 
+
 def zoo_readme(cfg: ZooConfig, n: int) -> str:
-    return (f"# Model zoo {cfg.name}\n\n{n} `{cfg.model.name}` models on `{cfg.dataset.name}`, {cfg.epochs} epochs, "
-            f"batch size {cfg.batch_size}, trainer `{cfg.trainer}`.\nGenerated by `prunezoo zoo generate`; "
-            "layout: see `prunezoo.zoo.layout` (one directory per model: params.json, result.json, "
-            "checkpoint_NNNNNN/state.safetensors, done.json; sparse twins under twins/).\n")
+    return (
+        f"# Model zoo {cfg.name}\n\n{n} `{cfg.model.name}` models on `{cfg.dataset.name}`, {cfg.epochs} epochs, "
+        f"batch size {cfg.batch_size}, trainer `{cfg.trainer}`.\nGenerated by `prunezoo zoo generate`; "
+        "layout: see `prunezoo.zoo.layout` (one directory per model: params.json, result.json, "
+        "checkpoint_NNNNNN/state.safetensors, done.json; sparse twins under twins/).\n"
+    )
 
 
 def generate_zoo(
@@ -363,17 +404,27 @@ def generate_zoo(
         old = layout.read_zoo_config(out)
         for key, new in (("dataset", spec), ("model", cfg.model.model_dump(mode="json"))):
             if old.get(key) != new:
-                raise ConfigError(key, f"{out} holds a zoo with {key} {old.get(key)!r}, not {new!r}; "
-                                       "use another output directory")
+                raise ConfigError(
+                    key, f"{out} holds a zoo with {key} {old.get(key)!r}, not {new!r}; use another output directory"
+                )
     try:
         data = zoo_data(spec)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError("dataset", str(err)) from None
     params = [member_params(cfg, h, data.num_classes, data.input_shape) for h in cfg.members()]
     ids = [member_id(p) for p in params]
-    layout.write_zoo_config(out, {"kind": "zoo", "name": cfg.name, "dataset": spec,
-                                  "model": cfg.model.model_dump(mode="json"), "config": cfg.model_dump(mode="json"),
-                                  "members": ids}, zoo_readme(cfg, len(params)))
+    layout.write_zoo_config(
+        out,
+        {
+            "kind": "zoo",
+            "name": cfg.name,
+            "dataset": spec,
+            "model": cfg.model.model_dump(mode="json"),
+            "config": cfg.model_dump(mode="json"),
+            "members": ids,
+        },
+        zoo_readme(cfg, len(params)),
+    )
     todo = [p for p, i in zip(params, ids) if not layout.model_done(out / i)]
     if limit is not None:
         todo = todo[:limit]
@@ -384,13 +435,36 @@ def generate_zoo(
     if cfg.trainer == "batched":
         # Homogeneous chunks (same graph-changing settings) keep the vmapped groups large.
         todo.sort(key=lambda p: (p["optimizer"], str(p["activation"]), str(p["dropout"])))
-        chunks = [todo[i:i + cfg.chunk_size] for i in range(0, len(todo), cfg.chunk_size)]
-        run_tasks(train_chunk, [(str(out), c) for c in chunks], labels=[f"chunk {i}" for i in range(len(chunks))],
-                  weights=[len(c) for c in chunks], executor=executor, workers=workers, threads=threads,
-                  address=address, progress=progress, description=f"zoo {cfg.name}")
+        chunks = [todo[i : i + cfg.chunk_size] for i in range(0, len(todo), cfg.chunk_size)]
+        run_tasks(
+            train_chunk,
+            [(str(out), c) for c in chunks],
+            labels=[f"chunk {i}" for i in range(len(chunks))],
+            weights=[len(c) for c in chunks],
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            address=address,
+            progress=progress,
+            description=f"zoo {cfg.name}",
+        )
     else:
-        run_tasks(train_one, [(str(out), p) for p in todo], labels=[member_id(p) for p in todo],
-                  executor=executor, workers=workers, threads=threads, address=address, progress=progress,
-                  description=f"zoo {cfg.name}")
-    return {"directory": str(out), "models": len(params), "trained": len(todo), "skipped": skipped,
-            "seconds": time.perf_counter() - t0, "done": sum(layout.is_done(out / i) for i in ids)}
+        run_tasks(
+            train_one,
+            [(str(out), p) for p in todo],
+            labels=[member_id(p) for p in todo],
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            address=address,
+            progress=progress,
+            description=f"zoo {cfg.name}",
+        )
+    return {
+        "directory": str(out),
+        "models": len(params),
+        "trained": len(todo),
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t0,
+        "done": sum(layout.is_done(out / i) for i in ids),
+    }

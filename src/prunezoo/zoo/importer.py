@@ -35,10 +35,18 @@ from prunezoo.zoo import layout
 # Conv weight shapes (out, kernel) identifying the public architectures; input sizes per model.
 _SIGNATURES = {"cnn-s": [(8, 5), (6, 5), (4, 2)], "cnn-l": [(16, 3), (32, 3), (15, 3)]}
 _IMAGE_SIZE = {"cnn-s": 28, "cnn-l": 32}
-_PUBLIC_KEYS = {"activation": "model::nlin", "init": "model::init_type", "dropout": "model::dropout",
-                "optimizer": "optim::optimizer", "lr": "optim::lr", "weight_decay": "optim::wd",
-                "momentum": "optim::momentum", "batch_size": "training::batchsize",
-                "epochs": "training::epochs_train", "seed": "seed"}
+_PUBLIC_KEYS = {
+    "activation": "model::nlin",
+    "init": "model::init_type",
+    "dropout": "model::dropout",
+    "optimizer": "optim::optimizer",
+    "lr": "optim::lr",
+    "weight_decay": "optim::wd",
+    "momentum": "optim::momentum",
+    "batch_size": "training::batchsize",
+    "epochs": "training::epochs_train",
+    "seed": "seed",
+}
 
 
 def _ordered(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
@@ -86,8 +94,10 @@ def _load(source: Path, epoch: int) -> dict[str, torch.Tensor]:
         return layout.load_state(source, epoch)
     except pickle.UnpicklingError as err:  # weights_only refused a global: not a plain state dict
         path = layout.checkpoint_dir(source, epoch) / layout.PUBLIC_STATE_FILE
-        raise ValueError(f"refused {path.relative_to(source)}: it holds objects other than tensors, so it was "
-                         f"not unpickled ({_unpickling_detail(err)})") from None
+        raise ValueError(
+            f"refused {path.relative_to(source)}: it holds objects other than tensors, so it was "
+            f"not unpickled ({_unpickling_detail(err)})"
+        ) from None
 
 
 def _unpickling_detail(err: Exception) -> str:
@@ -117,12 +127,19 @@ def import_model(source: Path, dest: Path, *, model: str | None = None, dataset:
     linears = [v for _, v in _ordered(first) if v.ndim == 2]
     channels = int(convs[0].shape[1]) if convs else None
     params = {
-        "model": name, "model_options": options, "num_classes": int(linears[-1].shape[0]),
-        "input_shape": [channels, _IMAGE_SIZE.get(name, 28), _IMAGE_SIZE.get(name, 28)] if channels else
-        [int(linears[0].shape[1])],
-        "dataset": dataset, "imported_from": str(source), "public": raw,
+        "model": name,
+        "model_options": options,
+        "num_classes": int(linears[-1].shape[0]),
+        "input_shape": [channels, _IMAGE_SIZE.get(name, 28), _IMAGE_SIZE.get(name, 28)]
+        if channels
+        else [int(linears[0].shape[1])],
+        "dataset": dataset,
+        "imported_from": str(source),
+        "public": raw,
         **{k: hyper.get(k) for k in ("seed", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs")},
-        "init": hyper.get("init"), "activation": options.get("activation"), "dropout": options.get("dropout"),
+        "init": hyper.get("init"),
+        "activation": options.get("activation"),
+        "dropout": options.get("dropout"),
     }
     target = layout.build_member_model(params).state_dict()
     layout.clear_model_dir(dest)
@@ -134,8 +151,9 @@ def import_model(source: Path, dest: Path, *, model: str | None = None, dataset:
     layout.mark_done(dest, rows or [{"epoch": epochs[-1]}], imported=True)
 
 
-def import_zoo(source: str | Path, dest: str | Path, *, model: str | None = None,
-               dataset: str | None = None) -> dict[str, Any]:
+def import_zoo(
+    source: str | Path, dest: str | Path, *, model: str | None = None, dataset: str | None = None
+) -> dict[str, Any]:
     """Import every model directory of a public zoo at ``source`` into a prunezoo zoo at ``dest``."""
     source, dest = Path(source), Path(dest)
     if not source.is_dir():
@@ -159,11 +177,20 @@ def import_zoo(source: str | Path, dest: str | Path, *, model: str | None = None
         try:
             import_model(src, dest / src.name, model=model, dataset=ds)
             imported.append(src.name)
-        except Exception as err:  # noqa: BLE001  one bad (or hostile) model must not stop the others
+        except Exception as err:
             layout.clear_model_dir(dest / src.name)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             skipped.append(f"{src.name}: {reason}")
-    layout.write_zoo_config(dest, {"kind": "zoo", "name": source.name, "dataset": ds, "imported_from": str(source),
-                                   "model": {"name": model} if model else None, "members": imported},
-                            f"# Imported zoo {source.name}\n\nImported from {source} by `prunezoo zoo import`.\n")
+    layout.write_zoo_config(
+        dest,
+        {
+            "kind": "zoo",
+            "name": source.name,
+            "dataset": ds,
+            "imported_from": str(source),
+            "model": {"name": model} if model else None,
+            "members": imported,
+        },
+        f"# Imported zoo {source.name}\n\nImported from {source} by `prunezoo zoo import`.\n",
+    )
     return {"imported": len(imported), "skipped": len(skipped), "skipped_reasons": skipped}

@@ -64,6 +64,7 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6})$")
 
 # ----------------------------------------------------------------------------------- paths
 
+
 def checkpoint_dir(model_dir: str | Path, epoch: int) -> Path:
     """``<model_dir>/checkpoint_{epoch:06d}``."""
     return Path(model_dir) / f"checkpoint_{int(epoch):06d}"
@@ -99,8 +100,11 @@ def list_models(zoo: str | Path, *, done_only: bool = True) -> list[Path]:
     zoo = Path(zoo)
     if not zoo.is_dir():
         raise FileNotFoundError(f"no zoo directory at {zoo}")
-    out = [p for p in sorted(zoo.iterdir())
-           if p.is_dir() and p.name != TWINS_DIR and not p.name.startswith(".") and is_model_dir(p)]
+    out = [
+        p
+        for p in sorted(zoo.iterdir())
+        if p.is_dir() and p.name != TWINS_DIR and not p.name.startswith(".") and is_model_dir(p)
+    ]
     return [p for p in out if is_done(p)] if done_only else out
 
 
@@ -130,6 +134,7 @@ def original_dir(twin_dir: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------- readers
+
 
 def read_zoo_config(zoo: str | Path) -> dict[str, Any]:
     """The zoo's (or twin set's) ``config.json``."""
@@ -198,8 +203,12 @@ def read_public_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def build_member_model(params: Mapping[str, Any]) -> nn.Module:
     """Build (uninitialised-from-disk) the architecture described by a ``params.json`` dict."""
-    return build_model(params["model"], num_classes=int(params["num_classes"]),
-                       input_shape=tuple(params["input_shape"]), **dict(params.get("model_options") or {}))
+    return build_model(
+        params["model"],
+        num_classes=int(params["num_classes"]),
+        input_shape=tuple(params["input_shape"]),
+        **dict(params.get("model_options") or {}),
+    )
 
 
 def load_model(model_dir: str | Path, epoch: int | None = None) -> nn.Module:
@@ -240,6 +249,7 @@ def load_zoo_data(spec: Mapping[str, Any]):
 
 # ----------------------------------------------------------------------------------- writers
 
+
 def write_zoo_config(zoo: str | Path, config: Mapping[str, Any], readme: str | None = None) -> None:
     """Write ``config.json`` (``format`` added) and, if given, ``README.md``."""
     zoo = Path(zoo)
@@ -269,8 +279,10 @@ def save_state(model_dir: str | Path, epoch: int, state: Mapping[str, torch.Tens
 
 def mark_done(model_dir: str | Path, rows: list[Mapping[str, Any]], **extra: Any) -> None:
     """Write the final marker (atomically, last): the model is complete."""
-    write_json(Path(model_dir) / DONE_FILE, {"epochs": rows[-1]["epoch"] if rows else 0,
-                                               "final": dict(rows[-1]) if rows else {}, **extra})
+    write_json(
+        Path(model_dir) / DONE_FILE,
+        {"epochs": rows[-1]["epoch"] if rows else 0, "final": dict(rows[-1]) if rows else {}, **extra},
+    )
 
 
 def clear_model_dir(model_dir: str | Path) -> None:

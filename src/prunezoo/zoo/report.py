@@ -17,8 +17,7 @@ from prunezoo.analysis import plots
 from prunezoo.analysis.report import REPORT_CSS, Figures, html_table
 from prunezoo.zoo.analysis import COMPARISON_METRICS, ORIGINAL, GroupSummary, ZooAnalysis
 
-_METRIC_LABELS = {"agreement": "agreement (%)", "kappa": "Cohen's κ", "js": "JS divergence (nats)",
-                  "cka": "linear CKA"}
+_METRIC_LABELS = {"agreement": "agreement (%)", "kappa": "Cohen's κ", "js": "JS divergence (nats)", "cka": "linear CKA"}
 _PCT_METRICS = {"agreement"}  # a share of test samples: in % like accuracies; κ, JS, CKA are coefficients
 
 
@@ -43,24 +42,51 @@ def summary_table(analysis: ZooAnalysis) -> str:
     """Two tables, so that neither is wider than the page: accuracy and sparsity per group, then how the
     twins compare with their originals (the originals have nothing to compare with)."""
     head = ["group", "method", "level", "models", "test acc (%)", "gen. gap (pp)", "sparsity (%)"]
-    body = [("dense" if g.group == ORIGINAL else "", [
-        g.group, g.method, "—" if g.level is None else f"{g.level:g}", str(g.n), _pm(g.test_acc, pct=True),
-        _pm(g.gen_gap, pct=True), _pm(g.sparsity, pct=True)]) for g in analysis.groups]
+    body = [
+        (
+            "dense" if g.group == ORIGINAL else "",
+            [
+                g.group,
+                g.method,
+                "—" if g.level is None else f"{g.level:g}",
+                str(g.n),
+                _pm(g.test_acc, pct=True),
+                _pm(g.gen_gap, pct=True),
+                _pm(g.sparsity, pct=True),
+            ],
+        )
+        for g in analysis.groups
+    ]
     twins = _twin_groups(analysis)
     if not twins:
         return html_table(head, body)
-    head2 = ["group", *(_METRIC_LABELS[m] for m in COMPARISON_METRICS), "Pearson r (p)", "Kendall τ (p)",
-             "Spearman ρ size~sparsity (p)"]
+    head2 = [
+        "group",
+        *(_METRIC_LABELS[m] for m in COMPARISON_METRICS),
+        "Pearson r (p)",
+        "Kendall τ (p)",
+        "Spearman ρ size~sparsity (p)",
+    ]
     body2 = []
     for g in twins:
         corr = g.correlation
-        body2.append(("", [
-            g.group,
-            *(_pm(g.comparisons[m], pct=m in _PCT_METRICS, digits=4 if m == "js" else 3) if m in g.comparisons
-              else "–" for m in COMPARISON_METRICS),
-            _with_p(corr.pearson_r, corr.pearson_p) if corr else "–",
-            _with_p(corr.kendall_tau, corr.kendall_p) if corr else "–",
-            _with_p(g.size_sparsity_spearman, g.size_sparsity_p)]))
+        body2.append(
+            (
+                "",
+                [
+                    g.group,
+                    *(
+                        _pm(g.comparisons[m], pct=m in _PCT_METRICS, digits=4 if m == "js" else 3)
+                        if m in g.comparisons
+                        else "–"
+                        for m in COMPARISON_METRICS
+                    ),
+                    _with_p(corr.pearson_r, corr.pearson_p) if corr else "–",
+                    _with_p(corr.kendall_tau, corr.kendall_p) if corr else "–",
+                    _with_p(g.size_sparsity_spearman, g.size_sparsity_p),
+                ],
+            )
+        )
     return html_table(head, body) + "<h3>Twins vs their originals</h3>" + html_table(head2, body2, text=1)
 
 
@@ -79,11 +105,18 @@ def curves_figure(analysis: ZooAnalysis) -> Figure:
     for i, (method, points) in enumerate(analysis.curves().items()):
         col, mk = plots.color(i), plots.marker(i)
         members = [r for r in analysis.models if r["method"] == method and r["test_acc"] is not None]
-        ax.scatter([r["sparsity"] for r in members], [r["test_acc"] for r in members], s=8, color=col, alpha=0.25,
-                   lw=0)
-        ax.errorbar([p["sparsity"] for p in points], [p["test_acc"] for p in points],
-                    yerr=[0.0 if math.isnan(p["std"]) else p["std"] for p in points], color=col, marker=mk, ms=5,
-                    lw=1.6, capsize=3, label=method)
+        ax.scatter([r["sparsity"] for r in members], [r["test_acc"] for r in members], s=8, color=col, alpha=0.25, lw=0)
+        ax.errorbar(
+            [p["sparsity"] for p in points],
+            [p["test_acc"] for p in points],
+            yerr=[0.0 if math.isnan(p["std"]) else p["std"] for p in points],
+            color=col,
+            marker=mk,
+            ms=5,
+            lw=1.6,
+            capsize=3,
+            label=method,
+        )
     ax.set_xlabel("sparsity (zero fraction of conv/linear weights)")
     ax.set_ylabel("test accuracy")
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -109,9 +142,10 @@ def distributions_figure(analysis: ZooAnalysis) -> Figure:
     """Box plots of test accuracy, generalisation gap and sparsity per group."""
     names = [g.group for g in analysis.groups]
     fig = Figure(figsize=(12, 4.2), layout="constrained")
-    for ax, (key, title) in zip(fig.subplots(1, 3), (("test_acc", "test accuracy"),
-                                                     ("gen_gap", "generalisation gap (train − test)"),
-                                                     ("sparsity", "sparsity"))):
+    for ax, (key, title) in zip(
+        fig.subplots(1, 3),
+        (("test_acc", "test accuracy"), ("gen_gap", "generalisation gap (train − test)"), ("sparsity", "sparsity")),
+    ):
         _box(ax, names, [[r[key] for r in analysis.rows(n)] for n in names], title, pct=True)
     return fig
 
@@ -124,8 +158,13 @@ def comparison_figure(analysis: ZooAnalysis) -> Figure | None:
     names = [g.group for g in groups]
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 4), COMPARISON_METRICS):
-        _box(ax, names, [[r.get(metric) for r in analysis.rows(n)] for n in names], _METRIC_LABELS[metric],
-             pct=metric in _PCT_METRICS)
+        _box(
+            ax,
+            names,
+            [[r.get(metric) for r in analysis.rows(n)] for n in names],
+            _METRIC_LABELS[metric],
+            pct=metric in _PCT_METRICS,
+        )
     return fig
 
 
@@ -140,14 +179,20 @@ def correlation_figure(analysis: ZooAnalysis) -> Figure:
         if not rows:
             continue
         lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
-        r_txt = f" (r={g.correlation.pearson_r:.2f})" if g.correlation and not math.isnan(g.correlation.pearson_r) \
-            else ""
+        r_txt = (
+            f" (r={g.correlation.pearson_r:.2f})" if g.correlation and not math.isnan(g.correlation.pearson_r) else ""
+        )
         left.scatter(xs, ys, s=12, color=plots.color(i), marker=plots.marker(i), label=g.group + r_txt)
         agree = [(r["original_test_acc"], r["agreement"]) for r in rows if r.get("agreement") is not None]
         if agree:
             a_r = g.agreement_accuracy.pearson_r if g.agreement_accuracy else math.nan
-            right.scatter(*zip(*agree), s=12, color=plots.color(i), marker=plots.marker(i),
-                          label=g.group + ("" if math.isnan(a_r) else f" (r={a_r:.2f})"))
+            right.scatter(
+                *zip(*agree),
+                s=12,
+                color=plots.color(i),
+                marker=plots.marker(i),
+                label=g.group + ("" if math.isnan(a_r) else f" (r={a_r:.2f})"),
+            )
     if math.isfinite(lo):
         left.plot([lo, hi], [lo, hi], color="#999999", ls=":", lw=1)
     left.set_xlabel("original test accuracy")
@@ -193,40 +238,73 @@ def write_zoo_report(analysis: ZooAnalysis, out: str | Path) -> Path:
     name = Path(analysis.zoo).name
     twins = _twin_groups(analysis)
     orig = analysis.group(ORIGINAL)
-    meta = {"zoo": analysis.zoo, "models": str(orig.n), "twin sets": ", ".join(g.group for g in twins) or "—",
-            "twins": str(sum(g.n for g in twins))}
+    meta = {
+        "zoo": analysis.zoo,
+        "models": str(orig.n),
+        "twin sets": ", ".join(g.group for g in twins) or "—",
+        "twins": str(sum(g.n for g in twins)),
+    }
     parts = [f"<h1>Model zoo analysis: {escape(name)}</h1><dl class=meta>"]
     parts += [f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in meta.items()]
     parts.append("</dl>")
     parts.append("<h2>Summary per group</h2>")
-    parts.append('<p class="note">Accuracies and gaps from each model\'s last logged epoch; sparsity measured on the '
-                 "stored weights. Agreement, κ, JS (nats) and CKA (penultimate layer) compare each twin with its "
-                 "original on the test split; Pearson r and Kendall τ correlate original and twin accuracy across "
-                 "the population; Spearman ρ correlates layer size with mean layer sparsity.</p>")
+    parts.append(
+        '<p class="note">Accuracies and gaps from each model\'s last logged epoch; sparsity measured on the '
+        "stored weights. Agreement, κ, JS (nats) and CKA (penultimate layer) compare each twin with its "
+        "original on the test split; Pearson r and Kendall τ correlate original and twin accuracy across "
+        "the population; Spearman ρ correlates layer size with mean layer sparsity.</p>"
+    )
     parts.append(summary_table(analysis))
     for note in analysis.notes[:20]:
         parts.append(f'<p class="note">{escape(note)}</p>')
     if twins:
         parts.append("<h2>Accuracy vs sparsity per method</h2>")
-        parts.append(figure("zoo-curves", curves_figure(analysis),
-                            "Twin test accuracy vs realised sparsity per method (e.g. MP levels vs VD)."))
+        parts.append(
+            figure(
+                "zoo-curves",
+                curves_figure(analysis),
+                "Twin test accuracy vs realised sparsity per method (e.g. MP levels vs VD).",
+            )
+        )
     parts.append("<h2>Distributions</h2>")
-    parts.append(figure("zoo-distributions", distributions_figure(analysis),
-                        "Test accuracy, generalisation gap and sparsity per group (box: quartiles, triangle: mean)."))
+    parts.append(
+        figure(
+            "zoo-distributions",
+            distributions_figure(analysis),
+            "Test accuracy, generalisation gap and sparsity per group (box: quartiles, triangle: mean).",
+        )
+    )
     if twins:
         comp = comparison_figure(analysis)
         if comp is not None:
             parts.append("<h2>Twins vs originals</h2>")
-            parts.append(figure("zoo-comparisons", comp, "Agreement, Cohen's κ, JS divergence and linear CKA of "
-                                                         "each twin with its original, per twin set."))
-        parts.append(figure("zoo-correlation", correlation_figure(analysis),
-                            "Left: original vs twin test accuracy (Pearson r per set). Right: agreement vs the "
-                            "original's accuracy."))
+            parts.append(
+                figure(
+                    "zoo-comparisons",
+                    comp,
+                    "Agreement, Cohen's κ, JS divergence and linear CKA of each twin with its original, per twin set.",
+                )
+            )
+        parts.append(
+            figure(
+                "zoo-correlation",
+                correlation_figure(analysis),
+                "Left: original vs twin test accuracy (Pearson r per set). Right: agreement vs the "
+                "original's accuracy.",
+            )
+        )
         parts.append("<h2>Layer size vs layer sparsity</h2>")
-        parts.append(figure("zoo-layers", layers_figure(analysis),
-                            "Mean sparsity of each layer over a twin set's models against its number of weights."))
-    html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(name)} – prunezoo zoo analysis</title><style>{REPORT_CSS}</style></head>\n"
-            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+        parts.append(
+            figure(
+                "zoo-layers",
+                layers_figure(analysis),
+                "Mean sparsity of each layer over a twin set's models against its number of weights.",
+            )
+        )
+    html = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(name)} – prunezoo zoo analysis</title><style>{REPORT_CSS}</style></head>\n"
+        "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n"
+    )
     out.write_text(html, encoding="utf-8")
     return out
