@@ -28,6 +28,10 @@ from prunezoo.criteria.snip import make_snip
 from prunezoo.criteria.synflow import make_synflow
 from prunezoo.criteria.taylor import make_taylor
 from prunezoo.errors import ConfigError
+from prunezoo.utils.plugins import import_submodules
+
+# a new built-in module registers itself: no import line to add here
+import_submodules(__name__, __path__)
 
 # Registered criteria that run the model: their factory (taking ``mode=``) and the paper's mode.
 MODE_FACTORIES: dict[str, Callable[..., Criterion]] = {

@@ -17,6 +17,10 @@ from prunezoo.data.loader import BatchLoader
 from prunezoo.data.noise import NOISE_KINDS, NoiseResult, apply_label_noise
 from prunezoo.data.registry import DATASETS, DatasetSpec, default_data_root, load_dataset, register_dataset
 from prunezoo.data.transforms import RandomCropFlip
+from prunezoo.utils.plugins import import_submodules
+
+# a new built-in module registers itself: no import line to add here
+import_submodules(__name__, __path__)
 
 __all__ = [
     "DATASETS",

@@ -21,6 +21,10 @@ from prunezoo.methods import (  # noqa: F401
 )
 from prunezoo.methods.base import JobContext, MethodConfig, MethodKind, NoOptions, Planner, StartConfig
 from prunezoo.methods.registry import METHOD_KINDS, get_method_kind, job_kind, register_method_kind
+from prunezoo.utils.plugins import import_submodules
+
+# a new built-in module registers itself: no import line to add here
+import_submodules(__name__, __path__)
 
 __all__ = [
     "JobContext",

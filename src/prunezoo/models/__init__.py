@@ -21,6 +21,10 @@ from prunezoo.models.flops import (
 )
 from prunezoo.models.init import INIT_SCHEMES, init_weights
 from prunezoo.models.layers import ACTIVATIONS
+from prunezoo.utils.plugins import import_submodules
+
+# a new built-in module registers itself: no import line to add here
+import_submodules(__name__, __path__)
 
 __all__ = [
     "ACTIVATIONS",

@@ -147,10 +147,19 @@ def resnet18_cifar(
     return model
 
 
-for _depth in (20, 32, 44, 56, 110):
-    register_alias(
-        f"resnet{_depth}",
-        "resnet-cifar",
-        fixed={"depth": _depth},
-        description=f"ResNet-{_depth} for CIFAR (resnet-cifar depth={_depth})",
-    )
+# literal names: prunezoo.names reads them from this source without importing torch
+register_alias(
+    "resnet20", "resnet-cifar", fixed={"depth": 20}, description="ResNet-20 for CIFAR (resnet-cifar depth=20)"
+)
+register_alias(
+    "resnet32", "resnet-cifar", fixed={"depth": 32}, description="ResNet-32 for CIFAR (resnet-cifar depth=32)"
+)
+register_alias(
+    "resnet44", "resnet-cifar", fixed={"depth": 44}, description="ResNet-44 for CIFAR (resnet-cifar depth=44)"
+)
+register_alias(
+    "resnet56", "resnet-cifar", fixed={"depth": 56}, description="ResNet-56 for CIFAR (resnet-cifar depth=56)"
+)
+register_alias(
+    "resnet110", "resnet-cifar", fixed={"depth": 110}, description="ResNet-110 for CIFAR (resnet-cifar depth=110)"
+)
