@@ -241,3 +241,28 @@ def test_run_and_runs_show_format_csv_and_json(tmp_path):
     assert [(r["method"], float(r["nnz"])) for r in table] == [(r["method"], r["nnz"]) for r in records]
     default = runner.invoke(app, ["runs", "show", run_dir.name, "--out", str(out)])
     assert default.exit_code == 0 and "nnz" in default.stdout and "gm" in default.stdout
+
+
+def test_bench_table_never_cuts_numbers():
+    """The bench table drops low-priority columns (and says so) instead of cutting numbers at 80 columns."""
+    from rich.console import Console
+
+    from prunezoo.cli.bench import bench_rich_table
+
+    rec = dict(
+        method="global-magnitude-long-name", baseline=True, kind="oneshot", target_compression=32, sparsity=0.96875,
+        test_acc_mean=0.9123, test_acc_std=0.0123, test_acc_ci95_low=0.88, test_acc_ci95_high=0.94,
+        delta_vs_dense=-0.0456, nnz=2_368_000, flop_speedup=31.9, latency_speedup=None, train_flops_total=1.23e12, n=3,
+    )  # fmt: skip
+    for width in (64, 80, 160):
+        console = Console(width=width, record=True)
+        console.print(bench_rich_table([rec], "bench", width=width))
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= width
+        for value in ("96.9%", "91.23 ± 1.23", "[88.0, 94.0]", "-4.56"):
+            assert value in text, (width, value, text)
+        if width == 160:
+            assert "2,368,000" in text and "not shown" not in text
+        else:
+            caption = " ".join(text.split())  # the caption folds over lines
+            assert "2,368,000" in text or "nnz" in caption.split("not shown at this width:")[1]

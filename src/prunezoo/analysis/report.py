@@ -363,12 +363,13 @@ def _latency_section(rows: list[dict]) -> str:
     head = [
         "point",
         "method",
-        "channels removed",
+        "kind",
+        "target",
         "seed",
         "test acc (%)",
         "params compression",
         "FLOP speed-up",
-        "latency dense → compact (ms)",
+        "latency dense → pruned (ms)",
         "measured speed-up",
         "measured / FLOP ratio",
     ]
@@ -378,7 +379,10 @@ def _latency_section(rows: list[dict]) -> str:
             [
                 r.get("point") or "—",
                 r["method"],
-                f"{r['target_sparsity']:.0%}",
+                r["kind"],
+                # structured targets are channel fractions, sparse exports weight sparsities
+                f"{r['target_sparsity']:.0%} "
+                + ("channels" if job_kind(r["kind"]).target_unit == "channels" else "weights"),
                 str(r["seed"]),
                 f"{100 * r['test_acc']:.2f}",
                 f"{r['compression']:.2f}×",
@@ -392,9 +396,10 @@ def _latency_section(rows: list[dict]) -> str:
         if r.get("latency_ms") is not None
     ]
     return (
-        "<h2>Structured pruning: measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
-        "thread (warm-up; dense and compact timed in alternating pairs, speed-up = median paired ratio) of the "
-        "dense model and the physically compacted one, both exported alike (BatchNorm folded, channels-last), "
+        "<h2>Measured CPU latency</h2><p>Median latency of one batch of 32 on one CPU "
+        "thread (warm-up; dense and pruned timed in alternating pairs, speed-up = median paired ratio) of the "
+        "dense model and the deployed pruned one — physically compacted (structured) or converted to sparse "
+        "kernels where they were measured faster (sparse_export) — both exported alike (BatchNorm folded), "
         "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=2)
     )
 
@@ -550,8 +555,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
             figure(
                 "structured",
                 accuracy_cost_figure(rows),
-                "Structured runs: test accuracy vs "
-                "forward FLOPs and vs measured CPU latency of the deployed compact model; stars: dense.",
+                "Runs with measured latency (structured, sparse export): test accuracy vs "
+                "forward FLOPs and vs measured CPU latency of the deployed pruned model; stars: dense.",
             )
         )
     from prunezoo.analysis import sdd

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli.common import RunsOutOption, WorkersOption, console, fail, out
+from prunezoo.cli.common import RunsOutOption, WorkersOption, console, fail, fitted_table, out
 from prunezoo.errors import ConfigError
 
 
@@ -73,17 +73,15 @@ def bench_command(
     out.print(f"CSV: {result.csv}\nHTML: {result.html}")
 
 
-def bench_rich_table(records: list[dict], title: str = "") -> Table:
+def bench_rich_table(records: list[dict], title: str = "", width: int | None = None) -> Table:
+    """The bench results; numbers are never cut (low-priority columns are dropped first, and named)."""
     latency = any(r["latency_speedup"] is not None for r in records)
-    table = Table(title=title)
-    # the terminal is narrow: with latency, training FLOPs are left to the CSV/HTML
     cols = (
         ["method", "target", "sparsity", "acc % ± std", "95% CI", "Δ pp", "nnz", "FLOP ×"]
         + (["latency ×"] if latency else ["train FLOPs"])
         + ["n"]
     )
-    for col in cols:
-        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    cells: dict[str, list[str]] = {c: [] for c in cols}
     for r in records:
         acc = r["test_acc_mean"]
         ci = (
@@ -91,25 +89,33 @@ def bench_rich_table(records: list[dict], title: str = "") -> Table:
             if r["test_acc_ci95_low"] is None
             else f"[{100 * r['test_acc_ci95_low']:.1f}, {100 * r['test_acc_ci95_high']:.1f}]"
         )
-        table.add_row(
-            r["method"] + (" *" if r["baseline"] else ""),
-            "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
-            f"{100 * r['sparsity']:.1f}%",
-            f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}",
-            ci,
-            "" if r["kind"] == "dense" else f"{100 * r['delta_vs_dense']:+.2f}",
-            f"{round(r['nnz']):,}",
-            f"{r['flop_speedup']:.1f}",
-            ("" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}")
-            if latency
-            else f"{r['train_flops_total']:.2g}",
-            str(r["n"]),
-        )
-    table.caption = (
+        values = {
+            "method": r["method"] + (" *" if r["baseline"] else ""),
+            "target": "control" if r["kind"] == "dense" else f"{r['target_compression']:g}×",
+            "sparsity": f"{100 * r['sparsity']:.1f}%",
+            "acc % ± std": f"{100 * acc:.2f} ± {100 * (r['test_acc_std'] or 0):.2f}",
+            "95% CI": ci,
+            "Δ pp": "" if r["kind"] == "dense" else f"{100 * r['delta_vs_dense']:+.2f}",
+            "nnz": f"{round(r['nnz']):,}",
+            "FLOP ×": f"{r['flop_speedup']:.1f}",
+            "latency ×": "" if r["latency_speedup"] is None else f"{r['latency_speedup']:.2f}",
+            "train FLOPs": f"{r['train_flops_total']:.2g}",
+            "n": str(r["n"]),
+        }
+        for col in cols:
+            cells[col].append(values[col])
+    caption = (
         "* baseline (always included); 95% CI: t-interval over seeds; train FLOPs include the "
         "shared dense training for methods that start from it"
     )
-    return table
+    return fitted_table(
+        cells,
+        title=title,
+        text_cols=("method",),
+        droppable=("train FLOPs", "nnz", "FLOP ×", "target"),
+        width=width,
+        caption=caption,
+    )
 
 
 def reproduce_command(

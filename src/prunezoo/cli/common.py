@@ -279,7 +279,25 @@ def results_table(rows: list[dict], title: str = "", width: int | None = None) -
         }
         for col in cells:
             cells[col].append(values[col])
-    text_cols = ("point", "method")
+    table = fitted_table(cells, title=title, text_cols=("point", "method"), droppable=_DROPPABLE, width=width)
+    if table.caption:
+        table.caption += " (all columns: --format csv or json)"
+    return table
+
+
+def fitted_table(
+    cells: dict[str, list[str]],
+    *,
+    title: str = "",
+    text_cols: tuple[str, ...] = (),
+    droppable: tuple[str, ...] = (),
+    width: int | None = None,
+    caption: str | None = None,
+) -> Table:
+    """A table whose numbers are never cut: numeric columns are as wide as their longest value; when
+    it would not fit in ``width`` (default: the terminal's) the ``droppable`` columns go first (named in
+    the caption) and the ``text_cols`` fold onto several lines."""
+    cells = dict(cells)
 
     def need(col: str, wrap_header: bool) -> int:  # values never wrap; names may fold (counted at <= 12)
         longest = max(map(len, cells[col]), default=0)
@@ -292,11 +310,12 @@ def results_table(rows: list[dict], title: str = "", width: int | None = None) -
         return sum(need(c, wrap) + 3 for c in cells) + 1 <= max_width
 
     dropped: list[str] = []
-    for col in _DROPPABLE:
+    for col in droppable:
         if fits(True):
             break
-        del cells[col]
-        dropped.append(col)
+        if col in cells:
+            del cells[col]
+            dropped.append(col)
     wrap_header = not fits(False)  # one-line headers when there is room for them
     table = Table(title=title)
     for col in cells:
@@ -304,8 +323,10 @@ def results_table(rows: list[dict], title: str = "", width: int | None = None) -
             table.add_column(col, justify="left", overflow="fold")
         else:
             table.add_column(col, justify="right", width=need(col, wrap_header), overflow="fold")
-    for i in range(len(summary)):
+    for i in range(max((len(v) for v in cells.values()), default=0)):
         table.add_row(*(cells[c][i] for c in cells))
+    notes = [caption] if caption else []
     if dropped:
-        table.caption = f"not shown at this width: {', '.join(dropped)} (all columns: --format csv or json)"
+        notes.append(f"not shown at this width: {', '.join(dropped)}")
+    table.caption = "; ".join(notes) or None
     return table

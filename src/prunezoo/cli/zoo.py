@@ -11,10 +11,18 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from prunezoo.cli.common import Executor as ExecutorName
-from prunezoo.cli.common import ExecutorOption, ThreadsOption, WorkersOption, console, fail, out, task_failed
+from prunezoo.cli.common import (
+    ExecutorOption,
+    ThreadsOption,
+    WorkersOption,
+    console,
+    fail,
+    fitted_table,
+    out,
+    task_failed,
+)
 from prunezoo.errors import ConfigError
 
 app = typer.Typer(
@@ -175,39 +183,31 @@ def analyze(
 
         html = write_zoo_report(result, directory / "report.html")
 
-    table = Table(title=f"zoo analysis: {zoo}", header_style="bold")
-    for col in (
-        "group",
-        "n",
-        "test acc %",
-        "gap pp",
-        "sparsity %",
-        "agree",
-        "kappa",
-        "JS",
-        "CKA",
-        "Pearson r",
-        "Kendall τ",
-        "ρ size~sp",
-    ):
-        table.add_column(col, justify="left" if col == "group" else "right")
+    cols = ["group", "n", "test acc %", "gap pp", "sparsity %", "agree %", "kappa", "JS", "CKA", "Pearson r"]
+    cols += ["Kendall τ", "ρ size~sp"]
+    cells: dict[str, list[str]] = {c: [] for c in cols}
     for g in result.groups:
         comp = {m: g.comparisons.get(m, {}).get("mean", math.nan) for m in ("agreement", "kappa", "js", "cka")}
         corr = g.correlation
-        table.add_row(
+        values = [
             g.group,
             str(g.n),
             _pct(g.test_acc["mean"]),
             _pct(g.gen_gap["mean"]),
             _pct(g.sparsity["mean"]),
-            _num(comp["agreement"]),
+            _pct(comp["agreement"]),  # a rate, in % like accuracy and sparsity
             _num(comp["kappa"]),
             _num(comp["js"], 4),
             _num(comp["cka"]),
             _num(corr.pearson_r if corr else math.nan),
             _num(corr.kendall_tau if corr else math.nan),
             _num(g.size_sparsity_spearman),
-        )
+        ]
+        for col, value in zip(cols, values, strict=True):
+            cells[col].append(value)
+    table = fitted_table(
+        cells, title=f"zoo analysis: {zoo}", text_cols=("group",), droppable=("JS", "CKA", "kappa", "gap pp")
+    )
     out.print(table)
     for note in result.notes[:5]:
         console.print(f"[yellow]note[/]: {note}")
