@@ -400,7 +400,7 @@ def _latency_section(rows: list[dict]) -> str:
         "thread (warm-up; dense and pruned timed in alternating pairs, speed-up = median paired ratio) of the "
         "dense model and the deployed pruned one — physically compacted (structured) or converted to sparse "
         "kernels where they were measured faster (sparse_export) — both exported alike (BatchNorm folded), "
-        "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=2)
+        "beside the theoretical FLOP ratio.</p>" + html_table(head, body, text=4)
     )
 
 
