@@ -180,7 +180,7 @@ def test_unknown_options_are_rejected_for_every_kind(kind):
 
 def test_option_table_matches_the_constructors():
     """METHOD_OPTIONS lists the keyword parameters each kind's constructor takes from ``options``."""
-    from prunezoo.criteria.obs import OBS_STUDY_OPTIONS
+    from prunezoo.methods.oneshot import ObsOptions
     from prunezoo.reparam.edge_popup import apply_edge_popup
     from prunezoo.reparam.soft_threshold import apply_str
     from prunezoo.reparam.variational_dropout import VD_LAYER_OPTIONS, VD_LOSS_OPTIONS
@@ -207,7 +207,7 @@ def test_option_table_matches_the_constructors():
                     "kind": "oneshot",
                     "criterion": "obs",
                     "sparsities": [0.5],
-                    "options": dict.fromkeys(OBS_STUDY_OPTIONS[1:2], 8),
+                    "options": dict.fromkeys(tuple(ObsOptions.model_fields)[1:2], 8),
                 }
             ],
         }

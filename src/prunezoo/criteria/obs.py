@@ -126,7 +126,3 @@ def make_obs(
 
 
 register_criterion("obs")(make_obs())
-
-# ``options`` of a study's oneshot ``obs`` method: obs_prune's Fisher options, ``update: false``
-# to mask by OBS saliency without correcting the survivors (an ablation), and ``score_mode``.
-OBS_STUDY_OPTIONS = ("update", "block_size", "damp", "num_samples", "per_sample", "score_mode")

@@ -105,14 +105,8 @@ class ModelConfig(BaseModel):
 
 # Derived from the registry (the kinds' classes own these facts); kept for callers of the old tables.
 SPARSITY_KINDS = tuple(k for k, mk in METHOD_KINDS.items() if mk.has_target)
-PATTERN_KINDS = tuple(k for k, mk in METHOD_KINDS.items() if mk.takes_pattern)
 # Option names each built-in kind consumes: the fields of its Options model.
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {k: tuple(mk.Options.model_fields) for k, mk in METHOD_KINDS.items()}
-
-
-def known_method_options(method: MethodConfig) -> tuple[str, ...]:
-    """The ``options`` names ``method`` can use (its kind's, adjusted for criteria that take their own)."""
-    return tuple(method.method_kind.options_model(method).model_fields)
 
 
 def _method(value: Any, handler: Any) -> MethodConfig:
