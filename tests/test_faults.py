@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
+import pkgutil
 import shutil
 import signal
 import subprocess
@@ -159,6 +161,8 @@ def _unprivileged():
         yield
         return
     uid, gid, groups = os.geteuid(), os.getegid(), os.getgroups()
+    cwd = os.getcwd()
+    os.chdir("/")  # the checkout may sit in a root-only (0700) directory, e.g. a mktemp -d clone
     os.setgroups([])
     os.setegid(65534)
     os.seteuid(65534)
@@ -168,6 +172,7 @@ def _unprivileged():
         os.seteuid(uid)
         os.setegid(gid)
         os.setgroups(groups)
+        os.chdir(cwd)
 
 
 @pytest.fixture
@@ -273,7 +278,13 @@ def _read_only_commands(runs: Path, elsewhere: Path, config: Path) -> None:
     moved = _run(["report", study_id, "--out", str(runs), "--output", str(elsewhere / "r" / "report.html")])
     assert moved.exit_code == 0 and (elsewhere / "r" / "report.html").exists(), moved.output
     if os.access(runs, os.W_OK, effective_ids=True):
-        return  # the warm-up as root (imports what nobody cannot read), on a copy: writes would succeed
+        # the warm-up as root, on a copy (writes would succeed): it also imports every prunezoo module,
+        # since nobody may not read the checkout (a clone in a 0700 mktemp -d directory)
+        import prunezoo
+
+        for module in pkgutil.walk_packages(prunezoo.__path__, "prunezoo."):
+            importlib.import_module(module.name)
+        return
     # report and diagnose write into the study directory: a clear error naming it, before any work
     report = _run(["report", study_id, "--out", str(runs)])
     assert report.exit_code == 1 and isinstance(report.exception, SystemExit), report.output
