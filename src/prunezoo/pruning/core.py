@@ -46,6 +46,11 @@ def prune(
     ranked as usual (``scheme``) among the rest, so a gradual schedule shrinks towards the pattern;
     ``density`` <= n/m gives exactly N:M in every layer that can hold it, whatever the scheme (the
     pattern is its own uniform allocation). Layers that cannot hold the pattern stay dense.
+
+    A model pruned with ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask``) raises
+    :class:`~prunezoo.errors.ConfigError` naming its torch-pruned layers instead of skipping them:
+    ``prev = MaskSet.from_torch_prune(model)`` converts it (torch's zeros stay in the weights), then
+    ``prune(model, d, masks=prev)`` prunes further without resurrecting them.
     """
     if not (isinstance(density, (int, float)) and 0.0 < density <= 1.0):
         raise ConfigError("density", f"must be in (0, 1], got {density!r}")

@@ -25,6 +25,12 @@ import torch
 from torch import nn
 
 from prunezoo.sparsity.selection import prunable_parameters
+from prunezoo.sparsity.torch_prune import (
+    apply_torch_prune,
+    masks_from_torch_prune,
+    torch_prune_hint,
+    torch_pruned_tensors,
+)
 from prunezoo.utils.io import atomic_path
 
 
@@ -48,6 +54,17 @@ class MaskSet(Mapping[str, torch.Tensor]):
         """Masks from a model's current nonzero pattern (for models pruned elsewhere)."""
         params = prunable_parameters(model) if names is None else _lookup(model, names)
         return cls({n: p.detach() != 0 for n, p in params.items()})
+
+    @classmethod
+    def from_torch_prune(cls, model: nn.Module, *, remove: bool = True) -> MaskSet:
+        """The masks ``torch.nn.utils.prune`` put on ``model``; ``remove=True`` (default) also removes its
+        reparametrisation in place, leaving the zeros in plain weights (:mod:`prunezoo.sparsity.torch_prune`)."""
+        return cls(masks_from_torch_prune(model, remove=remove))
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Install these masks with ``torch.nn.utils.prune.custom_from_mask`` (torch's forward pre-hook then
+        enforces them); returns ``model``, modified in place. :meth:`from_torch_prune` converts back."""
+        return apply_torch_prune(model, self._masks)
 
     # -- mapping protocol ---------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -233,5 +250,6 @@ def _lookup(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
-        raise KeyError(f"model has no parameter(s) {missing}")
+        hidden = [n for n in missing if n in torch_pruned_tensors(model)]
+        raise KeyError(f"model has no parameter(s) {missing}" + (f"; {torch_prune_hint(hidden)}" if hidden else ""))
     return {n: params[n] for n in names}

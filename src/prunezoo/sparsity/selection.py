@@ -8,6 +8,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from prunezoo.errors import ConfigError
+from prunezoo.sparsity.torch_prune import pruned_tensor_names, torch_prune_hint
+
 DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -27,18 +30,28 @@ def prunable_parameters(
     ``include`` replaces the default type-based choice; ``exclude`` is applied last.
     Only parameters named ``weight`` of the chosen module types qualify by default, so biases and
     normalisation parameters are never pruned unless explicitly included.
+    A chosen weight reparametrised by ``torch.nn.utils.prune`` (``weight_orig``/``weight_mask``) raises
+    :class:`~prunezoo.errors.ConfigError` naming it: convert with ``MaskSet.from_torch_prune(model)``.
     """
     types = tuple(module_types) if module_types else DEFAULT_PRUNABLE_TYPES
     chosen: dict[str, nn.Parameter] = {}
+    torch_pruned: list[str] = []  # chosen but hidden by torch.nn.utils.prune: an error, never a silent skip
+
+    def wanted(module: nn.Module, full: str, p_name: str) -> bool:
+        ok = _matches(full, include) if include is not None else isinstance(module, types) and p_name == "weight"
+        return ok and not (exclude and _matches(full, exclude))
+
     for mod_name, module in model.named_modules():
         for p_name, param in module.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
-            if include is not None:
-                ok = _matches(full, include)
-            else:
-                ok = isinstance(module, types) and p_name == "weight"
-            if ok and not (exclude and _matches(full, exclude)):
+            if wanted(module, full, p_name):
                 chosen[full] = param
+        for t in pruned_tensor_names(module):
+            full = f"{mod_name}.{t}" if mod_name else t
+            if wanted(module, full, t):
+                torch_pruned.append(full)
+    if torch_pruned:
+        raise ConfigError("model", torch_prune_hint(torch_pruned))
     if include is not None and not chosen:
         raise ValueError(f"include={list(include)!r} matches no parameter of the model")
     return chosen
