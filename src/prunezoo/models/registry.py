@@ -5,6 +5,11 @@ options are keyword-only parameters with defaults; the registry reads them from 
 unknown options are rejected before anything is built. An *alias* (``lenet-300-100``,
 ``resnet20``) reuses another model's builder with some options *fixed* (passing a different value
 is an error, so ``resnet20`` can never silently become a ResNet-56) and others merely *defaulted*.
+
+Outside the registry, a model name resolves (:func:`get_model_spec`), in this order, as a registered
+*prefix* (``timm:resnet18``: :func:`register_model_prefix`), an entry point of the group
+``prunezoo.models`` (an installed package's plug-in), or an import path ``module:attr`` whose
+attribute is an ``nn.Module`` subclass or a callable returning one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from prunezoo.errors import ConfigError
+from prunezoo.utils.plugins import entry_point, is_import_path, load_import_path, track_registry
 
 Builder = Callable[..., nn.Module]
 
@@ -50,8 +56,9 @@ class ModelSpec:
 
     def build(self, num_classes: int, input_shape: tuple[int, ...], options: Mapping[str, Any]) -> nn.Module:
         known = self.options
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.builder).parameters.values())
         for key, value in options.items():
-            if key not in known:
+            if key not in known and not open_ended:
                 raise option_error(key, f"unknown option {key!r} for model {self.name!r}; known: {sorted(known)}")
             if key in self.fixed and _normalise(value) != _normalise(self.fixed[key]):
                 raise option_error(
@@ -128,11 +135,100 @@ def _check_builder(name: str, fn: Builder) -> None:
             raise TypeError(f"model builder {name!r}: option {p.name!r} must be keyword-only with a default")
 
 
-def get_model_spec(name: str) -> ModelSpec:
+# ``prefix`` -> resolver: "timm:resnet18" is ``MODEL_PREFIXES["timm"]("resnet18")``.
+MODEL_PREFIXES: dict[str, Callable[[str], ModelSpec]] = {}
+ENTRY_POINT_GROUP = "prunezoo.models"
+
+
+def register_model_prefix(prefix: str, resolver: Callable[[str], ModelSpec]) -> None:
+    """Resolve every model name ``"<prefix>:<rest>"`` with ``resolver(rest)``.
+
+    The resolver returns a :class:`ModelSpec` whose builder takes ``(num_classes=, input_shape=,
+    **options)`` (keyword-only options, or ``**options`` to accept any) and raises
+    :class:`~prunezoo.errors.ConfigError` for names or options it cannot build.
+    """
+    if not prefix.isidentifier():
+        raise ValueError(f"model prefix {prefix!r} must be an identifier")
+    MODEL_PREFIXES[prefix] = resolver
+
+
+def spec_from_callable(name: str, obj: Any, field: str = "model") -> ModelSpec:
+    """A :class:`ModelSpec` for a plug-in ``obj``: an ``nn.Module`` subclass or a callable returning one.
+
+    ``obj`` receives those of ``num_classes`` (int) and ``input_shape`` (a tuple) it accepts, plus
+    the model options; its other parameters are the options (with their defaults); ``**kwargs``
+    accepts any option. A result that is not an ``nn.Module`` raises :class:`ConfigError` (``field``).
+    """
+    if isinstance(obj, ModelSpec):
+        return obj
+    if not callable(obj):
+        raise ConfigError(field, f"{name!r} is a {type(obj).__name__}, not a model class or a callable")
     try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"{name!r}: cannot read the signature of {obj!r}") from None
+    kw = inspect.Parameter.KEYWORD_ONLY
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if required := [p.name for p in params.values() if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]:
+        raise ConfigError(field, f"{name!r} has positional-only parameters {required}: they cannot be passed")
+    takes = [r for r in _RESERVED if r in params or open_ended]
+    options = [
+        p.replace(kind=kw, annotation=p.empty)
+        for p in params.values()
+        if p.name not in _RESERVED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+    def builder(*, num_classes: int, input_shape: tuple[int, ...], **options: Any) -> nn.Module:
+        given = {"num_classes": num_classes, "input_shape": tuple(input_shape)}
+        model = obj(**{k: given[k] for k in takes}, **options)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(field, f"{name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    extra = [inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD)] if open_ended else []
+    reserved = [inspect.Parameter(r, kw) for r in _RESERVED]
+    builder.__signature__ = inspect.Signature([*reserved, *options, *extra])  # type: ignore[attr-defined]
+    description = (inspect.getdoc(obj) or "").split("\n")[0]
+    return ModelSpec(name, builder, description)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The model ``name``: registered, else a prefix (``timm:resnet18``), an entry point of the group
+    ``prunezoo.models``, or an import path ``module:attr``; :class:`ConfigError` (field ``model``) if
+    none resolves, with the import error of a plug-in that does not load."""
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise ConfigError("model", f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in MODEL_PREFIXES:
+        return MODEL_PREFIXES[prefix](rest)
+    if not sep and (obj := entry_point(ENTRY_POINT_GROUP, name, "model")) is not None:
+        return spec_from_callable(name, obj)
+    if is_import_path(name):
+        return spec_from_callable(name, load_import_path(name, "model"))
+    raise ConfigError(
+        "model",
+        f"unknown model {name!r}; known: {sorted(MODELS)}, a prefix {sorted(f'{p}:' for p in MODEL_PREFIXES)} "
+        "or an import path 'module:attr'",
+    )
+
+
+def _user_models() -> dict[str, Any]:
+    # What a worker process would not know by importing prunezoo: registered by user code at run time.
+    from prunezoo import names
+
+    user: dict[str, Any] = {n: s for n, s in MODELS.items() if n not in names.MODELS}
+    user |= {f"{p}:": r for p, r in MODEL_PREFIXES.items() if not getattr(r, "__module__", "").startswith("prunezoo.")}
+    return user
+
+
+def _restore_model(name: str, value: Any) -> None:
+    if name.endswith(":"):
+        MODEL_PREFIXES.setdefault(name[:-1], value)
+    else:
+        MODELS.setdefault(name, value)
+
+
+track_registry("models", _user_models, _restore_model)
 
 
 def build_model(
