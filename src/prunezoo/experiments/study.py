@@ -209,6 +209,10 @@ def _preflight(cfg: StudyConfig) -> None:
             model = build_model(
                 pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape, **pcfg.model.options
             )
+            if pcfg.model.checkpoint is not None or pcfg.model.masks is not None:  # shapes checked before training
+                from prunezoo.models.checkpoints import start_from
+
+                start_from(model, pcfg.model.checkpoint, pcfg.model.masks)
         except ConfigError as err:
             raise ConfigError(where + err.field, err.message, err.more) from None
         except (TypeError, ValueError, OSError) as err:
