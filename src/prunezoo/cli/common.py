@@ -70,6 +70,9 @@ class Commands(typer.core.TyperGroup):
     """Every command: a full disk or an unwritable file is one line on stderr and exit 1, not a traceback."""
 
     def invoke(self, ctx):
+        # As under `python -m`: a plug-in named `module:attr` may be a module of the directory the command runs in.
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
         try:
             return super().invoke(ctx)
         except Exception as err:

@@ -55,13 +55,20 @@ def er_width(
 # The groups of ``prunezoo list``, in the order printed: group name -> its names. A new group is one entry;
 # keep its source light (no torch at import: ``prunezoo list`` must start fast, see tests/test_cli_startup.py).
 LIST_GROUPS: dict[str, Callable[[], Iterable[str]]] = {
-    "datasets": lambda: names.DATASETS,
-    "models": lambda: names.MODELS,
-    "criteria": lambda: names.CRITERIA,
+    # built-ins, then the plug-ins installed packages declare as entry points (listed, not imported)
+    "datasets": lambda: (*names.DATASETS, *_entry_points("datasets")),
+    "models": lambda: (*names.MODELS, *_entry_points("models")),
+    "criteria": lambda: (*names.CRITERIA, *_entry_points("criteria")),
     "schemes": lambda: names.SCHEMES,
     "noise": lambda: names.NOISE_KINDS,
     "kinds": lambda: _method_kinds(),  # method kinds (prunezoo.methods: light, no torch)
 }
+
+
+def _entry_points(group: str) -> list[str]:
+    from prunezoo.utils.plugins import entry_point_names
+
+    return entry_point_names(f"prunezoo.{group}")
 
 
 def _method_kinds() -> dict[str, str]:

@@ -8,6 +8,13 @@ common to all of them, in a fixed order so that results do not depend on the dat
 2. corrupt the remaining training labels (seeded by ``noise_seed``); test and validation labels
    are never touched and ``train.clean_y`` keeps the originals;
 3. record sizes, seeds and the noise summary in the JSON-serialisable ``meta``.
+
+A name that is not registered resolves (:func:`get_dataset_spec`) as an entry point of the group
+``prunezoo.datasets`` (an installed package's plug-in), else as an import path ``module:attr``. The
+plug-in is a callable taking those of ``root``/``download`` it accepts plus the dataset options, and
+returning a :class:`DataSplits`, or a pair ``(train, test)`` of :class:`ArrayDataset` or map-style
+torch ``Dataset`` yielding ``(x, y)`` with an integer class ``y`` (materialised in memory as an
+:class:`ArrayDataset`; ``num_classes`` = largest label + 1, ``input_shape`` = the shape of one ``x``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from typing import Any
 
 import torch
 
-from prunezoo.data.datasets import DataSplits
+from prunezoo.data.datasets import ArrayDataset, DataSplits
 from prunezoo.data.noise import NOISE_KINDS, apply_label_noise
+from prunezoo.errors import ConfigError
+from prunezoo.utils.plugins import entry_point, is_import_path, load_import_path, track_registry
 
 Builder = Callable[..., DataSplits]
 
@@ -75,6 +84,96 @@ def register_dataset(
     return deco(builder) if builder is not None else deco
 
 
+ENTRY_POINT_GROUP = "prunezoo.datasets"
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    """The dataset ``name``: registered, else an entry point of ``prunezoo.datasets``, else an import
+    path ``module:attr``; :class:`ConfigError` (field ``dataset.name``, a ``ValueError``) otherwise."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if ":" not in name and (obj := entry_point(ENTRY_POINT_GROUP, name, "dataset.name")) is not None:
+        return spec_from_callable(name, obj)
+    if is_import_path(name):
+        return spec_from_callable(name, load_import_path(name, "dataset.name"))
+    raise ConfigError(
+        "dataset.name", f"unknown dataset {name!r}; known: {sorted(DATASETS)} or an import path 'module:attr'"
+    )
+
+
+def spec_from_callable(name: str, obj: Any) -> DatasetSpec:
+    """A :class:`DatasetSpec` for a plug-in callable (see the module docstring for its contract)."""
+    if isinstance(obj, DatasetSpec):
+        return obj
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        raise ConfigError("dataset.name", f"{name!r}: cannot read the signature of {obj!r}") from None
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    takes = [r for r in ("root", "download") if r in params or open_ended]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    options = [
+        p.replace(kind=kw, annotation=p.empty)
+        for p in params.values()
+        if p.name not in ("root", "download") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+    def builder(*, root: Path | None = None, download: bool = False, **options: Any) -> DataSplits:
+        given = {"root": root, "download": download}
+        return as_splits(name, obj(**{k: given[k] for k in takes}, **options))
+
+    fixed = [inspect.Parameter("root", kw, default=None), inspect.Parameter("download", kw, default=False)]
+    extra = [inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD)] if open_ended else []
+    builder.__signature__ = inspect.Signature([*fixed, *options, *extra])  # type: ignore[attr-defined]
+    return DatasetSpec(name, builder, (inspect.getdoc(obj) or "").split("\n")[0])
+
+
+def as_splits(name: str, result: Any) -> DataSplits:
+    """What a dataset plug-in returned, as :class:`DataSplits`; ConfigError (``dataset.name``) if it cannot be."""
+    if isinstance(result, DataSplits):
+        return result
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise ConfigError(
+            "dataset.name", f"{name!r} returned a {type(result).__name__}, not DataSplits or a (train, test) pair"
+        )
+    train, test = (_as_array_dataset(name, part, split) for part, split in zip(result, ("train", "test")))
+    if train.input_shape != test.input_shape:
+        raise ConfigError("dataset.name", f"{name!r}: train inputs {train.input_shape} but test {test.input_shape}")
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError("dataset.name", f"{name!r} returned an empty train or test split")
+    num_classes = int(max(train.y.max(), test.y.max())) + 1
+    return DataSplits(name=name, train=train, test=test, num_classes=num_classes, input_shape=train.input_shape)
+
+
+def _as_array_dataset(name: str, part: Any, split: str) -> ArrayDataset:
+    if isinstance(part, ArrayDataset):
+        return part
+    from torch.utils.data import Dataset
+
+    if not isinstance(part, Dataset) or not hasattr(part, "__len__"):
+        raise ConfigError(
+            "dataset.name",
+            f"{name!r}: the {split} split is a {type(part).__name__}, not an ArrayDataset or a torch Dataset",
+        )
+    try:
+        items = [part[i] for i in range(len(part))]
+        xs = torch.stack([torch.as_tensor(x) for x, _ in items])
+        ys = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+    except (TypeError, ValueError, RuntimeError) as err:  # not (x, y) pairs of equal shape and integer class
+        raise ConfigError("dataset.name", f"{name!r}: the {split} split does not yield (x, integer y): {err}") from None
+    return ArrayDataset(xs if xs.dtype == torch.uint8 else xs.to(torch.float32), ys)
+
+
+def _user_datasets() -> dict[str, Any]:
+    # Registered by user code at run time: a worker process would not get it by importing prunezoo.
+    from prunezoo import names
+
+    return {n: s for n, s in DATASETS.items() if n not in names.DATASETS}
+
+
+track_registry("datasets", _user_datasets, DATASETS.setdefault)
+
+
 def default_data_root() -> Path:
     """Where file-backed datasets live when no ``root`` is given: ``$PRUNEZOO_DATA`` or
     ``~/.cache/prunezoo/data`` (a fixed place, so runs from any directory share one copy)."""
@@ -110,9 +209,7 @@ def load_dataset(
         ValueError: unknown dataset or option, or an out-of-range fraction/rate/kind.
         FileNotFoundError: files of a file-backed dataset missing and ``download=False``.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    spec = DATASETS[name]
+    spec = get_dataset_spec(name)
     _check_options(spec, options)
     val_fraction = float(val_fraction)
     if not 0.0 <= val_fraction < 1.0:

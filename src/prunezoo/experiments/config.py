@@ -72,10 +72,12 @@ class DataConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from prunezoo.data import DATASETS
+        from prunezoo.data.registry import get_dataset_spec
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; known: {sorted(DATASETS)}")
+        try:  # a plug-in (entry point, module:attr) is imported here: a bad one fails before anything runs
+            get_dataset_spec(v)
+        except ConfigError as err:
+            raise ValueError(err.message) from None
         return v
 
     @field_validator("noise_kind")
@@ -104,10 +106,12 @@ class ModelConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from prunezoo.models import MODELS
+        from prunezoo.models import get_model_spec
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; known: {sorted(MODELS)}")
+        try:  # a plug-in (prefix, entry point, module:attr) is imported here: a bad one fails before anything runs
+            get_model_spec(v)
+        except ConfigError as err:
+            raise ValueError(err.message) from None
         return v
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import multiprocessing
 import os
 import signal
@@ -117,8 +118,53 @@ def run_graph(
     elif (workers or default_workers()) == 1 or len(tasks) <= 1:
         run.inline(fn, threads)
     else:
+        context = worker_context(for_ray=False)
+        fn = functools.partial(call_in_context, context, fn) if context else fn
         run.pool(fn, workers or default_workers(), threads)
     return run.results
+
+
+def worker_context(for_ray: bool) -> dict[str, Any] | None:
+    """What a worker process needs to see the driver's plug-ins: the registry entries user code added at
+    run time (pickled one by one: one that cannot be is left out, the worker may still import it) and,
+    for Ray (whose workers do not inherit it; a spawned pool's do), the driver's ``sys.path`` so that
+    ``module:attr`` plug-ins import there too. None when there is nothing to pass."""
+    from prunezoo.utils.plugins import user_registrations
+
+    try:
+        import cloudpickle as pickler  # by value: functions defined in a script's main block or a notebook
+    except ImportError:
+        import pickle as pickler
+    blobs: dict[str, dict[str, bytes]] = {}
+    for kind, entries in user_registrations().items():
+        for name, value in entries.items():
+            try:
+                blobs.setdefault(kind, {})[name] = pickler.dumps(value)
+            except Exception:
+                continue
+    context: dict[str, Any] = {"registrations": blobs} if blobs else {}
+    if for_ray:
+        context["sys_path"] = [os.path.abspath(p or os.curdir) for p in sys.path]
+    return context or None
+
+
+def call_in_context(context: dict[str, Any] | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """In a worker: put the driver's :func:`worker_context` in place, then ``fn(*args, **kwargs)``."""
+    import pickle
+
+    from prunezoo.utils.plugins import restore_registrations
+
+    context = context or {}
+    sys.path[:0] = [p for p in context.get("sys_path", ()) if p not in sys.path]
+    restored: dict[str, dict[str, Any]] = {}
+    for kind, blobs in context.get("registrations", {}).items():
+        for name, blob in blobs.items():
+            try:
+                restored.setdefault(kind, {})[name] = pickle.loads(blob)
+            except Exception:
+                continue
+    restore_registrations(restored)
+    return fn(*args, **kwargs)
 
 
 class _Graph:
@@ -176,12 +222,13 @@ class _Graph:
 
     def ray(self, fn, workers: int | None, threads: int, address: str | None) -> None:
         ray, started_here = start_ray(workers, address)
-        remote = ray.remote(num_cpus=threads, max_retries=0)(fn)
+        remote = ray.remote(num_cpus=threads, max_retries=0)(call_in_context)
+        context = ray.put(worker_context(for_ray=True))  # plug-ins of the driver (sys.path, registrations)
         running: dict = {}
         try:
             while self.pending or running:
                 for task in self.ready():
-                    running[remote.remote(*task.args, threads)] = task
+                    running[remote.remote(context, fn, *task.args, threads)] = task
                 if not running:
                     raise ValueError(f"dependency cycle among {list(self.pending)}")
                 done, _ = ray.wait(list(running), num_returns=1)

@@ -337,8 +337,13 @@ class MethodKind:
                     f"{' or '.join(map(repr, TRAINING_CRITERIA[criterion]))}"
                 )
             return criterion
-        if criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {criterion!r} for kind {kind!r}; known: {sorted(CRITERIA)}")
+        if criterion not in CRITERIA:  # a plug-in (entry point, module:attr) must load now, before any run
+            from prunezoo.criteria import get_criterion
+
+            try:
+                get_criterion(criterion)
+            except ConfigError as err:
+                raise ValueError(f"{err.message} (kind {kind!r})") from None
         return criterion
 
     def validate(self, method: MethodConfig) -> None:

@@ -152,7 +152,7 @@ def register_model_prefix(prefix: str, resolver: Callable[[str], ModelSpec]) -> 
     MODEL_PREFIXES[prefix] = resolver
 
 
-def spec_from_callable(name: str, obj: Any, field: str = "model") -> ModelSpec:
+def spec_from_callable(name: str, obj: Any, field: str = "model.name") -> ModelSpec:
     """A :class:`ModelSpec` for a plug-in ``obj``: an ``nn.Module`` subclass or a callable returning one.
 
     ``obj`` receives those of ``num_classes`` (int) and ``input_shape`` (a tuple) it accepts, plus
@@ -195,16 +195,16 @@ def spec_from_callable(name: str, obj: Any, field: str = "model") -> ModelSpec:
 def get_model_spec(name: str) -> ModelSpec:
     """The model ``name``: registered, else a prefix (``timm:resnet18``), an entry point of the group
     ``prunezoo.models``, or an import path ``module:attr``; :class:`ConfigError` (field ``model``) if
-    none resolves, with the import error of a plug-in that does not load."""
+    none resolves, (field ``model.name``) with the import error of a plug-in that does not load."""
     if name in MODELS:
         return MODELS[name]
     prefix, sep, rest = name.partition(":")
     if sep and prefix in MODEL_PREFIXES:
         return MODEL_PREFIXES[prefix](rest)
-    if not sep and (obj := entry_point(ENTRY_POINT_GROUP, name, "model")) is not None:
+    if not sep and (obj := entry_point(ENTRY_POINT_GROUP, name, "model.name")) is not None:
         return spec_from_callable(name, obj)
     if is_import_path(name):
-        return spec_from_callable(name, load_import_path(name, "model"))
+        return spec_from_callable(name, load_import_path(name, "model.name"))
     raise ConfigError(
         "model",
         f"unknown model {name!r}; known: {sorted(MODELS)}, a prefix {sorted(f'{p}:' for p in MODEL_PREFIXES)} "
