@@ -57,6 +57,7 @@ _TABLES = {
     "CRITERIA": lambda: _registered("criteria", "register_criterion"),
     "SCHEMES": lambda: _constant("allocation", "SCHEME_NAMES"),
     "NOISE_KINDS": lambda: _constant("data", "NOISE_KINDS"),
+    "AUGMENTATIONS": lambda: _constant("data", "AUGMENTATIONS"),  # dataset.options.augment
 }
 
 

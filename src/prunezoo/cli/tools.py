@@ -61,6 +61,7 @@ LIST_GROUPS: dict[str, Callable[[], Iterable[str]]] = {
     "criteria": lambda: (*names.CRITERIA, *_entry_points("criteria")),
     "schemes": lambda: names.SCHEMES,
     "noise": lambda: names.NOISE_KINDS,
+    "augment": lambda: names.AUGMENTATIONS,  # dataset.options.augment names
     "kinds": lambda: _method_kinds(),  # method kinds (prunezoo.methods: light, no torch)
 }
 

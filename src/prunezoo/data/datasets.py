@@ -196,3 +196,33 @@ class DataSplits:
     def __repr__(self) -> str:
         sizes = f"train={len(self.train)}, val={len(self.val) if self.val is not None else 0}, test={len(self.test)}"
         return f"DataSplits({self.name!r}, {sizes}, num_classes={self.num_classes}, input_shape={self.input_shape})"
+
+
+def stratified_subset(labels: Tensor, n: int, seed: int = 0, *, what: str = "subset") -> Tensor:
+    """Sorted indices of a seeded, class-stratified sample of ``n`` of ``labels``.
+
+    Each class gets ``n`` times its share (largest remainders round up, ties to the lower class), its
+    samples drawn from one seeded permutation: the same ``(labels, n, seed)`` always gives the same set.
+    ``what`` names the option in errors.
+    """
+    labels = torch.as_tensor(labels).long()
+    total = len(labels)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{what} must be a positive integer, got {n!r}")
+    if n > total:
+        raise ValueError(f"{what}={n} is larger than the split it samples ({total} samples)")
+    if n == total:
+        return torch.arange(total)
+    classes, counts = labels.unique(return_counts=True)
+    share = counts.double() * n / total
+    quota = share.floor().long()
+    short = n - int(quota.sum())
+    if short:  # largest remainders first; stable sort keeps the lower class first on ties
+        order = torch.sort(share - quota, descending=True, stable=True).indices
+        quota[order[:short]] += 1
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    perm = torch.randperm(total, generator=g)
+    shuffled = labels[perm]
+    picked = [perm[shuffled == c][:k] for c, k in zip(classes.tolist(), quota.tolist(), strict=True)]
+    return torch.cat(picked).sort().values

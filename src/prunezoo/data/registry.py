@@ -226,7 +226,9 @@ def load_dataset(
     )
 
     train = splits.train
-    n_val = 0
+    if val_fraction > 0 and splits.val is not None:  # e.g. an image folder's own val/
+        raise ValueError(f"dataset {name!r} brings its own validation split: set val_fraction to 0")
+    n_val = len(splits.val) if splits.val is not None else 0
     if val_fraction > 0:
         n = len(train)
         n_val = max(1, round(val_fraction * n))

@@ -1,4 +1,4 @@
-"""Batched, seeded augmentation for image tensors ``(N, C, H, W)``.
+"""Batched, seeded augmentation for image tensors ``(N, C, H, W)``, and augmentations by name.
 
 One gather for the whole batch instead of per-image PIL ops: the standard CIFAR recipe (random
 crop with 4-pixel zero padding + horizontal flip) costs about as much as one copy of the batch.
@@ -46,3 +46,47 @@ class RandomCropFlip:
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(pad={self.pad}, flip={self.flip})"
+
+
+# Augmentations by name (``dataset.options.augment``). Same recipe on both paths: in memory a batched
+# RandomCropFlip drawn from the loader's generator (reproducible, resumable); on the lazy per-image
+# path the equivalent torchvision.transforms.v2 ops. Plain literal: prunezoo.names reads it with ast.
+AUGMENTATIONS: tuple[str, ...] = ("none", "cifar-crop-flip", "cifar-crop", "flip")
+
+# name -> (padding of the random crop, horizontal flip); "none" has no entry
+_RECIPES: dict[str, tuple[int, bool]] = {
+    "cifar-crop-flip": (4, True),  # RandomCrop(size, padding=4) + RandomHorizontalFlip: the CIFAR recipe
+    "cifar-crop": (4, False),  # crop only: digits (SVHN) must not be mirrored
+    "flip": (0, True),
+}
+
+
+def resolve_augment(value: object, default: str = "cifar-crop-flip") -> str:
+    """An ``augment`` option as a name of :data:`AUGMENTATIONS`: ``True`` is ``default``, ``False`` ``"none"``."""
+    if isinstance(value, bool):
+        return default if value else "none"
+    if isinstance(value, str) and value in AUGMENTATIONS:
+        return value
+    raise ValueError(f"augment={value!r}: expected true/false or one of {list(AUGMENTATIONS)}")
+
+
+def batch_augmentation(name: str) -> RandomCropFlip | None:
+    """The batched, generator-seeded transform for augmentation ``name`` (None for ``"none"``)."""
+    name = resolve_augment(name)
+    if name == "none":
+        return None
+    pad, flip = _RECIPES[name]
+    return RandomCropFlip(pad=pad, flip=flip)
+
+
+def v2_augmentation(name: str, size: tuple[int, int]) -> list:
+    """The torchvision.transforms.v2 ops of augmentation ``name`` for ``size`` (H, W) images (per image,
+    on uint8 tensors, random state from torch's global generator: seed the DataLoader to reproduce)."""
+    name = resolve_augment(name)
+    if name == "none":
+        return []
+    from torchvision.transforms import v2  # deferred: only the lazy image-folder path needs it
+
+    pad, flip = _RECIPES[name]
+    ops: list = [v2.RandomCrop(tuple(size), padding=pad)] if pad else []
+    return [*ops, v2.RandomHorizontalFlip()] if flip else ops

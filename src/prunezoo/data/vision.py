@@ -3,6 +3,11 @@
 ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn`` use torchvision's on-disk layout
 under ``root`` (an existing torchvision data folder works as is). Nothing is fetched unless
 ``download=True``; missing files raise :class:`FileNotFoundError` naming the expected paths.
+
+Common options: ``augment`` (a name of :data:`~prunezoo.data.transforms.AUGMENTATIONS`, or true/false
+for the dataset's usual recipe), ``subset: N`` / ``test_subset: M`` (a seeded, class-stratified sample
+of N training / M test images, drawn with ``subset_seed``; the test split stays whole unless
+``test_subset`` is given, so accuracies stay comparable with published ones).
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
-from prunezoo.data.datasets import ArrayDataset, DataSplits
+from prunezoo.data.datasets import ArrayDataset, DataSplits, stratified_subset
 from prunezoo.data.registry import register_dataset
-from prunezoo.data.transforms import RandomCropFlip
+from prunezoo.data.transforms import batch_augmentation, resolve_augment
 
 # Per-channel mean/std of the training images in [0, 1] (the usual published values).
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -79,10 +84,50 @@ def _require(name: str, root: Path, files: list[Path]) -> None:
         )
 
 
-def _splits(name: str, x_tr, y_tr, x_te, y_te, classes, root: Path, *, normalize: bool, transform=None) -> DataSplits:
+def check_subset_options(subset: Any, test_subset: Any, subset_seed: Any) -> None:
+    """Reject bad ``subset``/``test_subset``/``subset_seed`` values before any file is read."""
+    for what, n in (("subset", subset), ("test_subset", test_subset)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"{what} must be a positive integer (or null for the whole split), got {n!r}")
+    if isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0:
+        raise ValueError(f"subset_seed must be an integer >= 0, got {subset_seed!r}")
+
+
+def take_subsets(x_tr, y_tr, x_te, y_te, subset: int | None, test_subset: int | None, seed: int):
+    """Apply ``subset``/``test_subset``: ``(x_tr, y_tr, src_tr, x_te, y_te, src_te)``, ``src_*`` the kept
+    positions in the full splits (None when a split is whole)."""
+    src_tr = stratified_subset(y_tr, subset, seed, what="subset") if subset is not None else None
+    src_te = stratified_subset(y_te, test_subset, seed, what="test_subset") if test_subset is not None else None
+    if src_tr is not None:
+        x_tr, y_tr = x_tr[src_tr], y_tr[src_tr]
+    if src_te is not None:
+        x_te, y_te = x_te[src_te], y_te[src_te]
+    return x_tr, y_tr, src_tr, x_te, y_te, src_te
+
+
+def _splits(
+    name: str,
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    classes,
+    root: Path,
+    *,
+    normalize: bool,
+    transform=None,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
     mean, std = NORMALIZATION[name] if normalize else (None, None)
-    train = ArrayDataset(x_tr, y_tr, mean=mean, std=std, transform=transform)
-    test = ArrayDataset(x_te, y_te, mean=mean, std=std)
+    full = {"num_train": len(y_tr), "num_test": len(y_te)}
+    x_tr, y_tr, src_tr, x_te, y_te, src_te = take_subsets(x_tr, y_tr, x_te, y_te, subset, test_subset, subset_seed)
+    train = ArrayDataset(x_tr, y_tr, mean=mean, std=std, transform=transform, source_index=src_tr)
+    test = ArrayDataset(x_te, y_te, mean=mean, std=std, source_index=src_te)
+    extra = {}
+    if subset is not None or test_subset is not None:  # absent otherwise: whole-split meta stays as it was
+        extra["subset"] = {"train": subset, "test": test_subset, "seed": subset_seed, **full}
     return DataSplits(
         name=name,
         train=train,
@@ -94,11 +139,14 @@ def _splits(name: str, x_tr, y_tr, x_te, y_te, classes, root: Path, *, normalize
             "classes": [str(c) for c in classes],
             "normalization": {"mean": list(mean), "std": list(std)} if mean is not None and std is not None else None,
             "augmentation": repr(transform) if transform is not None else None,
+            **extra,
         },
     )
 
 
-def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: bool) -> DataSplits:
+def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: bool, **kw: Any) -> DataSplits:
+    check_subset_options(kw["subset"], kw["test_subset"], kw["subset_seed"])
+    augment = resolve_augment(kw.pop("augment"), default="cifar-crop")  # digits: never mirrored
     raw = root / cls.__name__ / "raw"
     legacy = root / cls.__name__ / "processed"
     has_legacy = (legacy / "training.pt").is_file() and (legacy / "test.pt").is_file()
@@ -119,19 +167,59 @@ def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: boo
         tr.classes,
         root,
         normalize=normalize,
+        transform=batch_augmentation(augment),
+        **kw,
     )
 
 
 @register_dataset("mnist", needs_files=True)
-def mnist(*, root: Path, download: bool = False, normalize: bool = True) -> DataSplits:
+def mnist(
+    *,
+    root: Path,
+    download: bool = False,
+    normalize: bool = True,
+    augment: bool | str = False,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
     """MNIST via torchvision (root/MNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28)."""
-    return _mnist_like("mnist", tvd.MNIST, root, download, normalize)
+    return _mnist_like(
+        "mnist",
+        tvd.MNIST,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 @register_dataset("fashion-mnist", needs_files=True)
-def fashion_mnist(*, root: Path, download: bool = False, normalize: bool = True) -> DataSplits:
+def fashion_mnist(
+    *,
+    root: Path,
+    download: bool = False,
+    normalize: bool = True,
+    augment: bool | str = False,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
     """Fashion-MNIST via torchvision (root/FashionMNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28)."""
-    return _mnist_like("fashion-mnist", tvd.FashionMNIST, root, download, normalize)
+    return _mnist_like(
+        "fashion-mnist",
+        tvd.FashionMNIST,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
@@ -139,8 +227,10 @@ def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
 
 
 def _cifar(
-    name: str, stock: type[Any], present: type[Any], root: Path, download: bool, augment: bool, normalize: bool
+    name: str, stock: type[Any], present: type[Any], root: Path, download: bool, normalize: bool, **kw: Any
 ) -> DataSplits:
+    check_subset_options(kw["subset"], kw["test_subset"], kw["subset_seed"])
+    augment = resolve_augment(kw.pop("augment"))
     if not download:
         folder = root / stock.base_folder
         _require(
@@ -158,20 +248,61 @@ def _cifar(
         tr.classes,
         root,
         normalize=normalize,
-        transform=RandomCropFlip(pad=4, flip=True) if augment else None,
+        transform=batch_augmentation(augment),
+        **kw,
     )
 
 
 @register_dataset("cifar10", needs_files=True)
-def cifar10(*, root: Path, download: bool = False, augment: bool = True, normalize: bool = True) -> DataSplits:
+def cifar10(
+    *,
+    root: Path,
+    download: bool = False,
+    augment: bool | str = True,
+    normalize: bool = True,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
     """CIFAR-10 via torchvision (root/cifar-10-batches-py), 50k/10k, input (3, 32, 32); train crop+flip."""
-    return _cifar("cifar10", tvd.CIFAR10, _PresentCIFAR10, root, download, augment, normalize)
+    return _cifar(
+        "cifar10",
+        tvd.CIFAR10,
+        _PresentCIFAR10,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 @register_dataset("cifar100", needs_files=True)
-def cifar100(*, root: Path, download: bool = False, augment: bool = True, normalize: bool = True) -> DataSplits:
+def cifar100(
+    *,
+    root: Path,
+    download: bool = False,
+    augment: bool | str = True,
+    normalize: bool = True,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
     """CIFAR-100 (fine labels) via torchvision (root/cifar-100-python), 50k/10k, input (3, 32, 32)."""
-    return _cifar("cifar100", tvd.CIFAR100, _PresentCIFAR100, root, download, augment, normalize)
+    return _cifar(
+        "cifar100",
+        tvd.CIFAR100,
+        _PresentCIFAR100,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 @register_dataset("svhn", needs_files=True)
@@ -179,16 +310,22 @@ def svhn(
     *,
     root: Path,
     download: bool = False,
-    augment: bool = True,
+    augment: bool | str = True,
     flip: bool = False,
     extra: bool = False,
     normalize: bool = True,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
 ) -> DataSplits:
     """SVHN via torchvision (root/{train,test}_32x32.mat), 73k/26k, input (3, 32, 32).
 
     Training augmentation is the 4-pixel random crop only: mirrored digits are not digits, so
-    flipping is off unless ``flip=True``. ``extra=True`` appends the 531k ``extra`` images to train.
+    flipping is off unless ``flip=True`` (with ``augment: true``; a named ``augment`` is used as is).
+    ``extra=True`` appends the 531k ``extra`` images to train.
     """
+    check_subset_options(subset, test_subset, subset_seed)
+    aug = resolve_augment(augment, default="cifar-crop-flip" if flip else "cifar-crop")
     parts = ["train", "extra"] if extra else ["train"]
     if not download:
         _require("svhn", root, [root / tvd.SVHN.split_list[s][1] for s in [*parts, "test"]])
@@ -206,5 +343,8 @@ def svhn(
         [str(i) for i in range(10)],
         root,
         normalize=normalize,
-        transform=RandomCropFlip(pad=4, flip=flip) if augment else None,
+        transform=batch_augmentation(aug),
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
     )
