@@ -148,15 +148,22 @@ def diagnose(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory (job.json + final.safetensors)")],
     sparse: Annotated[bool, typer.Option("--sparse", help="export onto sparse kernels (CSR/BSR, 2:4)")] = False,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="write an ONNX file here, verified with onnxruntime (extra: onnx)")
+    ] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="output .pt (default <run>/sparse-export.pt)")] = None,
     batch: Annotated[int, typer.Option(help="batch size the kernels are chosen and timed for")] = 1,
     threads: Annotated[int, typer.Option(help="intra-op threads the kernels are chosen and timed with")] = 1,
     level: Annotated[int | None, typer.Option(help="imp runs: the level to export")] = None,
 ) -> None:
     """Export a run's pruned model for inference: --sparse puts each pruned Linear/Conv on the fastest
-    measured sparse kernel (dense fallback per layer) and reports latency vs dense kernels."""
-    if not sparse:
-        fail(ConfigError("--sparse", "the only export so far is --sparse (structured runs are saved compact)"))
+    measured sparse kernel (dense fallback per layer) and reports latency vs dense kernels; --onnx writes
+    the pruned model (a structured run: its compacted model) as ONNX, checked against PyTorch with onnxruntime."""
+    if sparse == (onnx is not None):
+        fail(ConfigError("--sparse", "choose one export: --sparse (sparse kernels) or --onnx FILE (ONNX)"))
+    if onnx is not None:
+        export_onnx_cli(run_dir, onnx, batch=batch, level=level)
+        return
     if threads < 1:
         fail(ConfigError("--threads", f"must be >= 1, got {threads}"))
     from prunezoo.experiments.export import export_run
@@ -180,4 +187,23 @@ def export(
     out.print(
         f"model latency {rec['latency_ms']:.3f} ms vs dense kernels {rec['latency_dense_ms']:.3f} ms: "
         f"{rec['latency_speedup']:.2f}x  →  {rec['out']} (+ .json)"
+    )
+
+def export_onnx_cli(run_dir: Path, onnx: Path, *, batch: int, level: int | None) -> None:
+    """``prunezoo export <run> --onnx FILE``: exit 2 naming --onnx (with the pip command) without the extra."""
+    from prunezoo.experiments.export import export_run_onnx
+
+    try:
+        rec = export_run_onnx(run_dir, onnx, batch=batch, level=level)
+    except ImportError as err:
+        fail(ConfigError("--onnx", str(err)))
+    except ConfigError as err:
+        fail(err)
+    except RuntimeError as err:  # OnnxVerificationError: onnxruntime disagrees with PyTorch, nothing written
+        out.print(f"[red]ONNX export failed:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(
+        f"ONNX (opset {rec['opset']}, {rec['exporter']} exporter): {rec['parameters']:,} parameters, "
+        f"weights {rec['weight_sparsity']:.1%} zeros; onnxruntime matches PyTorch (max |diff| "
+        f"{rec['max_abs_diff']:.2g})  →  {rec['path']} (+ .json)"
     )
