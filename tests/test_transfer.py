@@ -217,6 +217,12 @@ def test_three_recipes_share_one_pretraining_and_keep_its_masks(tmp_path):
     hist = json.loads((study / "histories.json").read_text())[gu["run_id"]]
     assert len(hist) == 4 and all("val_loss" in h and "train_loss" in h for h in hist)  # head, fc2, fc1, all
 
+    from prunezoo.analysis.report import transfer_section
+
+    html = transfer_section(rows, json.loads((study / "histories.json").read_text()))
+    assert "Sparse transfer" in html and "gradual-unfreeze" in html and "scratch" in html
+    assert "<th>epoch 4</th>" in html and "epoch 5" not in html  # gradual-unfreeze: 4 epochs of train / val loss
+
 
 def test_start_from_a_run_dir_and_a_state_dict_file(tmp_path):
     # a finished tiny GMP run: its job directory holds final weights + masks
@@ -303,3 +309,30 @@ def test_read_masks_rejects_shape_mismatch(tmp_path):
     MaskSet({"blocks.0.0.weight": torch.ones(4, 4, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
     with pytest.raises(ConfigError, match="another model.*shape"):
         read_masks(TinyEncoder(), tmp_path / "m.safetensors")
+
+
+def test_gradual_unfreeze_on_the_transformer():
+    from prunezoo.models import build_model
+
+    data = load_dataset("grammar-cls", task="majority", n_train=64, n_test=32, seq_len=12)
+    torch.manual_seed(0)
+    model = build_model(
+        "transformer", num_classes=data.num_classes, input_shape=data.input_shape, dim=8, depth=2, heads=2
+    )
+    blocks = find_blocks(model, None)
+    assert blocks == ["blocks.0", "blocks.1"] and head_prefix(model) == "head"
+    stages = unfreeze_stages(model, blocks, "head")
+    names = dict(model.named_parameters())
+    linear = {n for n in names if n.startswith("blocks.") and n.endswith(".weight") and names[n].dim() == 2}
+    assert not stages[0] & linear and stages[1] & linear == {n for n in linear if n.startswith("blocks.1.")}
+    assert not any(n.startswith("embeddings.") and names[n].dim() == 2 for n in stages[-2])  # embeddings: last
+    masks = MaskSet({n: torch.rand(names[n].shape, generator=torch.Generator().manual_seed(1)) > 0.8 for n in linear})
+    cfg = TrainingConfig(epochs=len(stages), batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.01)
+    unfreeze = GradualUnfreeze(stages, lr=cfg.lr)
+    rec = Recorder(unfreeze)
+    Trainer(model, data.train, cfg, callbacks=[EnforceMasks(masks), unfreeze, rec], progress=False).fit()
+    prev = rec.before
+    for after, stage in zip(rec.after, rec.stages):
+        assert all(torch.equal(after[n], prev[n]) for n in names if n not in stages[stage])
+        assert all(not after[n][~m].any() for n, m in masks.items())
+        prev = after

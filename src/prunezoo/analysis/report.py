@@ -404,6 +404,79 @@ def _latency_section(rows: list[dict]) -> str:
     )
 
 
+def _mean_std(values: list[float]) -> str:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "–"
+    sd = f" ± {100 * statistics.stdev(vals):.2f}" if len(vals) > 1 else ""
+    return f"{100 * statistics.fmean(vals):.2f}{sd}"
+
+
+def transfer_section(rows: list[dict], histories: dict[str, list[dict]]) -> str:
+    """Sparse transfer (kind ``transfer``): accuracy per recipe (at the best validation epoch) and its
+    gap to the dense transfer (pretrained dense, ``dense`` recipe, same sweep point), then train vs
+    validation loss per epoch, mean over seeds (under- and over-fitting per recipe)."""
+    parts = [
+        "<h2>Sparse transfer</h2><p class=note>Test accuracy at the epoch with the best validation accuracy "
+        "(early stopping), mean ± std over seeds; gap: to the dense transfer (dense pretraining, dense recipe) "
+        "of the same task; scratch: the study's dense row, trained without pretraining (its last epoch).</p>"
+    ]
+    for point in dict.fromkeys(r.get("point") or "" for r in rows):
+        here = [r for r in rows if (r.get("point") or "") == point]
+        cells: dict[str, list[dict]] = {}
+        for r in here:
+            if r["kind"] in ("transfer", "dense"):
+                cells.setdefault(r["method"], []).append(r)
+        ref = [
+            r["test_acc"]
+            for rs in cells.values()
+            for r in rs
+            if r.get("recipe") == "dense" and (r.get("sparsity") or 0) < 1e-9 and r.get("test_acc") is not None
+        ]
+        ref_mean = statistics.fmean(ref) if ref else None
+        body = []
+        for method, rs in cells.items():
+            accs = [r["test_acc"] for r in rs if r.get("test_acc") is not None]
+            gap = f"{100 * (statistics.fmean(accs) - ref_mean):+.2f}" if accs and ref_mean is not None else "–"
+            epochs = [r["best_epoch"] for r in rs if r.get("best_epoch") is not None]
+            body.append(
+                (
+                    "dense" if rs[0]["kind"] == "dense" else "",
+                    [
+                        method,
+                        rs[0].get("recipe") or "scratch",
+                        f"{100 * statistics.fmean(r['sparsity'] for r in rs):.1f}%",
+                        _mean_std(accs),
+                        gap,
+                        f"{statistics.fmean(epochs):.1f}" if epochs else "–",
+                        str(len(rs)),
+                    ],
+                )
+            )
+        if point:
+            parts.append(f"<h3>{escape(point)}</h3>")
+        head = ["method", "recipe", "sparsity", "test acc (%)", "gap to dense transfer (pp)", "best epoch", "n"]
+        parts.append(html_table(head, body, text=2))
+        curves = []
+        for method, rs in cells.items():
+            hists = [histories.get(str(r.get("run_id"))) or [] for r in rs]
+            n_epochs = min((len(h) for h in hists), default=0)
+            if not n_epochs or any(h[0].get("val_loss") is None for h in hists):
+                continue
+            per_epoch = [
+                f"{statistics.fmean(h[e]['train_loss'] for h in hists):.3f} / "
+                f"{statistics.fmean(h[e]['val_loss'] for h in hists):.3f}"
+                for e in range(n_epochs)
+            ]
+            curves.append((method, per_epoch))
+        if curves:
+            width = max(len(c) for _, c in curves)
+            head = ["method", *[f"epoch {e + 1}" for e in range(width)]]
+            parts.append("<p class=note>Train / validation loss per epoch (mean over seeds).</p>")
+            parts.append(html_table(head, [("", [m, *c, *[""] * (width - len(c))]) for m, c in curves], text=1))
+    return "".join(parts)
+
+
 def _calibration_runs(records: list[dict]) -> list[tuple[dict, str]]:
     usable = [r for r in records if r.get("calibration")]
     if not usable:
@@ -559,6 +632,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
                 "forward FLOPs and vs measured CPU latency of the deployed pruned model; stars: dense.",
             )
         )
+    if any(r["kind"] == "transfer" for r in rows):
+        parts.append(transfer_section(rows, histories))
     from prunezoo.analysis import sdd
 
     if sdd.applies(rows):

@@ -32,8 +32,11 @@ def under(name: str, prefix: str) -> bool:
 
 def find_blocks(model: nn.Module, blocks: Sequence[str] | None = None, field: str = "blocks") -> list[str]:
     """The block prefixes, first to last: ``blocks`` when given (each must name a module with
-    parameters), else ``model.blocks`` (an ``nn.ModuleList``). ConfigError naming ``field`` otherwise."""
+    parameters), else the model's ``prunezoo_block_names()``, else ``model.blocks`` (an ``nn.ModuleList``).
+    ConfigError naming ``field`` otherwise."""
     modules = dict(model.named_modules())
+    if blocks is None and callable(getattr(model, "prunezoo_block_names", None)):  # the model says (transformer)
+        blocks = list(model.prunezoo_block_names())
     if blocks is None:
         found = getattr(model, "blocks", None)
         if not isinstance(found, nn.ModuleList) or len(found) == 0:
