@@ -275,8 +275,8 @@ def make_loader(
 ):
     """A batch iterator over ``data``: a :class:`BatchLoader` for an ArrayDataset (x/y tensors), a
     :class:`DatasetLoader` for a map-style Dataset, a ``DataLoader`` as is. ``field`` names the
-    argument in the error for anything else."""
-    if isinstance(data, torch.utils.data.DataLoader):
+    argument in the error for anything else (a loader built here is returned as is)."""
+    if isinstance(data, (torch.utils.data.DataLoader, DatasetLoader, BatchLoader)):
         return data
     if has_xy(data):
         return BatchLoader(data, batch_size, shuffle=shuffle, seed=seed, augment=augment)

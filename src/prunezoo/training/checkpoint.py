@@ -48,6 +48,23 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CorruptFileError(path, f"unreadable safetensors ({err})") from None
 
 
+def rng_states() -> dict[str, torch.Tensor]:
+    """The CPU torch RNG state, plus each CUDA device's once CUDA is in use (dropout on a GPU draws there)."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states.update({f"cuda:{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return states
+
+
+def set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`rng_states`; CUDA states of devices this machine lacks are ignored."""
+    torch.set_rng_state(states["torch"])
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for key, state in states.items():
+        if key.startswith("cuda:") and int(key[5:]) < count:
+            torch.cuda.set_rng_state(state, int(key[5:]))
+
+
 def _flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
     for pid, st in opt_state["state"].items():
@@ -87,7 +104,7 @@ def save_checkpoint(
     files = {
         "model.safetensors": model.state_dict(),
         # The global RNG drives dropout/augmentation: restoring it makes a resumed run bit-identical.
-        "rng.safetensors": {"torch": torch.get_rng_state()},
+        "rng.safetensors": rng_states(),
     }
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if tensors:  # e.g. callback state such as the current masks of a pruning schedule
@@ -167,7 +184,7 @@ def load_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
     meta = read_json(directory / META_FILE)
     model.load_state_dict(load_state(directory / "model.safetensors"))
     if (directory / "rng.safetensors").exists():
-        torch.set_rng_state(load_state(directory / "rng.safetensors")["torch"])
+        set_rng_states(load_state(directory / "rng.safetensors"))
     if optimizer is not None and "optimizer" in meta:
         tensors = load_state(directory / "optimizer.safetensors")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
