@@ -286,6 +286,29 @@ def test_imagefolder_lazy_matches_in_memory(tmp_path):
     assert (len(split.train), len(split.val)) == (18, 6) and bool((split.train.y != split.train.clean_y).any())
 
 
+def test_imagefolder_lazy_trains_reproducibly(tmp_path):
+    from prunezoo.models import build_model
+    from prunezoo.training import Trainer, TrainingConfig
+
+    _write_folder(tmp_path)
+    lazy = load_dataset("imagefolder", root=tmp_path, size=8, augment="cifar-crop-flip", in_memory=False)
+    mem = load_dataset("imagefolder", root=tmp_path, size=8, augment="cifar-crop-flip")
+    cfg = TrainingConfig(epochs=8, batch_size=8, lr=0.05, seed=3)
+
+    def fit(data):
+        torch.manual_seed(0)
+        model = build_model("mlp", num_classes=3, input_shape=(3, 8, 8), hidden=[16])
+        history = Trainer(model, data.train, cfg, eval_sets={"test": data.test}).fit()
+        return model, history
+
+    m1, h1 = fit(lazy)
+    m2, h2 = fit(lazy)
+    assert h1[-1]["train_loss"] == h2[-1]["train_loss"]  # per-batch seeded v2 augmentation
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+    _, hm = fit(mem)
+    assert h1[-1]["test_acc"] > 0.9 and hm[-1]["test_acc"] > 0.9  # both paths learn the class colours
+
+
 def _study(tmp_path, dataset: dict) -> str:
     import yaml
 
@@ -296,19 +319,24 @@ def _study(tmp_path, dataset: dict) -> str:
         "model": {"name": "mlp", "options": {"hidden": [16]}},
         "training": {"epochs": 1, "batch_size": 8},
         "finetune": {"epochs": 1, "batch_size": 8},
-        "methods": [{"name": "mag", "kind": "oneshot", "criterion": "magnitude", "sparsities": [0.5]}],
+        "methods": [
+            {"name": "mag", "kind": "oneshot", "criterion": "magnitude", "sparsities": [0.5]},
+            {"name": "snip", "kind": "at-init", "criterion": "snip", "sparsities": [0.5], "batches": 1},
+        ],
     }
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
 
 
-def test_imagefolder_study_through_the_cli(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_imagefolder_study_through_the_cli(tmp_path, in_memory):
     _write_folder(tmp_path / "imgs")
-    ds = {"name": "imagefolder", "root": str(tmp_path / "imgs"), "options": {"size": 8, "augment": "flip"}}
+    options = {"size": 8, "augment": "flip", "in_memory": in_memory}
+    ds = {"name": "imagefolder", "root": str(tmp_path / "imgs"), "options": options}
     res = runner.invoke(app, ["run", _study(tmp_path, ds), "--out", str(tmp_path / "out"), "--workers", "1", "-q"])
     assert res.exit_code == 0, res.output
     rows = __import__("json").loads(next((tmp_path / "out").glob("folder-*/results.json")).read_text())["rows"]
-    assert {r["method"] for r in rows} == {"dense", "mag"}
+    assert {r["method"] for r in rows} == {"dense", "mag", "snip"}
     missing = {**ds, "root": str(tmp_path / "nowhere")}
     res = runner.invoke(app, ["run", _study(tmp_path, missing), "--out", str(tmp_path / "out2"), "-q"])
     assert res.exit_code == 2 and "dataset.root" in res.output and "nowhere" in res.output

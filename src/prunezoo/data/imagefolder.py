@@ -167,6 +167,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def input_shape(self) -> tuple[int, ...]:
         return (1 if self.grayscale else 3, *self.size)
 
+    @property
+    def is_noisy(self) -> Tensor:
+        """Boolean mask of samples whose label differs from the clean one."""
+        return self.y != self.clean_y
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x = load_image(self.paths[int(index)], self.size, self.grayscale)
         for op in self.transform or ():

@@ -147,10 +147,11 @@ class JobContext:
 
     def score_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``n`` training batches (fixed order) for data-dependent criteria."""
-        from prunezoo.data import BatchLoader
+        from prunezoo.data.loader import make_loader, set_loader_epoch
 
-        loader = BatchLoader(self.splits.train, self.training.batch_size, shuffle=True, seed=self.seed)
-        loader.set_epoch(0)
+        # a BatchLoader for in-memory data (as before), a seeded DatasetLoader for a lazy Dataset (imagefolder)
+        loader = make_loader(self.splits.train, self.training.batch_size, shuffle=True, seed=self.seed)
+        set_loader_epoch(loader, 0)
         return [batch for _, batch in zip(range(n), loader)]
 
     def start_masks(self, model: nn.Module, method: MethodConfig) -> MaskSet | None:
