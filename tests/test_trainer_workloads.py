@@ -160,6 +160,8 @@ def test_bad_inputs_are_named_not_attribute_errors():
 
     with pytest.raises(TypeError, match="train_data"):
         Trainer(_mlp(), Stream(), _cfg())
+    with pytest.raises(TypeError, match="train_data: the DataLoader has no length"):
+        Trainer(_mlp(), DataLoader(Stream(), batch_size=4), _cfg())
     with pytest.raises(TypeError, match="train_data"):
         Trainer(_mlp(), 42, _cfg())
     with pytest.raises(TypeError, match=r"eval_sets\['val'\]"):

@@ -98,7 +98,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.runtime.precision == "fp16" else None
         # compiled forward only: state_dict keys, hooks and checkpoints stay the original module's
         self._forward = torch.compile(self.model) if self.runtime.compile else self.model
-        self.steps_per_epoch = max(1, len(self.loader))
+        try:
+            self.steps_per_epoch = max(1, len(self.loader))
+        except TypeError:  # a DataLoader over an IterableDataset
+            raise TypeError(
+                "train_data: the DataLoader has no length (steps per epoch); use a map-style Dataset"
+            ) from None
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         self.start_step = 0
         self.step = 0
