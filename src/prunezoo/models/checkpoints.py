@@ -15,6 +15,7 @@ another number of classes): a mismatched or missing head is left at its initiali
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def read_state(source: str | Path, field: str = "checkpoint") -> dict[str, torch
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors' and pickle's own error types
@@ -125,16 +126,18 @@ def load_start(
     with torch.no_grad():
         for n, target in own.items():
             src = state.get(n)
-            if _in(n, head) and (new_head or src is None or src.shape != target.shape):
-                kept.append(n)
+            if src is None or (_in(n, head) and (new_head or src.shape != target.shape)):
+                kept.append(n)  # only a head gets here without src: the body was checked above
                 continue
             target.copy_(src.to(device=target.device, dtype=target.dtype))
     return kept
 
 
-def read_masks(model: nn.Module, path: str | Path, *, head: str | None = None, field: str = "masks") -> MaskSet:
-    """A mask file checked against ``model`` (every mask names one of its parameters, same shape);
-    masks under ``head`` are dropped (a new head is dense)."""
+def read_masks(
+    model: nn.Module, path: str | Path, *, head: str | None = None, new_head: bool = True, field: str = "masks"
+) -> MaskSet:
+    """A mask file checked against ``model`` (every mask names one of its parameters, same shape).
+    Masks under ``head`` are dropped when ``new_head`` (a new head is dense) or when their shape differs."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(field, f"no mask file at {path}")
@@ -148,7 +151,7 @@ def read_masks(model: nn.Module, path: str | Path, *, head: str | None = None, f
     params = dict(model.named_parameters())
     kept = {}
     for n, m in masks.items():
-        if head is not None and _in(n, head):
+        if head is not None and _in(n, head) and (new_head or n not in params or m.shape != params[n].shape):
             continue
         if n not in params:
             raise ConfigError(
@@ -189,6 +192,7 @@ def start_from(
     found = masks if masks is not None else (mask_file(checkpoint) if checkpoint is not None else None)
     if found is None:
         return None
-    ms = read_masks(model, found, head=head, field=f"{field}.masks" if masks is not None else f"{field}.checkpoint")
+    where = f"{field}.masks" if masks is not None else f"{field}.checkpoint"
+    ms = read_masks(model, found, head=head, new_head=new_head, field=where)
     ms.apply(model)
     return ms
