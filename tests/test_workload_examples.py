@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -39,3 +42,23 @@ def test_cifar10_resnet20_example_runs_on_a_cifar_fixture(tmp_path):
     history = json.loads((study / "histories.json").read_text())
     dense = next(h for k, h in history.items() if k.startswith("dense"))
     assert dense[-1]["step"] == 4  # 512 of the 600 images at batch 128: the subset is what trained
+
+
+def test_custom_model_script_prunes_with_three_methods():
+    """examples/custom_model.py as a user runs it: an unregistered nn.Module, DataLoaders, the Python API."""
+    script = EXAMPLES / "custom_model.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--epochs", "6"], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines()[1:]:
+        name, sparsity, acc = line.split()
+        rows[name] = (float(sparsity), float(acc))
+    assert set(rows) == {"dense", "oneshot-magnitude+finetune", "gmp", "snip-at-init"}
+    assert rows["dense"][0] == 0.0
+    for name, (sparsity, acc) in rows.items():
+        if name != "dense":
+            assert abs(sparsity - 0.9) < 1e-3, (name, sparsity)  # read from the weights: the masks held
+        assert acc > 0.5, (name, acc)  # 10 classes: far above chance after a few epochs

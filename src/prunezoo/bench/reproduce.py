@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import check_output_dir, parse_config
+from prunezoo.experiments.config import check_output_dir, check_runtime, parse_config
 from prunezoo.experiments.summary import t_interval
 from prunezoo.utils.io import write_json
 
@@ -357,15 +357,20 @@ def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, 
     from prunezoo.zoo.twins import make_twins, parse_twin_method
 
     zoo_cfg = _zoo_config(quick)
+    device = run_options.get("device")
+    placed = {"device": device} if device is not None else {}  # where it runs: kept out of the digest
     mp = parse_twin_method(
-        {"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2}, levels=[0.5, 0.9] if quick else MP_LEVELS
+        {"name": "mp", "trainer": "batched", "epochs": 1 if quick else 2},
+        levels=[0.5, 0.9] if quick else MP_LEVELS,
+        device=device,
     )
-    vd = parse_twin_method({"name": "vd", "kind": "vd", "epochs": 2 if quick else 4, "lr_scale": 1.0})
-    # content-addressed like a study directory: another setting never meets stale twins
-    digest = hashlib.sha256(
-        json.dumps([zoo_cfg, mp.model_dump(mode="json"), vd.model_dump(mode="json")], sort_keys=True).encode()
-    ).hexdigest()[:12]
+    vd = parse_twin_method({"name": "vd", "kind": "vd", "epochs": 2 if quick else 4, "lr_scale": 1.0}, device=device)
+    # content-addressed like a study directory: another setting never meets stale twins (stored(): without
+    # the device, as before it existed)
+    digest = hashlib.sha256(json.dumps([zoo_cfg, mp.stored(), vd.stored()], sort_keys=True).encode()).hexdigest()[:12]
     directory = check_output_dir(out_root) / (f"reproduce-{name}" + ("-quick" if quick else "") + f"-{digest}")
+    zoo = parse_zoo_config({**zoo_cfg, **placed})
+    check_runtime(zoo)  # a device this machine lacks: nothing is deleted or written
     opts = {k: run_options[k] for k in ("workers", "progress") if k in run_options}
     if run_options.get("force") and directory.exists():  # --force: the zoo and its twins again, from scratch
         import shutil
@@ -376,7 +381,7 @@ def _run_zoo(name: str, quick: bool, out_root, run_options: dict) -> tuple[Any, 
 
         run_options.get("log", lambda _m: None)(f"--force: removing {directory}")
         shutil.rmtree(directory)
-    generate_zoo(parse_zoo_config(zoo_cfg), directory, **opts)
+    generate_zoo(zoo, directory, **opts)
     make_twins(directory, mp, **opts)
     make_twins(directory, vd, **opts)
     return directory, analyze_zoo(directory, compare=False).models
@@ -496,26 +501,31 @@ FINDINGS: dict[str, Finding] = {
 PLANNED: dict[str, str] = {}
 
 
-def finding_config(name: str, quick: bool = False):
+def finding_config(name: str, quick: bool = False, device: str | None = None):
     if name in PLANNED:
         raise ConfigError("finding", f"{name!r} is not available yet: {PLANNED[name]}")
     if name not in FINDINGS:
         raise ConfigError("finding", f"unknown finding {name!r}; known: {sorted(FINDINGS)}")
     if FINDINGS[name].study is None:
         raise ConfigError("finding", f"{name!r} is not a study (it runs {FINDINGS[name].runner.__name__})")
-    return parse_config({"name": f"reproduce-{name}" + ("-quick" if quick else ""), **FINDINGS[name].study(quick)})
+    extra = {"device": device} if device is not None else {}  # not hashed: the same study on any device
+    return parse_config(
+        {"name": f"reproduce-{name}" + ("-quick" if quick else ""), **FINDINGS[name].study(quick), **extra}
+    )
 
 
-def reproduce(name: str, out_root="runs", *, quick: bool = False, **run_options) -> tuple[Any, list[Verdict]]:
-    """Run (or reuse) the finding's study (or zoo) and judge it; returns its directory and the verdicts,
-    which are also saved to ``<directory>/reproduce.json``."""
+def reproduce(
+    name: str, out_root="runs", *, quick: bool = False, device: str | None = None, **run_options
+) -> tuple[Any, list[Verdict]]:
+    """Run (or reuse) the finding's study (or zoo) and judge it on ``device`` (default: the config's,
+    auto); returns its directory and the verdicts, which are also saved to ``<directory>/reproduce.json``."""
     from prunezoo.experiments.study import run_study
 
     finding = FINDINGS.get(name)
     if finding is not None and finding.runner is not None:
-        directory, rows = finding.runner(name, quick, out_root, run_options)
+        directory, rows = finding.runner(name, quick, out_root, {**run_options, "device": device})
     else:
-        result = run_study(finding_config(name, quick), out_root, **run_options)
+        result = run_study(finding_config(name, quick, device), out_root, **run_options)
         directory, rows = result.directory, result.rows
     verdicts = FINDINGS[name].judge(rows)
     write_json(

@@ -24,8 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import (
+    PLACEMENT_FIELDS,
+    RUNTIME_FIELDS,
+    ChannelsLast,
+    Compile,
     DataConfig,
+    Device,
+    GpusPerJob,
     ModelConfig,
+    Precision,
     SafeName,
     StudyConfig,
     format_validation_error,
@@ -69,6 +76,12 @@ class BenchSuite(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     finetune: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=3, lr=0.01))
     methods: list[dict[str, Any]] = Field(default_factory=list)
+    # The study's runtime (every method runs with the same one, like the same budget); device: not hashed.
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    channels_last: ChannelsLast = False
+    compile: Compile = False
+    gpus_per_job: GpusPerJob = 1.0
 
     @field_validator("compressions")
     @classmethod
@@ -182,6 +195,7 @@ def build_study(suite: BenchSuite) -> StudyConfig:
         "training": suite.training.model_dump(mode="json"),
         "finetune": suite.finetune.model_dump(mode="json"),
         "methods": methods,
+        **{f: getattr(suite, f) for f in (*RUNTIME_FIELDS, *sorted(PLACEMENT_FIELDS - set(RUNTIME_FIELDS)))},
     }
     try:
         cfg = StudyConfig.model_validate(data)

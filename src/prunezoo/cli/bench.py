@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli.common import RunsOutOption, WorkersOption, console, fail, fitted_table, out
+from prunezoo.cli.common import DeviceOption, RunsOutOption, WorkersOption, console, fail, fitted_table, out
 from prunezoo.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ def bench_command(
     out_dir: RunsOutOption = Path("runs"),
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
+    device: DeviceOption = None,
 ) -> None:
     """Fair comparison of pruning methods: shared dense checkpoint, data and fine-tuning budget;
     compressions 2..32; >= 3 seeds with mean ± std and 95% CIs; random and magnitude baselines always
@@ -62,7 +63,8 @@ def bench_command(
             out.print("run one: prunezoo bench unstructured-mlp-digits  (or a suite YAML file)")
         return
     try:
-        s = load_suite(suite, {"seeds": seeds} if seeds is not None else None)
+        overrides = {"seeds": seeds} if seeds is not None else {}
+        s = load_suite(suite, overrides | ({"device": device} if device is not None else {}))
         if quick:
             s = quick_suite(s)
         build_study(s)  # validate (and check fairness) before anything is written
@@ -127,6 +129,7 @@ def reproduce_command(
     out_dir: RunsOutOption = Path("runs"),
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
+    device: DeviceOption = None,
 ) -> None:
     """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
     measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
@@ -143,7 +146,14 @@ def reproduce_command(
         return
     try:
         directory, verdicts = reproduce(
-            finding, out_dir, quick=quick, workers=workers, progress=None, force=force, log=lambda m: console.log(m)
+            finding,
+            out_dir,
+            quick=quick,
+            workers=workers,
+            progress=None,
+            force=force,
+            log=lambda m: console.log(m),
+            device=device,
         )
     except ConfigError as err:
         fail(err)

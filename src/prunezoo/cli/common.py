@@ -116,6 +116,14 @@ ThreadsOption = Annotated[
     int, typer.Option(min=1, help="torch threads per job (fixed so results do not depend on parallelism)")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="where jobs compute: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps; "
+        "default: the config's (auto). Not part of the config hash",
+    ),
+]
 OutOption = Annotated[Path, typer.Option("--out", help="root directory holding the run store")]
 RunsOutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
 StudyArgument = Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")]

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from prunezoo.cli.common import (
+    DeviceOption,
     Executor,
     ExecutorOption,
     FormatOption,
@@ -43,6 +44,7 @@ def run(
         str | None, typer.Option(help="Ray cluster address (auto, host:port); default: start a local Ray")
     ] = None,
     fmt: FormatOption = "table",
+    device: DeviceOption = None,
 ) -> None:
     """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs.
 
@@ -54,7 +56,7 @@ def run(
     from prunezoo.experiments.study import run_study
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, set_ or [], device=device)
     except ConfigError as err:
         fail(err)
 

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from prunezoo.cli.common import Executor as ExecutorName
 from prunezoo.cli.common import (
+    DeviceOption,
     ExecutorOption,
     ThreadsOption,
     WorkersOption,
@@ -23,6 +23,7 @@ from prunezoo.cli.common import (
     out,
     task_failed,
 )
+from prunezoo.cli.common import Executor as ExecutorName
 from prunezoo.errors import ConfigError
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def generate(
     threads: Threads = 1,
     address: Address = None,
     quiet: Quiet = False,
+    device: DeviceOption = None,
 ) -> None:
     """Train every member of a seed or hyperparameter-grid zoo, storing every epoch's state.
 
@@ -57,7 +59,7 @@ def generate(
     from prunezoo.zoo.runner import TaskFailed
 
     try:
-        cfg = load_zoo_config(config, set_ or [])
+        cfg = load_zoo_config(config, set_ or [], device=device)
         summary = generate_zoo(
             cfg,
             out_dir or Path("zoos") / cfg.name,
@@ -92,13 +94,14 @@ def twin(
     threads: Threads = 1,
     address: Address = None,
     quiet: Quiet = False,
+    device: DeviceOption = None,
 ) -> None:
     """Make sparsified twins of every finished model of a zoo (resumable, parallel over models)."""
     from prunezoo.zoo.runner import TaskFailed
     from prunezoo.zoo.twins import make_twins, parse_twin_method
 
     try:
-        spec = parse_twin_method(method, levels=levels, epochs=epochs, lr=lr, overrides=set_ or [])
+        spec = parse_twin_method(method, levels=levels, epochs=epochs, lr=lr, overrides=set_ or [], device=device)
         summary = make_twins(
             zoo,
             spec,

@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -41,6 +41,7 @@ from prunezoo.methods.base import (  # noqa: F401
 from prunezoo.methods.imp import BranchConfig  # noqa: F401  (re-exported)
 from prunezoo.schedules.iterative import ResetMode
 from prunezoo.training.config import TrainingConfig
+from prunezoo.training.runtime import RuntimeConfig
 
 _STRICT = STRICT  # every float of a config is finite
 MAX_JOBS = 10_000  # a plan beyond this is a typo (replicates: 1000000), not a study
@@ -115,6 +116,63 @@ class ModelConfig(BaseModel):
         return v
 
 
+def check_device(value: str) -> str:
+    """A device spelling RuntimeConfig accepts (normalised); whether this machine has it is checked when
+    the run starts (:func:`check_runtime`), so a config naming ``cuda`` still plans on a CPU machine."""
+    try:
+        return RuntimeConfig(device=value).device
+    except ValidationError as err:
+        raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+def check_gpus_per_job(value: float) -> float:
+    if not (value > 0 and (value <= 1 or float(value).is_integer())):
+        raise ValueError("must be a fraction of one GPU in (0, 1] or a whole number of GPUs")
+    return value
+
+
+# The runtime fields of a study, zoo, twin or bench config (RuntimeConfig's, validated the same way).
+# ``device`` and ``gpus_per_job`` say where a run computes, not what: never hashed (PLACEMENT_FIELDS).
+Device = Annotated[
+    str,
+    AfterValidator(check_device),
+    Field(description="where it runs: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps; not hashed"),
+]
+Precision = Annotated[
+    Literal["fp32", "bf16", "fp16"],
+    Field(description="autocast precision of forward and loss (weights stay fp32); fp16 needs a GPU"),
+]
+ChannelsLast = Annotated[bool, Field(description="channels_last memory format for models and 4-D inputs")]
+Compile = Annotated[bool, Field(description="torch.compile the model's forward")]
+GpusPerJob = Annotated[
+    float,
+    AfterValidator(check_gpus_per_job),
+    Field(description="Ray: GPUs each job reserves on a CUDA run (0.25: four jobs share one GPU); not hashed"),
+]
+RUNTIME_FIELDS = ("device", "precision", "channels_last", "compile")
+PLACEMENT_FIELDS = frozenset({"device", "gpus_per_job"})
+
+
+def runtime_of(cfg: BaseModel) -> RuntimeConfig:
+    """The :class:`RuntimeConfig` of a config with the runtime fields (study, zoo, twin method, suite)."""
+    return RuntimeConfig(**{f: getattr(cfg, f) for f in RUNTIME_FIELDS})
+
+
+def hashed_runtime(cfg: BaseModel) -> dict[str, Any]:
+    """The runtime fields that change results (precision, channels_last, compile), only where not default:
+    what job specs and member ids hash (empty for the default fp32 run, so old ids are unchanged)."""
+    default = RuntimeConfig()
+    return {f: getattr(cfg, f) for f in RUNTIME_FIELDS[1:] if getattr(cfg, f) != getattr(default, f)}
+
+
+def check_runtime(cfg: BaseModel, executor: str = "local", prefix: str = "") -> None:
+    """ConfigError naming ``device``/``precision`` unless this machine can run ``cfg``'s runtime; called
+    before anything is written. Under Ray the jobs run elsewhere: the cluster decides (see
+    :func:`prunezoo.experiments.executors.ray_device`), so only the spelling is checked here."""
+    if executor != "ray":
+        runtime_of(cfg).resolve(prefix)
+
+
 # Derived from the registry (the kinds' classes own these facts); kept for callers of the old tables.
 SPARSITY_KINDS = tuple(k for k, mk in METHOD_KINDS.items() if mk.has_target)
 # Option names each built-in kind consumes: the fields of its Options model.
@@ -167,6 +225,11 @@ class StudyConfig(BaseModel):
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=64, lr=0.01, lr_schedule="cosine")
     )
     methods: list[Method] = Field(default_factory=_default_methods)
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    channels_last: ChannelsLast = False
+    compile: Compile = False
+    gpus_per_job: GpusPerJob = 1.0
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:
@@ -175,7 +238,7 @@ class StudyConfig(BaseModel):
         if dup:
             raise ValueError(f"method names must be unique, repeated: {dup}")
         for axis, values in self.sweep.items():
-            if axis.split(".")[0] in ("sweep", "replicates", "name", "methods"):
+            if axis.split(".")[0] in ("sweep", "replicates", "name", "methods", *PLACEMENT_FIELDS):
                 raise ValueError(f"sweep axis {axis!r} cannot be swept")
             if not values:
                 raise ValueError(f"sweep axis {axis!r} has no values")
@@ -237,7 +300,18 @@ class StudyConfig(BaseModel):
         return out
 
     def canonical(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_defaults=True)
+        # device/gpus_per_job: where it runs, not what it computes (resumed elsewhere, it is the same study)
+        return self.model_dump(mode="json", exclude_defaults=True, exclude=set(PLACEMENT_FIELDS))
+
+    def check_runtime(self, executor: str = "local") -> None:
+        """ConfigError (``device``, ``precision``) unless this machine can run every sweep point."""
+        for point, pcfg in self.points():
+            try:
+                check_runtime(pcfg, executor)
+            except ConfigError as err:  # the device cannot be swept; a precision can
+                if not point or err.field != "precision":
+                    raise
+                raise ConfigError(f"sweep[{point}].precision", err.message) from None
 
     def hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
@@ -451,5 +525,11 @@ def read_config_data(
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    return parse_config(read_config_data(path, overrides))
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, device: str | None = None
+) -> StudyConfig:
+    """The study config of ``path`` with ``--set`` overrides; ``device`` (``--device``) replaces its device."""
+    data = read_config_data(path, overrides)
+    if device is not None:
+        data["device"] = device
+    return parse_config(data)

@@ -8,6 +8,13 @@ completion order. Each task sets a fixed number of torch threads (default 1) wha
 so the numbers do not depend on where or how parallel it ran. With Ray on several machines, results
 written to disk must be on a shared filesystem. A failing task raises :class:`TaskFailed` (a full
 disk named as such) after cancelling what has not started.
+
+Devices: a task that runs on an accelerator is called ``fn(*args, threads, device=...)``; one that runs
+on the CPU gets no ``device`` argument (task functions default to the CPU). Locally, ``device`` (``auto``
+included) is resolved on this machine, where the pool's workers run too. Under Ray the driver decides
+once (:func:`ray_device`): ``cuda``/``cuda:N``, and ``auto`` on a cluster that reports GPUs, become
+``cuda`` and every task reserves ``gpus_per_job`` GPUs (:func:`ray_resources`; Ray makes the
+reserved GPU the task's ``cuda``); otherwise tasks run on the CPU and reserve no GPU.
 """
 
 from __future__ import annotations
@@ -72,6 +79,31 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def ray_resources(runtime_device: str, threads: int, gpus_per_job: float = 1.0) -> dict[str, float]:
+    """The Ray resources one task reserves: ``threads`` CPUs, plus ``gpus_per_job`` GPUs (fractions share
+    one GPU) when it runs on CUDA (``runtime_device``: as decided by :func:`ray_device`)."""
+    resources: dict[str, float] = {"num_cpus": threads}
+    if runtime_device.startswith("cuda"):
+        resources["num_gpus"] = gpus_per_job
+    return resources
+
+
+def ray_device(device: str, cluster_gpus: float) -> str:
+    """The device Ray tasks run on, decided on the driver from the cluster's GPU count (``cluster_gpus``,
+    ``ray.cluster_resources()``; a local Ray counts this machine's GPUs): ``cuda`` for an explicit CUDA
+    device (Ray assigns each task its GPU, so an index names none in particular) and for ``auto`` on a
+    cluster with GPUs, else ``device`` itself (``cpu``, ``mps``), ``cpu`` for ``auto``. An explicit CUDA
+    device on a cluster without GPUs is a ConfigError (``device``): the tasks would wait for GPUs forever
+    (so would ``auto`` asking for GPUs the cluster lacks, which is why the driver's own GPU does not count)."""
+    if device.startswith("cuda"):
+        if cluster_gpus <= 0:
+            raise ConfigError("device", f"{device!r}: the Ray cluster has no GPUs (ray.cluster_resources())")
+        return "cuda"
+    if device == "auto":
+        return "cuda" if cluster_gpus > 0 else "cpu"
+    return device
+
+
 def check_executor_options(executor: str, workers: int | None, threads: int) -> None:
     if executor not in EXECUTORS:
         raise ConfigError("executor", f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
@@ -96,6 +128,8 @@ def run_graph(
     address: str | None = None,
     on_done: Callable[[Task, Any], None] = lambda task, result: None,
     failure: Callable[[Task, BaseException], Exception] | None = None,
+    device: str | None = None,
+    gpus_per_job: float = 1.0,
 ) -> dict[Hashable, Any]:
     """Run every task once; returns ``{task key: result}``.
 
@@ -103,6 +137,8 @@ def run_graph(
     else on a pool of ``workers`` spawned processes (default: the usable CPUs); ``"ray"`` submits to
     Ray (``address``, or a local Ray with ``workers`` CPUs), each task reserving ``threads`` CPUs.
     ``failure(task, error)`` builds the exception raised for a failed task (default :class:`TaskFailed`).
+    ``device``: where the tasks compute (None: the CPU; see the module docstring); ``gpus_per_job``: what
+    a Ray task on CUDA reserves.
     """
     check_executor_options(executor, workers, threads)
     keys = {t.key for t in tasks}
@@ -114,8 +150,15 @@ def run_graph(
     fail = failure or (lambda task, err: TaskFailed(task.label or str(task.key), err))
     run = _Graph(list(tasks), on_done, fail)
     if executor == "ray":
-        run.ray(fn, workers, threads, address)
-    elif (workers or default_workers()) == 1 or len(tasks) <= 1:
+        run.ray(fn, workers, threads, address, device, gpus_per_job)
+        return run.results
+    if device is not None:
+        from prunezoo.training.runtime import resolve_device
+
+        resolved = resolve_device(device)  # this machine's: the pool's workers run here too
+        if resolved.type != "cpu":
+            fn = functools.partial(fn, device=str(resolved))
+    if (workers or default_workers()) == 1 or len(tasks) <= 1:
         run.inline(fn, threads)
     else:
         context = worker_context(for_ray=False)
@@ -220,15 +263,23 @@ class _Graph:
                     fut.cancel()
                 raise
 
-    def ray(self, fn, workers: int | None, threads: int, address: str | None) -> None:
+    def ray(
+        self, fn, workers: int | None, threads: int, address: str | None, device: str | None, gpus_per_job: float
+    ) -> None:
         ray, started_here = start_ray(workers, address)
-        remote = ray.remote(num_cpus=threads, max_retries=0)(call_in_context)
-        context = ray.put(worker_context(for_ray=True))  # plug-ins of the driver (sys.path, registrations)
         running: dict = {}
         try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            decided = ray_device(device or "cpu", gpus)
+            resources = ray_resources(decided, threads, gpus_per_job)
+            if resources.get("num_gpus", 0) > gpus:  # Ray would wait for them forever
+                raise ConfigError("gpus_per_job", f"each job asks for {gpus_per_job} GPUs; the Ray cluster has {gpus}")
+            remote = ray.remote(max_retries=0, **resources)(call_in_context)
+            kwargs = {"device": decided} if decided != "cpu" else {}
+            context = ray.put(worker_context(for_ray=True))  # plug-ins of the driver (sys.path, registrations)
             while self.pending or running:
                 for task in self.ready():
-                    running[remote.remote(context, fn, *task.args, threads)] = task
+                    running[remote.remote(context, fn, *task.args, threads, **kwargs)] = task
                 if not running:
                     raise ValueError(f"dependency cycle among {list(self.pending)}")
                 done, _ = ray.wait(list(running), num_returns=1)
@@ -253,8 +304,11 @@ def run_jobs(
     threads: int = 1,
     address: str | None = None,
     on_done: Callable[[Job, dict], None] = lambda job, result: None,
+    device: str | None = None,
+    gpus_per_job: float = 1.0,
 ) -> dict[str, dict]:
-    """Execute every job of a study once (finished ones are read back); returns ``{job id: result}``."""
+    """Execute every job of a study once (finished ones are read back) on ``device`` (the study's, not
+    part of any job's id); returns ``{job id: result}``."""
     todo = unique_jobs(jobs)
     by_id = {job.id: job for job in todo}
     tasks = [
@@ -270,6 +324,8 @@ def run_jobs(
         address=address,
         on_done=lambda task, result: on_done(by_id[task.key], result),
         failure=lambda task, err: JobFailed(by_id[task.key], err),
+        device=device,
+        gpus_per_job=gpus_per_job,
     )
 
 

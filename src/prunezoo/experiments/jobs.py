@@ -40,7 +40,7 @@ from prunezoo.methods.dense import DENSE
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.sparsity import MaskSet
-from prunezoo.training import Trainer, TrainingConfig, seed_everything
+from prunezoo.training import RuntimeConfig, Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks, TrainingFlops
 from prunezoo.training.checkpoint import META_FILE, latest_checkpoint, remove_checkpoint
 from prunezoo.utils.io import (
@@ -76,20 +76,30 @@ def dataset_splits(dataset_json: str):
 class JobContext:
     """What every job kind needs: data, a model builder, trainer factory, FLOP tables and the result row.
 
-    Knows no method kind: each kind's ``run(ctx, job)`` (prunezoo.methods) uses it."""
+    Knows no method kind: each kind's ``run(ctx, job)`` (prunezoo.methods) uses it.
+
+    ``device``: where this job runs (not part of the spec: the same job gives the same result files
+    wherever it ran); resolved here, in the process that runs the job, so ``auto`` means this machine's
+    GPU if it has one. The default, ``cpu``, is what tools re-opening a finished job (diagnostics,
+    export) use; the study runner passes the study's device. Models come out of :meth:`build_model` on
+    it, :meth:`score_batches` are on it, and :meth:`trainer` trains and evaluates there with the spec's
+    ``runtime`` (precision, channels_last, compile)."""
 
     spec: dict[str, Any]
     directory: Path
     root: Path
+    device: Any = "cpu"  # a device spelling in, the resolved torch.device after __post_init__
 
     def __post_init__(self) -> None:
+        self.runtime = RuntimeConfig(device=str(self.device), **self.spec.get("runtime", {}))
+        self.device = self.runtime.resolve()
         self.seed = self.spec["seed"]
         self.splits = dataset_splits(json.dumps(self.spec["dataset"], sort_keys=True))
         self.model_cfg = ModelConfig.model_validate(self.spec["model"])
         self.training = TrainingConfig.model_validate({**self.spec["training"], "seed": self.seed})
         ft = self.spec.get("finetune")
         self.finetune = TrainingConfig.model_validate({**ft, "seed": self.seed}) if ft is not None else None
-        probe = self.build_model()
+        probe = self.build_model(on_device=False)  # FLOP counting: a CPU forward, as it always was
         self.flops = layer_flops(probe, self.splits.input_shape)
         self.total_flops = dense_flops(probe, self.splits.input_shape)
         self.flop_counters: list[TrainingFlops] = []
@@ -110,7 +120,8 @@ class JobContext:
             )
             self.eval_sets["test_noisy"] = test.with_labels(noise.labels)
 
-    def build_model(self, seed: int | None = None) -> nn.Module:
+    def build_model(self, seed: int | None = None, *, on_device: bool = True) -> nn.Module:
+        """The seeded model, initialised on the CPU (the same weights everywhere), then moved to the device."""
         seed_everything(self.seed if seed is None else seed)
         model = build_model(
             self.model_cfg.name,
@@ -123,7 +134,7 @@ class JobContext:
 
             # model.checkpoint / model.masks: every model starts from it; its masks stay fixed (trainer())
             self.model_masks = start_from(model, self.model_cfg.checkpoint, self.model_cfg.masks)
-        return model
+        return model.to(self.device) if on_device else model
 
     def trainer(self, model: nn.Module, callbacks=(), finetune: bool = False) -> Trainer:
         cfg = self.finetune if finetune else self.training
@@ -132,7 +143,13 @@ class JobContext:
         if getattr(self, "model_masks", None) is not None:  # the start checkpoint's masks are kept fixed
             callbacks = [EnforceMasks(self.model_masks), *callbacks]
         return Trainer(
-            model, self.splits.train, cfg, eval_sets=self.eval_sets, callbacks=[*callbacks, counter], progress=False
+            model,
+            self.splits.train,
+            cfg,
+            eval_sets=self.eval_sets,
+            callbacks=[*callbacks, counter],
+            progress=False,
+            runtime=self.runtime,
         )
 
     @property
@@ -146,13 +163,13 @@ class JobContext:
         return trainer.fit(start_step, checkpoint_dir=ckpt, resume_from=resume)
 
     def score_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``n`` training batches (fixed order) for data-dependent criteria."""
+        """The first ``n`` training batches (fixed order) for data-dependent criteria, on the job's device."""
         from prunezoo.data.loader import make_loader, set_loader_epoch
 
         # a BatchLoader for in-memory data (as before), a seeded DatasetLoader for a lazy Dataset (imagefolder)
         loader = make_loader(self.splits.train, self.training.batch_size, shuffle=True, seed=self.seed)
         set_loader_epoch(loader, 0)
-        return [batch for _, batch in zip(range(n), loader)]
+        return [(x.to(self.device), y.to(self.device)) for _, (x, y) in zip(range(n), loader)]
 
     def start_masks(self, model: nn.Module, method: MethodConfig) -> MaskSet | None:
         """Sparse-to-sparse start: the random ER mask later masks must stay inside (or None)."""
@@ -249,8 +266,9 @@ def runner(job_kind: str, module: str = "") -> Callable[[JobContext, dict], dict
 MAX_REPAIRS = 8  # damaged files repaired within one execute_job call before giving up
 
 
-def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict:
-    """Run (or resume, or just read back) one job; returns its result dict.
+def execute_job(job: dict, root: str | Path, threads: int | None = None, device: str = "cpu") -> dict:
+    """Run (or resume, or just read back) one job on ``device`` (a spelling, resolved here); returns its
+    result dict.
 
     Holds the job's lock throughout: a second process asking for the same job waits, then reads
     back what the first one finished. Damaged files of this job are quarantined and redone (see the
@@ -271,7 +289,8 @@ def execute_job(job: dict, root: str | Path, threads: int | None = None) -> dict
         write_json(directory / "job.json", job)
         for attempt in range(MAX_REPAIRS + 1):
             try:
-                result = runner(job["kind"], job.get("module", ""))(JobContext(job["spec"], directory, root), job)
+                ctx = JobContext(job["spec"], directory, root, device)
+                result = runner(job["kind"], job.get("module", ""))(ctx, job)
                 break
             except CorruptFileError as err:
                 if not err.path.is_relative_to(directory) or not err.path.exists():

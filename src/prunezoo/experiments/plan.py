@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prunezoo.experiments.config import MethodConfig, StudyConfig
+from prunezoo.experiments.config import MethodConfig, StudyConfig, hashed_runtime
 from prunezoo.methods import Planner
 
 
@@ -66,6 +66,8 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
             "model": pcfg.model.model_dump(mode="json", exclude_defaults=True),
             "training": pcfg.training.model_dump(mode="json", exclude_defaults=True),
         }
+        if runtime := hashed_runtime(pcfg):  # precision etc. change results; the device does not (not in ids)
+            base["runtime"] = runtime
         finetune = pcfg.finetune.model_dump(mode="json", exclude_defaults=True)
         for seed in cfg.seeds:
             add = _job_adder(jobs, point, tag, base, seed)

@@ -62,6 +62,7 @@ def run_study(
     written.
     """
     check_executor_options(executor, workers, threads)  # every option before anything on disk changes
+    cfg.check_runtime(executor)  # device, precision: this machine (or, under Ray, the cluster) must have them
     out_root = check_output_dir(out_root)
     directory = study_directory(cfg, out_root)
     if not force and (rows := _complete_rows(directory)) is not None:
@@ -143,7 +144,15 @@ def _run_locked(
             log(f"done {job.label}" + (f": test acc {accs[-1]:.2%}" if accs else ""))
 
         results = run_jobs(
-            jobs, runs, executor=executor, workers=workers, threads=threads, address=address, on_done=on_done
+            jobs,
+            runs,
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            address=address,
+            on_done=on_done,
+            device=cfg.device,
+            gpus_per_job=cfg.gpus_per_job,
         )
 
     rows, histories, layers, events = collect(jobs, results)

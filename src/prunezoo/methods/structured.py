@@ -77,15 +77,18 @@ class Structured(MethodKind):
 
         ratio = ctx.spec["sparsity"]
         method = ctx.method(job["method"], {"sparsities": [ratio]})
-        model = ctx.build_model()
+        # Channel surgery (Torch-Pruning's traced graph) and the latency comparison run on the CPU, the same
+        # on every machine; fine-tuning runs on the job's device (the trainer moves the model there).
+        model = ctx.build_model(on_device=False)
         model.load_state_dict(load_state(ctx.root / ctx.spec["parent"] / "final.safetensors"))
-        example = ctx.score_batches(1)[0][0][:32]
+        example = ctx.score_batches(1)[0][0][:32].cpu()
         dense = copy.deepcopy(model)
         dense_prunable = sum(p.numel() for p in prunable_parameters(model).values())
         options = dict(method.options)
         if canonical_structured_criterion(method.criterion) == "slimming":  # BN-γ L1 fine-tune first (Liu 2017)
             ctx.fit(ctx.trainer(model, [BatchNormL1(float(options.pop("l1", 1e-4)))], finetune=True), name="slimming")
-        batches = ctx.score_batches(method.batches)
+            model.cpu()
+        batches = [(x.cpu(), y.cpu()) for x, y in ctx.score_batches(method.batches)]
         try:
             result = apply_structured(
                 model,
@@ -100,6 +103,7 @@ class Structured(MethodKind):
         except ConfigError as err:
             raise ConfigError(f"methods[{method.name}].{err.field}", str(err)[len(err.field) + 2 :]) from None
         history = ctx.fit(ctx.trainer(model, finetune=True))
+        model.cpu()
         save_compact(
             model,
             ctx.directory / "compact",

@@ -63,8 +63,8 @@ def prune(
         generator=torch.Generator().manual_seed(seed),
     )
     scores = get_criterion(criterion)(ctx)
-    if masks is not None:
-        scores = restrict_scores(scores, masks)
+    if masks is not None:  # masks loaded from a file (or drawn on the CPU) meet scores on the model's device
+        scores = restrict_scores(scores, {n: m.to(scores[n].device) if n in scores else m for n, m in masks.items()})
     if bad := nan_layers(scores):  # ranked below every number (counts stay exact), but worth a look
         warnings.warn(
             f"NaN pruning scores (pruned first) in {bad}: check the criterion and the model",

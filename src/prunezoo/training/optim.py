@@ -95,7 +95,7 @@ class StackedOptimizer:
 
     @staticmethod
     def _per_member(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+        return v.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))  # GPU stacks too
 
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor]) -> None:

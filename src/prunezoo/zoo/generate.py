@@ -11,6 +11,11 @@ Conventions shared with :mod:`prunezoo.zoo.population` (``trainer: batched``): i
 ``seed_everything(seed)`` then ``build_model``; member ``seed`` also drives the data order;
 SGD uses ``momentum``, Adam betas (0.9, 0.999); epoch 0 is the init state, its train metrics are
 evaluated on the training split, later epochs' are running means over the epoch's batches.
+
+Runtime: ``device`` (not part of any member id: a zoo finished on another machine is the same zoo) and
+``precision``/``channels_last``/``compile`` (in ``params.json`` under ``runtime`` and in the member id
+only when not the default, so fp32 members keep their ids). Members are initialised on the CPU (the same
+weights on every device), then trained and evaluated on the device.
 """
 
 from __future__ import annotations
@@ -24,23 +29,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import (
     MAX_JOBS,
+    ChannelsLast,
+    Compile,
     DataConfig,
+    Device,
+    GpusPerJob,
     ModelConfig,
+    Precision,
     SafeName,
     check_output_dir,
+    check_runtime,
     format_validation_error,
+    hashed_runtime,
     read_config_data,
 )
 from prunezoo.experiments.executors import check_executor_options
 from prunezoo.models import get_model_spec
 from prunezoo.models.init import check_init
 from prunezoo.models.layers import check_activation
-from prunezoo.training import Trainer, TrainingConfig, seed_everything
+from prunezoo.training import RuntimeConfig, Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import Callback
 from prunezoo.training.evaluate import evaluate
 from prunezoo.zoo import layout
@@ -100,6 +112,17 @@ class ZooConfig(BaseModel):
     lr: float | list[float] = 3e-4
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float | list[float] = 0.0
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    channels_last: ChannelsLast = False
+    compile: Compile = False
+    gpus_per_job: GpusPerJob = 1.0
+
+    @model_validator(mode="after")
+    def _batched_runtime(self) -> ZooConfig:
+        if self.trainer == "batched":
+            check_population_runtime(self)
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -149,6 +172,16 @@ class ZooConfig(BaseModel):
         return [dict(zip(HYPER_FIELDS, combo)) for combo in itertools.product(*lists.values())]
 
 
+def check_population_runtime(cfg: BaseModel) -> None:
+    """The batched (population) trainer runs fp32 or bf16 autocast; it has its own channels-last grouped
+    convolutions and no torch.compile. ConfigError naming the field otherwise."""
+    if cfg.precision == "fp16":
+        raise ConfigError("precision", "the batched trainer runs fp32 or bf16 (fp16 needs a loss scaler it has not)")
+    for field in ("channels_last", "compile"):
+        if getattr(cfg, field):
+            raise ConfigError(field, "not supported by the batched trainer; use trainer: loop")
+
+
 def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
     try:
         cfg = ZooConfig.model_validate(dict(data or {}))
@@ -163,21 +196,27 @@ def parse_zoo_config(data: Mapping[str, Any] | None) -> ZooConfig:
     return cfg
 
 
-def load_zoo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZooConfig:
-    """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides."""
+def load_zoo_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, device: str | None = None
+) -> ZooConfig:
+    """Read a zoo YAML (``None``: all defaults) and apply ``--set key=value`` overrides (``device``: ``--device``)."""
     defaults = ZooConfig().model_dump(mode="json") if overrides else None  # --set model.x keeps model: cnn-s
-    return parse_zoo_config(read_config_data(path, overrides, defaults))
+    data = read_config_data(path, overrides, defaults)
+    if device is not None:
+        data["device"] = device
+    return parse_zoo_config(data)
 
 
 # ------------------------------------------------------------------------------------- members
 
 
 def member_params(cfg: ZooConfig, hyper: Mapping[str, Any], num_classes: int, input_shape) -> dict[str, Any]:
-    """The ``params.json`` of one member."""
+    """The ``params.json`` of one member (``runtime``: only a non-default precision/channels_last/compile)."""
     options = dict(cfg.model.options)
     for f in MODEL_HYPERS:
         if hyper[f] is not None:
             options[f] = hyper[f]
+    runtime = {"runtime": r} if (r := hashed_runtime(cfg)) else {}
     return {
         "model": cfg.model.name,
         "model_options": options,
@@ -194,7 +233,13 @@ def member_params(cfg: ZooConfig, hyper: Mapping[str, Any], num_classes: int, in
         "dropout": hyper["dropout"],
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
+        **runtime,
     }
+
+
+def member_runtime(params: Mapping[str, Any], device: str = "cpu") -> RuntimeConfig:
+    """How a member (or its twin) trains: its ``params.json`` runtime on ``device``."""
+    return RuntimeConfig(device=device, **params.get("runtime", {}))
 
 
 def dataset_spec(cfg: ZooConfig) -> dict[str, Any]:
@@ -217,17 +262,20 @@ def zoo_data(spec: Mapping[str, Any]):
     return _cached_data(json.dumps(dict(spec), sort_keys=True))
 
 
-def eval_row(model, data, epoch: int, *, train_metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """A result line: train metrics (given, or evaluated on the train split), test and val."""
+def eval_row(
+    model, data, epoch: int, *, train_metrics: Mapping[str, float] | None = None, precision: str = "fp32"
+) -> dict[str, Any]:
+    """A result line: train metrics (given, or evaluated on the train split), test and val (on the model's
+    device, forward autocast to ``precision`` like the Trainer's evaluation)."""
     row: dict[str, Any] = {"epoch": epoch}
     if train_metrics is None:
-        m = evaluate(model, data.train)
+        m = evaluate(model, data.train, precision=precision)
         train_metrics = {"train_loss": m["loss"], "train_acc": m["acc"]}
     row.update(train_metrics)
     for split in ("test", "val"):
         ds = getattr(data, split)
         if ds is not None and len(ds):
-            m = evaluate(model, ds)
+            m = evaluate(model, ds, precision=precision)
             row[f"{split}_loss"], row[f"{split}_acc"] = m["loss"], m["acc"]
     return row
 
@@ -266,13 +314,13 @@ class StoreEpochs(Callback):
         layout.write_results(self.model_dir, self.rows)
 
 
-def train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
-    """Train one member with the per-model Trainer (a runner task); returns its final result line."""
+def train_one(zoo: str, params: dict[str, Any], threads: int = 1, device: str = "cpu") -> dict[str, Any]:
+    """Train one member with the per-model Trainer on ``device`` (a runner task); returns its final result line."""
     with layout.model_lock(Path(zoo), member_id(params)):  # one process per member: another waits, then reads back
-        return _train_one(zoo, params, threads)
+        return _train_one(zoo, params, threads, device)
 
 
-def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+def _train_one(zoo: str, params: dict[str, Any], threads: int = 1, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     model_dir = Path(zoo) / member_id(params)
@@ -280,12 +328,13 @@ def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, 
         return layout.read_done(model_dir)["final"]
     layout.clear_model_dir(model_dir)  # unfinished: redo from scratch (deterministic, small models)
     torch.set_num_threads(threads)
+    runtime = member_runtime(params, device)
     data = zoo_data(params["dataset"])
     seed_everything(params["seed"])
-    model = layout.build_member_model(params)
+    model = layout.build_member_model(params).to(runtime.resolve())  # initialised on the CPU: same weights
     layout.write_params(model_dir, params)
     layout.save_state(model_dir, 0, model.state_dict())
-    rows = [eval_row(model, data, 0)]
+    rows = [eval_row(model, data, 0, precision=runtime.precision)]
     layout.write_results(model_dir, rows)
     evals = {s: getattr(data, s) for s in ("test", "val") if getattr(data, s) is not None and len(getattr(data, s))}
     Trainer(
@@ -295,6 +344,7 @@ def _train_one(zoo: str, params: dict[str, Any], threads: int = 1) -> dict[str, 
         eval_sets=evals,
         callbacks=[StoreEpochs(model_dir, rows)],
         progress=False,
+        runtime=runtime,
     ).fit()
     layout.mark_done(model_dir, rows, trainer="loop")
     return rows[-1]
@@ -324,17 +374,17 @@ def base_model_options(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params["model_options"].items() if k not in MODEL_HYPERS}
 
 
-def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
-    """Train a chunk of members at once with :func:`prunezoo.zoo.population.train_population`."""
+def train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1, device: str = "cpu") -> list[dict[str, Any]]:
+    """Train a chunk of members at once on ``device`` with :func:`prunezoo.zoo.population.train_population`."""
     import contextlib
 
     with contextlib.ExitStack() as stack:
         for name in sorted(member_id(p) for p in chunk):  # one order for every process: no deadlock
             stack.enter_context(layout.model_lock(Path(zoo), name))
-        return _train_chunk(zoo, chunk, threads)
+        return _train_chunk(zoo, chunk, threads, device)
 
 
-def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> list[dict[str, Any]]:
+def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1, device: str = "cpu") -> list[dict[str, Any]]:
     import torch
 
     from prunezoo.zoo.population import train_population  # heavy; only in batched mode
@@ -366,6 +416,8 @@ def _train_chunk(zoo: str, chunk: list[dict[str, Any]], threads: int = 1) -> lis
         epochs=first["epochs"],
         batch_size=first["batch_size"],
         on_epoch=on_epoch,
+        device=device,
+        precision=member_runtime(first).precision,
     )
     return [layout.read_done(Path(zoo) / member_id(p))["final"] for p in chunk]
 
@@ -398,6 +450,7 @@ def generate_zoo(
     ``limit``: train at most this many not-yet-done members (tests and partial runs).
     """
     check_executor_options(executor, workers, threads)  # before anything is written
+    check_runtime(cfg, executor)  # device, precision: this machine (under Ray, the cluster) must have them
     out = check_output_dir(out)
     spec = dataset_spec(cfg)
     if (out / layout.CONFIG_FILE).exists():
@@ -409,9 +462,17 @@ def generate_zoo(
                 )
     try:
         data = zoo_data(spec)
+    except ConfigError:  # names its field (a dataset plug-in returning the wrong type: dataset.name)
+        raise
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError("dataset", str(err)) from None
     params = [member_params(cfg, h, data.num_classes, data.input_shape) for h in cfg.members()]
+    try:  # a probe model before anything is written: a model plug-in must build and be an nn.Module
+        layout.build_member_model(params[0])
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError("model.options", str(err)) from None
     ids = [member_id(p) for p in params]
     layout.write_zoo_config(
         out,
@@ -447,6 +508,8 @@ def generate_zoo(
             address=address,
             progress=progress,
             description=f"zoo {cfg.name}",
+            device=cfg.device,
+            gpus_per_job=cfg.gpus_per_job,
         )
     else:
         run_tasks(
@@ -459,6 +522,8 @@ def generate_zoo(
             address=address,
             progress=progress,
             description=f"zoo {cfg.name}",
+            device=cfg.device,
+            gpus_per_job=cfg.gpus_per_job,
         )
     return {
         "directory": str(out),

@@ -30,6 +30,11 @@ channels are the members' channels side by side, grouped convolutions in channel
 Linear layers as one ``bmm``: 5.7x the per-model loop on 2 cores, against 2.2x for vmap's own
 batching rule (``"grouped"``), whose NCHW grouped convolution is ~2x slower in oneDNN. Models the
 stacked form cannot express fall back to vmap. Measured with ``benchmarks/bench_population.py``.
+
+Device and precision (``device=``, ``precision=``): members are initialised on the CPU (the same
+weights everywhere), then the stacked parameters, optimizer state, masks and every batch live on the
+device; ``bf16`` autocasts the forward and loss (parameters stay fp32). State dicts handed to
+``on_epoch`` and the metrics are on the CPU.
 """
 
 from __future__ import annotations
@@ -172,6 +177,8 @@ def train_population(
     steps: int | None = None,
     evaluate: bool = True,
     conv: str = "stacked",
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> list[dict]:
     """Train every member; returns the final metrics per member (in ``members`` order).
 
@@ -195,7 +202,14 @@ def train_population(
             element-wise/pooling/dropout layers, checked on a probe batch against vmap, else vmap's
             ``"grouped"`` is used), ``"grouped"`` or ``"im2col"``: how the members run batched (same
             numbers up to float rounding; speed compared by ``benchmarks/bench_population.py``).
+        device: where the population trains (a spelling like ``"cuda"`` or a ``torch.device``; default the CPU).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast forward and loss).
     """
+    from prunezoo.training.runtime import resolve_device
+
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError("precision", f"the population trainer runs fp32 or bf16, got {precision!r}")
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device or "cpu")
     members, eval_splits = _check_inputs(members, masks, init_states, epochs, batch_size, eval_splits, data)
     if not evaluate:
         eval_splits = []
@@ -224,7 +238,12 @@ def train_population(
     results: list[dict | None] = [None] * len(members)
     for index in groups.values():
         group = _Group(
-            [modules[i] for i in index], [members[i] for i in index], [mask_list[i] for i in index], conv=conv
+            [modules[i] for i in index],
+            [members[i] for i in index],
+            [mask_list[i] for i in index],
+            conv=conv,
+            device=device,
+            precision=precision,
         )
         for j, metrics in enumerate(
             group.fit(data, epochs, batch_size, eval_splits, steps, evaluate, _forward_callback(on_epoch, index))
@@ -423,26 +442,39 @@ class _Group:
     """Members sharing one computation graph, with their stacked parameters and optimizer state."""
 
     def __init__(
-        self, modules: list[nn.Module], specs: list[MemberSpec], masks: list[dict | None], conv: str = "stacked"
+        self,
+        modules: list[nn.Module],
+        specs: list[MemberSpec],
+        masks: list[dict | None],
+        conv: str = "stacked",
+        device: torch.device | None = None,
+        precision: str = "fp32",
     ):
         from torch.func import functional_call, vmap
 
         self.specs = specs
         self.size = len(specs)
-        self.base = copy.deepcopy(modules[0])
+        self.device = device or torch.device("cpu")
+        self.precision = precision
+        self.base = copy.deepcopy(modules[0]).to(self.device)
         if conv == "im2col":
             _use_im2col(self.base)
         self.names = [n for n, _ in self.base.named_parameters()]
         per_member = [dict(m.named_parameters()) for m in modules]
-        self.params = {n: torch.stack([p[n].detach() for p in per_member]).requires_grad_(True) for n in self.names}
+        self.params = {
+            n: torch.stack([p[n].detach() for p in per_member]).to(self.device).requires_grad_(True) for n in self.names
+        }
         self.optimizer = None  # a StackedOptimizer, built by fit() (the LR schedule needs the run's length)
         smoothing = [s.label_smoothing for s in specs]
-        self.label_smoothing = smoothing[0] if len(set(smoothing)) == 1 else torch.tensor(smoothing)
+        self.label_smoothing = smoothing[0] if len(set(smoothing)) == 1 else torch.tensor(smoothing, device=self.device)
         # Float keep-masks (1 where kept; members without a mask get all ones) for every masked name.
         names = sorted({n for m in masks if m for n in m})
         self.masks = {
             n: torch.stack(
-                [(m[n] if m and n in m else torch.ones_like(self.params[n][0], dtype=torch.bool)) for m in masks]
+                [
+                    (m[n].to(self.device) if m and n in m else torch.ones_like(self.params[n][0], dtype=torch.bool))
+                    for m in masks
+                ]
             ).to(self.params[n].dtype)
             for n in names
         }
@@ -495,7 +527,13 @@ class _Group:
         return ((1 - eps).unsqueeze(1) * nll - eps.unsqueeze(1) * log_p.mean(2)).mean(1)
 
     def member_state(self, j: int) -> dict[str, Tensor]:
-        return {n: self.params[n][j].detach().clone() for n in self.names}
+        """Member ``j``'s parameters: a detached CPU copy."""
+        return {n: self.params[n][j].detach().to("cpu", copy=True) for n in self.names}
+
+    def autocast(self):
+        from prunezoo.training.evaluate import autocast_context
+
+        return autocast_context(self.device, self.precision)
 
     # -- evaluation ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -505,13 +543,14 @@ class _Group:
         self.base.eval()
         params = {n: p.detach() for n, p in self.params.items()}
         chunk = max(1, EVAL_SAMPLES // self.size)
-        logits = torch.cat(
-            [
-                self.forward_eval(params, dataset.prepare(dataset.x[s : s + chunk]))
-                for s in range(0, len(dataset.y), chunk)
-            ],
-            dim=1,
-        )
+        with self.autocast():
+            logits = torch.cat(
+                [
+                    self.forward_eval(params, dataset.prepare(dataset.x[s : s + chunk]).to(self.device)).float().cpu()
+                    for s in range(0, len(dataset.y), chunk)
+                ],
+                dim=1,
+            )
         self.base.train()
         y = dataset.y
         log_p = F.log_softmax(logits, dim=2)
@@ -545,7 +584,7 @@ class _Group:
         from prunezoo.data.loader import epoch_seed
 
         train = data.train
-        self._adopt_stacked(train.prepare(train.x[:4]))
+        self._adopt_stacked(train.prepare(train.x[:4]).to(self.device))
         loaders = [BatchLoader(train, batch_size, shuffle=True, seed=s.seed) for s in self.specs]
         n_batches = len(loaders[0])
 
@@ -570,14 +609,16 @@ class _Group:
         for epoch in range(epochs):
             if steps is not None and step >= steps:
                 break
-            loss_sum = torch.zeros(self.size)
-            correct = torch.zeros(self.size)
+            loss_sum = torch.zeros(self.size, device=self.device)
+            correct = torch.zeros(self.size, device=self.device)
             seen = 0
             for xb, yb in self._batches(train, loaders, epoch, batch_size, n_batches):
                 if steps is not None and step >= steps:
                     break
-                logits = self.forward_train(self.params, xb)
-                losses = self._losses(logits, yb)
+                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+                with self.autocast():
+                    logits = self.forward_train(self.params, xb)
+                    losses = self._losses(logits, yb)
                 grads = torch.autograd.grad(losses.sum(), [self.params[n] for n in self.names])
                 self._step(list(grads))
                 step += 1

@@ -28,10 +28,14 @@ def run_tasks(
     address: str | None = None,
     progress: bool | None = None,
     description: str = "models",
+    device: str | None = None,
+    gpus_per_job: float = 1.0,
 ) -> list[Any]:
     """``[fn(*task, threads) for task in tasks]``, in parallel; results in task order.
 
-    ``weights`` (models per task, default 1) drive the progress bar, which counts models.
+    ``weights`` (models per task, default 1) drive the progress bar, which counts models. ``device``:
+    where the tasks compute (a task on an accelerator also gets ``device=``; under Ray each reserves
+    ``gpus_per_job`` GPUs), see :mod:`prunezoo.experiments.executors`.
     """
     labels = list(labels or [f"task {i}" for i in range(len(tasks))])
     weights = list(weights or [1] * len(tasks))
@@ -45,6 +49,8 @@ def run_tasks(
             threads=threads,
             address=address,
             on_done=lambda task, _result: bar.advance(weights[task.key]),
+            device=device,
+            gpus_per_job=gpus_per_job,
         )
     return [results[i] for i in range(len(tasks))]
 

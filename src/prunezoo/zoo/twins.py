@@ -19,6 +19,12 @@ Methods (a :class:`TwinMethod`; ``--method mp|vd`` or a YAML mapping):
 ``trainer: batched`` (prune kind) fine-tunes a chunk of twins of one level at once with the
 population trainer (``prunezoo.zoo.population``), masks enforced per member.
 
+Runtime: ``device`` and ``gpus_per_job`` say where twins are made (not stored with the twin set's
+method, so another machine continues the same set); a non-default ``precision``/``channels_last``/
+``compile`` is part of the method (a twin set made in bf16 is another set). Masks are computed on the
+device from the same weights (magnitude masks are identical on every device; random ones are drawn on
+the CPU).
+
 Every twin logs epoch 0 (right after pruning / conversion) and every fine-tuning epoch with
 ``sparsity_ratio`` (fraction of zero weights over conv/linear weights; VD: #(log α ≥ 3)/#weights,
 the same quantity). The learning rate defaults to the model's own (``lr``) times ``lr_scale``
@@ -40,11 +46,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prunezoo.criteria import CRITERIA
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import load_yaml, set_override
+from prunezoo.experiments.config import (
+    PLACEMENT_FIELDS,
+    RUNTIME_FIELDS,
+    ChannelsLast,
+    Compile,
+    Device,
+    GpusPerJob,
+    Precision,
+    check_runtime,
+    hashed_runtime,
+    load_yaml,
+    set_override,
+)
 from prunezoo.pruning import prune
 from prunezoo.reparam import from_variational, sparsity_ratio
 from prunezoo.reparam.variational_dropout import finetune_variational
@@ -56,7 +74,9 @@ from prunezoo.zoo import layout
 from prunezoo.zoo.generate import (
     StoreEpochs,
     base_model_options,
+    check_population_runtime,
     eval_row,
+    member_runtime,
     member_spec,
     pick_row,
     training_config,
@@ -85,6 +105,23 @@ class TwinMethod(BaseModel):
     source_epoch: int | None = Field(None, ge=0, description="state to start from (default: the last)")
     trainer: Literal["loop", "batched"] = "loop"
     chunk_size: int = Field(50, ge=1, description="twins per train_population call (trainer: batched)")
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    channels_last: ChannelsLast = False
+    compile: Compile = False
+    gpus_per_job: GpusPerJob = 1.0
+
+    @model_validator(mode="after")
+    def _batched_runtime(self) -> TwinMethod:
+        if self.trainer == "batched":
+            check_population_runtime(self)
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """The method as a twin set records and compares it: without where it runs (device, gpus_per_job)
+        and with precision/channels_last/compile only when not the default (older sets compare equal)."""
+        data = self.model_dump(mode="json", exclude=set(PLACEMENT_FIELDS) | set(RUNTIME_FIELDS))
+        return data | ({"runtime": r} if (r := hashed_runtime(self)) else {})
 
     @field_validator("trainer")
     @classmethod
@@ -103,8 +140,13 @@ class TwinMethod(BaseModel):
     @field_validator("criterion")
     @classmethod
     def _criterion(cls, v):
-        if v not in CRITERIA:
-            raise ValueError(f"unknown criterion {v!r}; known: {sorted(CRITERIA)}")
+        if v not in CRITERIA:  # a plug-in (entry point, module:attr) must load now
+            from prunezoo.criteria import get_criterion
+
+            try:
+                get_criterion(v)
+            except ConfigError as err:
+                raise ValueError(err.message) from None
         return v
 
     @property
@@ -132,8 +174,10 @@ def parse_twin_method(
     epochs: int | None = None,
     lr: float | None = None,
     overrides: list[str] | None = None,
+    device: str | None = None,
 ) -> TwinMethod:
-    """``"mp"``, ``"vd"`` or a (YAML) mapping of :class:`TwinMethod` fields, plus CLI overrides."""
+    """``"mp"``, ``"vd"`` or a (YAML) mapping of :class:`TwinMethod` fields, plus CLI overrides
+    (``device``: ``--device``)."""
     if isinstance(method, str):
         if method in ("mp", "vd"):
             data: dict[str, Any] = {"name": method, "kind": "prune" if method == "mp" else "vd"}
@@ -157,10 +201,14 @@ def parse_twin_method(
         data["lr"] = lr
     for assignment in overrides or []:
         set_override(data, assignment)
+    if device is not None:
+        data["device"] = device
     try:
         return TwinMethod.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
+        if isinstance(cause := (first.get("ctx") or {}).get("error"), ConfigError):  # names its own field
+            raise ConfigError(f"method.{cause.field}", cause.message) from None
         loc = ".".join(str(p) for p in first["loc"]) or "method"
         raise ConfigError(
             f"method.{loc}", first["msg"].removeprefix("Value error, ") + f" (got {first.get('input')!r})"
@@ -210,31 +258,44 @@ def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, leve
     model.load_state_dict(state)
     lr = spec.learning_rate(params)
     twin_params = {
-        **params,
+        **{k: v for k, v in params.items() if k != "runtime"},  # the twin trains with its method's runtime
         "original": model_name,
         "method": spec.name,
         "kind": spec.kind,
         "level": level,
         "source_epoch": epoch,
-        "twin": spec.model_dump(mode="json"),
+        "twin": spec.stored(),
         "epochs": spec.fine_tune_epochs,
         "lr": lr,
+        **({"runtime": r} if (r := hashed_runtime(spec)) else {}),
     }
     return params, model, twin_params
 
 
 def twin_chunk(
-    zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float, threads: int = 1
+    zoo: str,
+    set_name: str,
+    names: list[str],
+    method: dict[str, Any],
+    level: float,
+    threads: int = 1,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Pruned twins of several models at once with the population trainer (``trainer: batched``)."""
+    """Pruned twins of several models at once on ``device`` with the population trainer (``trainer: batched``)."""
     with contextlib.ExitStack() as stack:
         for name in sorted(names):  # one order for every process: no deadlock
             stack.enter_context(layout.model_lock(layout.twin_set_dir(zoo, set_name), name))
-        return _twin_chunk(zoo, set_name, names, method, level, threads)
+        return _twin_chunk(zoo, set_name, names, method, level, threads, device)
 
 
 def _twin_chunk(
-    zoo: str, set_name: str, names: list[str], method: dict[str, Any], level: float, threads: int = 1
+    zoo: str,
+    set_name: str,
+    names: list[str],
+    method: dict[str, Any],
+    level: float,
+    threads: int = 1,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -245,8 +306,10 @@ def _twin_chunk(
     todo = [n for n in names if not layout.model_done(set_dir / n)]
     torch.set_num_threads(threads)
     dirs, specs, masks, states, rows, firsts = [], [], [], [], [], []
+    target = member_runtime({}, device).resolve()
     for name in todo:
         params, model, twin_params = _twin_start(zoo, set_name, name, spec, level)
+        model.to(target)  # masks scored on the device (the population moves the states there too)
         data = zoo_data(params["dataset"])
         seed_everything(params["seed"])
         masks.append(prune_once(model, spec, level, params, data))
@@ -280,20 +343,34 @@ def _twin_chunk(
         masks=masks,
         init_states=states,
         on_epoch=on_epoch,
+        device=target,
+        precision=spec.precision,
     )
     return [layout.read_done(set_dir / n)["final"] for n in names]
 
 
 def twin_one(
-    zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None, threads: int = 1
+    zoo: str,
+    set_name: str,
+    model_name: str,
+    method: dict[str, Any],
+    level: float | None,
+    threads: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Make one twin (a runner task); returns its final result line."""
+    """Make one twin on ``device`` (a runner task); returns its final result line."""
     with layout.model_lock(layout.twin_set_dir(zoo, set_name), model_name):
-        return _twin_one(zoo, set_name, model_name, method, level, threads)
+        return _twin_one(zoo, set_name, model_name, method, level, threads, device)
 
 
 def _twin_one(
-    zoo: str, set_name: str, model_name: str, method: dict[str, Any], level: float | None, threads: int = 1
+    zoo: str,
+    set_name: str,
+    model_name: str,
+    method: dict[str, Any],
+    level: float | None,
+    threads: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     import torch
 
@@ -304,6 +381,8 @@ def _twin_one(
     layout.clear_model_dir(twin_dir)
     torch.set_num_threads(threads)
     params, model, twin_params = _twin_start(zoo, set_name, model_name, spec, level)
+    runtime = member_runtime(twin_params, device)
+    model.to(runtime.resolve())
     data = zoo_data(params["dataset"])
     seed_everything(params["seed"])
     layout.write_params(twin_dir, twin_params)
@@ -314,19 +393,21 @@ def _twin_one(
     def train(final_model, rows: list[dict], callbacks: list, state_of=None) -> None:
         layout.save_state(twin_dir, 0, (state_of or (lambda m: m.state_dict()))(final_model))
         layout.write_results(twin_dir, rows)
-        Trainer(final_model, data.train, cfg, eval_sets=evals, callbacks=callbacks, progress=False).fit()
+        Trainer(
+            final_model, data.train, cfg, eval_sets=evals, callbacks=callbacks, progress=False, runtime=runtime
+        ).fit()
 
     if spec.kind == "prune":
         masks = prune_once(model, spec, level, params, data)
-        rows = [eval_row(model, data, 0) | {"sparsity_ratio": weight_sparsity(model)}]
+        rows = [eval_row(model, data, 0, precision=runtime.precision) | {"sparsity_ratio": weight_sparsity(model)}]
         train(model, rows, [EnforceMasks(masks), LogWeightSparsity(), StoreEpochs(twin_dir, rows)])
     else:
         # the same VD fine-tuning as a study's ``vd`` kind (reparam.finetune_variational), plus the twin's logging
         model.eval()
-        original = eval_row(model, data, 0)
+        original = eval_row(model, data, 0, precision=runtime.precision)
 
         def fit(vd, kl_callbacks: list) -> list[dict]:
-            converted = eval_row(vd.eval(), data, 0)
+            converted = eval_row(vd.eval(), data, 0, precision=runtime.precision)
             vd.train()
             extra["sanity"] = {
                 "original_test_loss": original["test_loss"],
@@ -365,6 +446,7 @@ def make_twins(
 ) -> dict[str, Any]:
     """Twins of every finished model of ``zoo`` (or of ``models``) for every level of ``method``."""
     zoo = Path(zoo)
+    check_runtime(method, executor, "method.")  # device, precision: before any twin set is written
     try:
         zoo_cfg = layout.read_zoo_config(zoo)
         names = models if models is not None else [p.name for p in layout.list_models(zoo)]
@@ -372,7 +454,8 @@ def make_twins(
         raise ConfigError("zoo", str(err)) from None
     if not names:
         raise ConfigError("zoo", f"{zoo} has no finished models; run `prunezoo zoo generate` first")
-    method_dict = method.model_dump(mode="json")
+    method_dict = method.stored()  # what the set records and compares (not where it runs)
+    task_method = method.model_dump(mode="json", exclude=set(PLACEMENT_FIELDS))  # a worker rebuilds the TwinMethod
     sets = method.set_names()
     for set_name, level in sets.items():
         set_dir = layout.twin_set_dir(zoo, set_name)
@@ -398,7 +481,7 @@ def make_twins(
             f"# Twin set {set_name}\n\nTwins of the models of {zoo.name} "
             f"(params.json `original` names each one's dense model).\n",
         )
-    tasks = [(str(zoo), s, n, method_dict, lv) for s, lv in sets.items() for n in names]
+    tasks = [(str(zoo), s, n, task_method, lv) for s, lv in sets.items() for n in names]
     todo = [t for t in tasks if not layout.model_done(layout.twin_set_dir(zoo, t[1]) / t[2])]
     t0 = time.perf_counter()
     common = dict(
@@ -408,13 +491,15 @@ def make_twins(
         address=address,
         progress=progress,
         description=f"twins {method.name}",
+        device=method.device,
+        gpus_per_job=method.gpus_per_job,
     )
     if method.trainer == "batched":
         chunks = []
         for set_name, level in sets.items():
             left = [t[2] for t in todo if t[1] == set_name]
             chunks += [
-                (str(zoo), set_name, left[i : i + method.chunk_size], method_dict, level)
+                (str(zoo), set_name, left[i : i + method.chunk_size], task_method, level)
                 for i in range(0, len(left), method.chunk_size)
             ]
         run_tasks(
