@@ -266,3 +266,36 @@ def test_bad_plugins_exit_2_name_the_field_and_write_nothing(tmp_path, patch, fi
     assert res.exit_code == 2, res.output
     assert field in res.output and why in " ".join(res.output.split()), res.output
     assert _no_results(out)
+
+
+# -- zoos ------------------------------------------------------------------------------------------------
+ZOO = {
+    "name": "plugzoo",
+    "dataset": {"name": "tests.plugins:stripes", "options": {"n": 60}},
+    "model": {"name": "tests.plugins:make_tiny", "options": {"hidden": 4}},
+    "epochs": 1,
+    "batch_size": 10,
+}
+
+
+def test_zoo_of_a_plugin_model_on_a_plugin_dataset(tmp_path):
+    from prunezoo.zoo import layout
+    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
+
+    summary = generate_zoo(parse_zoo_config(ZOO), tmp_path / "zoo", workers=1, progress=False)
+    assert summary["models"] == summary["done"] == 1
+    (member,) = [p for p in (tmp_path / "zoo").iterdir() if (p / "params.json").exists()]
+    assert isinstance(layout.load_model(member), plugins.TinyNet)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [({"model": {"name": "tests.plugins:not_a_model"}}, "model.name"), ({"model": {"name": "x_h3:y"}}, "model.name")],
+)
+def test_zoo_with_a_bad_plugin_exits_2_and_writes_nothing(tmp_path, patch, field):
+    out = tmp_path / "zoo"
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump({**ZOO, **patch}))
+    res = runner.invoke(app, ["zoo", "generate", str(path), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert field in res.output and _no_results(out)

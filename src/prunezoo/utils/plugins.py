@@ -76,13 +76,15 @@ def entry_point(group: str, name: str, field: str) -> Any | None:
 @dataclass(frozen=True)
 class _Tracked:
     user_entries: Callable[[], dict[str, Any]]
-    restore: Callable[[str, Any], None]
+    restore: Callable[[str, Any], object]
 
 
 _REGISTRIES: dict[str, _Tracked] = {}
 
 
-def track_registry(kind: str, user_entries: Callable[[], dict[str, Any]], restore: Callable[[str, Any], None]) -> None:
+def track_registry(
+    kind: str, user_entries: Callable[[], dict[str, Any]], restore: Callable[[str, Any], object]
+) -> None:
     """Let :func:`user_registrations` collect the entries of a registry that user code added at run
     time (a worker process would not get them by importing prunezoo); ``restore(name, value)`` puts
     one back in a worker (leaving a name that is already there as it is)."""

@@ -162,10 +162,12 @@ def import_zoo(
         get_model_spec(model)
     ds = {"name": dataset} if dataset else None
     if dataset is not None:
-        from prunezoo.data import DATASETS
+        from prunezoo.data.registry import get_dataset_spec
 
-        if dataset not in DATASETS:
-            raise ConfigError("--dataset", f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
+        try:
+            get_dataset_spec(dataset)
+        except ConfigError as err:
+            raise ConfigError("--dataset", err.message) from None
     candidates = [p for p in sorted(source.iterdir()) if p.is_dir() and layout.is_model_dir(p)]
     if not candidates:
         raise ConfigError("source", f"{source} holds no model directories (with {layout.PARAMS_FILE})")
