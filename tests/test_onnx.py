@@ -86,6 +86,31 @@ def test_a_channel_compacted_cnn_exports_smaller_and_computes_the_masked_one(tmp
     torch.testing.assert_close(run_onnx(tmp_path / "masked.onnx", x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_prunezoo_reparametrised_layers_are_squashed_in_the_export_only(tmp_path):
+    from prunezoo.reparam import from_variational, to_variational
+    from prunezoo.reparam.srste import apply_srste, squash_srste, srste_layers
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 16)
+    sr = apply_srste(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval(), "2:4")
+    rec = export_onnx(sr, x[:1], tmp_path / "sr.onnx")
+    assert srste_layers(sr)  # the caller's model keeps its SR-STE layers
+    plain = copy.deepcopy(sr)
+    squash_srste(plain)
+    assert rec["weight_sparsity"] == pytest.approx(0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(run_onnx(tmp_path / "sr.onnx", x), plain(x), rtol=1e-4, atol=1e-4)
+    vd = to_variational(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)))
+    with torch.no_grad():
+        for layer in (vd[0], vd[2]):
+            layer.log_sigma2.copy_(torch.linspace(-12, 6, layer.log_sigma2.numel()).view_as(layer.log_sigma2))
+    reference, vd_masks = from_variational(vd)
+    rec = export_onnx(vd, x[:1], tmp_path / "vd.onnx")
+    assert 0 < rec["weight_sparsity"] == pytest.approx(vd_masks.sparsity())
+    with torch.no_grad():
+        torch.testing.assert_close(run_onnx(tmp_path / "vd.onnx", x), reference.eval()(x), rtol=1e-4, atol=1e-4)
+
+
 class Noisy(nn.Module):
     """Not a function of its input (fresh noise every call): no exported graph can match it."""
 
