@@ -298,6 +298,18 @@ def test_bad_checkpoint_masks_and_blocks_exit_2_writing_nothing(tmp_path):
             {"methods": [{"name": "t", "kind": "transfer", "options": {"recipe": "dense"}}]},
             ["'pretrain'", "'checkpoint'"],
         ),
+        (
+            {
+                "methods": [
+                    {
+                        "name": "t",
+                        "kind": "transfer",
+                        "options": {"pretrain": {**PRE, "dataset": {"name": "digits", "options": {"bogus": 1}}}},
+                    }
+                ]
+            },
+            ["methods[0].options.pretrain.dataset", "bogus"],
+        ),
     ]
     for i, (change, needles) in enumerate(cases):
         config = _write(tmp_path / f"s{i}.yaml", {**_study([]), **change})

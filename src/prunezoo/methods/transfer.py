@@ -20,6 +20,8 @@ Early stopping: the row reports the epoch with the best validation accuracy (``s
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -104,6 +106,15 @@ def transfer_options(method_or_spec: Any) -> TransferOptions:
     return TransferOptions.model_validate(opts)
 
 
+@functools.lru_cache(maxsize=4)
+def check_dataset(dataset_json: str) -> None:
+    """Build the pretraining dataset once per process (every method naming it is preflighted)."""
+    from prunezoo.data import load_dataset
+
+    d = {k: v for k, v in json.loads(dataset_json).items() if k != "noisy_test"}
+    load_dataset(d.pop("name"), **d.pop("options", {}), **d)
+
+
 def best_epoch(history: list[dict], select: str) -> int:
     """Index of the reported epoch: best validation accuracy (ties: the earliest) or loss, or the last
     when there is no validation split."""
@@ -176,11 +187,8 @@ class Transfer(MethodKind):
         if opts.checkpoint is not None or opts.masks is not None:
             start_from(model, opts.checkpoint, opts.masks, head=head, new_head=True, field="options")
         if opts.pretrain is not None:
-            from prunezoo.data import load_dataset
-
-            d = {k: v for k, v in opts.pretrain.dataset.items() if k != "noisy_test"}
             try:
-                load_dataset(d.pop("name"), **d.pop("options", {}), **d)
+                check_dataset(json.dumps(opts.pretrain.dataset, sort_keys=True))
             except (TypeError, ValueError, OSError) as err:
                 raise ConfigError("options.pretrain.dataset", str(err)) from None
 
