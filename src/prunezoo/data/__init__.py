@@ -6,7 +6,8 @@
 
 Offline datasets: ``digits``, ``mnist5k``, ``mnist1d``, ``gmm-linear``, ``gmm-xor``. File-backed
 (torchvision layout under ``root``, fetched only with ``download=True``): ``mnist``,
-``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``.
+``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn`` (options ``augment``, ``subset``, ``test_subset``);
+your own images: ``imagefolder`` (``root/train/<class>/*``, ``root/test/`` or ``root/val/``).
 """
 
 from prunezoo.data import builtin as _builtin  # noqa: F401  (registers the offline datasets)
@@ -16,13 +17,14 @@ from prunezoo.data.gmm import bayes_error, bayes_error_linear, bayes_error_mc, b
 from prunezoo.data.loader import BatchLoader
 from prunezoo.data.noise import NOISE_KINDS, NoiseResult, apply_label_noise
 from prunezoo.data.registry import DATASETS, DatasetSpec, default_data_root, load_dataset, register_dataset
-from prunezoo.data.transforms import RandomCropFlip
+from prunezoo.data.transforms import AUGMENTATIONS, RandomCropFlip
 from prunezoo.utils.plugins import import_submodules
 
 # a new built-in module registers itself: no import line to add here
 import_submodules(__name__, __path__)
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASETS",
     "NOISE_KINDS",
     "ArrayDataset",
