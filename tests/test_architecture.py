@@ -19,7 +19,8 @@ layer must not import each other both ways):
 ====  =========================================  ===================================================
  L0   ``prunezoo`` (root), errors, names, utils   no prunezoo imports but each other
  L1   sparsity, data, models, metrics             masks, top-k, selection, N:M; datasets; architectures
- L2   training                                    Trainer, callbacks, checkpoints: knows no method
+ L2   training, tracking                          Trainer, callbacks, checkpoints: knows no method;
+                                                  tracker sinks (TensorBoard, MLflow, W&B) fed by a callback
  L3   criteria, allocation                        scores and per-layer densities
  L4   pruning                                     ``prune()``, rounds, ER masks, OBS pruning
  L5   schedules, reparam, structured, theory,     schedules (IMP, GMP, DST, AC/DC), reparameterisations,
@@ -48,7 +49,7 @@ ROOT = "prunezoo"
 LAYERS: list[set[str]] = [
     {ROOT, "errors", "names", "utils"},
     {"sparsity", "data", "models", "metrics"},
-    {"training"},
+    {"training", "tracking"},
     {"criteria", "allocation"},
     {"pruning"},
     {"schedules", "reparam", "structured", "theory", "deploy"},

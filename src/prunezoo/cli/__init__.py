@@ -8,6 +8,7 @@ their commands). Nothing here imports torch or matplotlib at load time, so ``pru
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from prunezoo.cli import bench, quality, runs, study, tools, zoo
 from prunezoo.cli.common import (
     Commands,
     TableFormat,
+    configure_logging,
     console,
     fail,
     out,
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, cls=Commands, help="Prune neural networks and study pruned populations."
+    add_completion=True, no_args_is_help=True, cls=Commands, help="Prune neural networks and study pruned populations."
 )
 
 
@@ -55,8 +57,13 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging (also after any command)")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="warnings and errors only (also after any command)")
+    ] = False,
 ) -> None:
     """Prune neural networks and study pruned populations."""
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 # Registration order = the order of ``prunezoo --help``.

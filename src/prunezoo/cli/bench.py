@@ -9,17 +9,31 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prunezoo.cli.common import DeviceOption, RunsOutOption, WorkersOption, console, fail, fitted_table, out
+from prunezoo.cli.common import (
+    DeviceOption,
+    RecordsFormatOption,
+    RunsOutOption,
+    TableFormat,
+    WorkersOption,
+    console,
+    fail,
+    fitted_table,
+    out,
+    print_records,
+    records_text,
+)
 from prunezoo.errors import ConfigError
 
 
 def published_command(
     finding: Annotated[str | None, typer.Option(help="only rows tied to this reproduce finding")] = None,
+    fmt: RecordsFormatOption = "table",
 ) -> None:
     """List the bundled published reference results (paper, model, dataset, protocol, metric, value)."""
     from prunezoo.bench import published_results
 
-    out.print(published_rich_table(published_results(finding)))
+    items = published_results(finding)
+    print_records([p.model_dump(mode="json") for p in items], fmt, lambda: published_rich_table(items))
 
 
 def published_rich_table(items) -> Table:
@@ -43,6 +57,7 @@ def bench_command(
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
     device: DeviceOption = None,
+    fmt: RecordsFormatOption = "table",
 ) -> None:
     """Fair comparison of pruning methods: shared dense checkpoint, data and fine-tuning budget;
     compressions 2..32; >= 3 seeds with mean ± std and 95% CIs; random and magnitude baselines always
@@ -50,16 +65,21 @@ def bench_command(
     from prunezoo.bench import build_study, bundled_suites, load_suite, quick_suite, run_bench
 
     if published:
-        published_command(None)
+        published_command(None, fmt)
         return
     if list_ or suite is None:
-        table = Table(title="bundled benchmark suites")
-        table.add_column("suite")
-        table.add_column("description")
-        for name in bundled_suites():
-            table.add_row(name, load_suite(name).description)
-        out.print(table)
-        if suite is None:
+        suites = [{"suite": name, "description": load_suite(name).description} for name in bundled_suites()]
+
+        def table() -> Table:
+            table = Table(title="bundled benchmark suites")
+            table.add_column("suite")
+            table.add_column("description")
+            for rec in suites:
+                table.add_row(rec["suite"], rec["description"])
+            return table
+
+        print_records(suites, fmt, table)
+        if suite is None and TableFormat(fmt) is TableFormat.table:
             out.print("run one: prunezoo bench unstructured-mlp-digits  (or a suite YAML file)")
         return
     try:
@@ -71,8 +91,10 @@ def bench_command(
         result = run_bench(s, out_dir, log=lambda m: console.log(m), workers=workers, force=force, progress=None)
     except ConfigError as err:
         fail(err)
-    out.print(bench_rich_table(result.records, title=f"bench {s.name}: {s.model.name} on {s.dataset.name}"))
-    out.print(f"CSV: {result.csv}\nHTML: {result.html}")
+    title = f"bench {s.name}: {s.model.name} on {s.dataset.name}"
+    print_records(result.records, fmt, lambda: bench_rich_table(result.records, title=title))
+    # csv/json keep stdout machine-readable: the file paths go to stderr
+    (out if TableFormat(fmt) is TableFormat.table else console).print(f"CSV: {result.csv}\nHTML: {result.html}")
 
 
 def bench_rich_table(records: list[dict], title: str = "", width: int | None = None) -> Table:
@@ -130,6 +152,7 @@ def reproduce_command(
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
     device: DeviceOption = None,
+    fmt: RecordsFormatOption = "table",
 ) -> None:
     """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
     measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
@@ -137,12 +160,17 @@ def reproduce_command(
     from prunezoo.bench.reproduce import CRITERION, FINDINGS, overall, reproduce
 
     if list_ or finding is None:
-        table = Table(title="findings (prunezoo reproduce <name>)")
-        for col in ("finding", "paper", "claim"):
-            table.add_column(col, overflow="fold")
-        for f in FINDINGS.values():
-            table.add_row(f.name, f.paper, f.claim)
-        out.print(table)
+        findings = [{"finding": f.name, "paper": f.paper, "claim": f.claim} for f in FINDINGS.values()]
+
+        def table() -> Table:
+            table = Table(title="findings (prunezoo reproduce <name>)")
+            for col in ("finding", "paper", "claim"):
+                table.add_column(col, overflow="fold")
+            for rec in findings:
+                table.add_row(rec["finding"], rec["paper"], rec["claim"])
+            return table
+
+        print_records(findings, fmt, table)
         return
     try:
         directory, verdicts = reproduce(
@@ -158,6 +186,11 @@ def reproduce_command(
     except ConfigError as err:
         fail(err)
     f = FINDINGS[finding]
+    if TableFormat(fmt) is not TableFormat.table:  # the verdicts, for scripts; the directory on stderr
+        records = [{"finding": f.name, **{k: v for k, v in vd.to_dict().items() if k != "numbers"}} for vd in verdicts]
+        typer.echo(records_text(records, TableFormat(fmt)))
+        console.print(f"overall: {overall(verdicts)}; results: {directory}")
+        return
     out.print(f"[bold]{f.name}[/] — {f.paper}\n[bold]paper's claim:[/] {f.claim}")
     table = Table(title="measured (this run)")
     for col in ("claim", "measured", "verdict"):

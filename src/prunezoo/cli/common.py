@@ -10,6 +10,7 @@ inside the functions.
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -67,7 +68,12 @@ def storage_error_message(err: BaseException) -> str | None:
 
 
 class Commands(typer.core.TyperGroup):
-    """Every command: a full disk or an unwritable file is one line on stderr and exit 1, not a traceback."""
+    """Every command: a full disk or an unwritable file is one line on stderr and exit 1, not a traceback;
+    every command (of sub-apps too) also takes ``-v/--verbose`` and ``-q/--quiet`` (see :func:`add_log_options`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_log_options(self)
 
     def invoke(self, ctx):
         # As under `python -m`: a plug-in named `module:attr` may be a module of the directory the command runs in.
@@ -115,7 +121,15 @@ WorkersOption = Annotated[
 ThreadsOption = Annotated[
     int, typer.Option(min=1, help="torch threads per job (fixed so results do not depend on parallelism)")
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output; log warnings and errors only")]
+LogToOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-to",
+        help="also send results to tracker sinks, comma-separated: tensorboard, mlflow, wandb (added to the "
+        "config's logging.sinks; settings: --set logging.options.mlflow_uri=...). Not part of the config hash",
+    ),
+]
 DeviceOption = Annotated[
     str | None,
     typer.Option(
@@ -127,6 +141,27 @@ DeviceOption = Annotated[
 OutOption = Annotated[Path, typer.Option("--out", help="root directory holding the run store")]
 RunsOutOption = Annotated[Path, typer.Option("--out", help="root directory for run directories")]
 StudyArgument = Annotated[str, typer.Argument(help="study directory, or study id / unique prefix in the run store")]
+
+
+def sink_names(log_to: str | None, field: str = "--log-to") -> list[str]:
+    """The sink names of ``--log-to a,b`` (checked: an unknown one is an error exit naming it)."""
+    if not log_to:
+        return []
+    from prunezoo.tracking import check_sink_names
+
+    try:
+        return check_sink_names([n.strip() for n in log_to.split(",") if n.strip()], field)
+    except ConfigError as err:
+        fail(err)
+
+
+def with_sinks(cfg, log_to: str | None):
+    """``cfg`` (a study config) with the sinks of ``--log-to`` added to its ``logging.sinks`` (same hash)."""
+    extra = sink_names(log_to)
+    if not extra:
+        return cfg
+    logging_cfg = cfg.logging.model_copy(update={"sinks": list(dict.fromkeys([*cfg.logging.sinks, *extra]))})
+    return cfg.model_copy(update={"logging": logging_cfg})
 
 
 # --- the run store (read-only)
@@ -203,6 +238,9 @@ class TableFormat(str, Enum):
 FormatOption = Annotated[
     TableFormat,
     typer.Option("--format", help="table (terminal), csv or json (every summary field, fractions not %, for scripts)"),
+]
+RecordsFormatOption = Annotated[
+    TableFormat, typer.Option("--format", help="table (terminal), csv or json (every field, for scripts)")
 ]
 SUMMARY_FIELDS = (
     "point",
@@ -341,3 +379,142 @@ def fitted_table(
         notes.append(f"not shown at this width: {', '.join(dropped)}")
     table.caption = "; ".join(notes) or None
     return table
+
+
+# --- logging: the ``prunezoo`` logger (library code logs, never prints; the CLI alone sets handlers)
+
+LOGGER = "prunezoo"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain lines on whatever ``sys.stderr`` is at the time (pipes, CI logs, test runners swapping it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One handler on the ``prunezoo`` logger: rich on a terminal, plain lines otherwise; then ``level``."""
+    logger = logging.getLogger(LOGGER)
+    tty = sys.stderr.isatty()
+    mine = [h for h in logger.handlers if getattr(h, "prunezoo_cli", None) is not None]
+    if not mine or getattr(mine[0], "prunezoo_cli", None) != tty:
+        for h in mine:
+            logger.removeHandler(h)
+        if tty:
+            from rich.logging import RichHandler
+
+            handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
+        else:
+            handler = _StderrHandler()
+        handler.prunezoo_cli = tty  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _log_flag(level: int):
+    def callback(ctx, param, value):
+        if value:  # a flag left off leaves the level as the root options set it
+            configure_logging(level)
+        return value
+
+    return callback
+
+
+def _log_params() -> dict:
+    """``-v/--verbose`` and ``-q/--quiet`` as typer builds them (the same parameter classes as every option),
+    setting the log level when given instead of passing a value to the command."""
+
+    def probe(
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+    ) -> None: ...
+
+    app = typer.Typer()
+    app.command()(probe)
+    params = {p.name: p for p in typer.main.get_command(app).params}
+    for name, level in (("verbose", logging.DEBUG), ("quiet", logging.WARNING)):
+        params[name].expose_value = False
+        params[name].callback = _log_flag(level)
+    return params
+
+
+def add_log_options(group) -> None:
+    """``-v/--verbose`` (DEBUG) and ``-q/--quiet`` (warnings and errors only) on every command of ``group``
+    and its sub-groups; a command with its own ``--quiet`` (no progress bars) keeps it, and it quiets the
+    log too."""
+    params = _log_params()
+    for command in group.commands.values():
+        if hasattr(command, "commands"):  # a sub-app
+            add_log_options(command)
+            continue
+        flags = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        if not flags & {"-v", "--verbose"}:
+            command.params.append(params["verbose"])
+        own_quiet = next((p for p in command.params if "--quiet" in getattr(p, "opts", [])), None)
+        if own_quiet is not None:
+            if own_quiet.callback is None:
+                own_quiet.callback = _log_flag(logging.WARNING)
+        elif "-q" not in flags:
+            command.params.append(params["quiet"])
+
+
+# --- records as a table, CSV or JSON (``--format``)
+
+
+def plain(value):
+    """A JSON/CSV-safe value: NaN -> None, numpy scalars -> Python, paths -> str."""
+    import math
+
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def frame_records(df) -> list[dict]:
+    """A DataFrame's rows as plain dicts (NaN as None): what ``--format json`` prints and ``runs export
+    x.json`` writes."""
+    return [{k: plain(v) for k, v in rec.items()} for rec in df.to_dict("records")]
+
+
+def records_text(records: list[dict], fmt: TableFormat, fields: list[str] | None = None) -> str:
+    """``records`` as JSON (a list of objects) or CSV (``fields``: the columns, default: every key in order)."""
+    import csv
+    import io
+    import json
+
+    rows = [{k: plain(v) for k, v in r.items()} for r in records]
+    if fmt is TableFormat.json:
+        return json.dumps(rows, indent=1, allow_nan=False, default=str)
+    columns = fields or list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()})
+    return buf.getvalue().rstrip("\n")
+
+
+def print_records(records: list[dict], fmt: TableFormat | str, table, fields: list[str] | None = None) -> None:
+    """``records`` on stdout: ``table()`` (a rich renderable) for ``table``, else plain CSV/JSON text."""
+    fmt = TableFormat(fmt)
+    if fmt is TableFormat.table:
+        out.print(table())
+    else:  # plain stdout: rich would wrap long lines and read [brackets] as markup
+        typer.echo(records_text(records, fmt, fields))

@@ -11,11 +11,15 @@ from rich.table import Table
 from prunezoo.cli.common import (
     FormatOption,
     OutOption,
+    RecordsFormatOption,
     TableFormat,
     fail,
+    frame_records,
     open_store,
     out,
+    print_records,
     print_results,
+    records_text,
     resolve_study,
 )
 from prunezoo.errors import ConfigError
@@ -24,15 +28,19 @@ app = typer.Typer(no_args_is_help=True, help="Query the run store (<out>/index.s
 
 
 @app.command("ls")
-def runs_ls(out_dir: OutOption = Path("runs")) -> None:
-    """List indexed studies."""
-    df = open_store(out_dir).studies()
-    table = Table(title=f"studies in {out_dir}")
-    for col in ("study_id", "status", "path"):
-        table.add_column(col)
-    for rec in df.to_dict("records"):
-        table.add_row(rec["study_id"], rec["status"], rec["path"])
-    out.print(table)
+def runs_ls(out_dir: OutOption = Path("runs"), fmt: RecordsFormatOption = "table") -> None:
+    """List indexed studies (json/csv: every column of the store's studies table)."""
+    records = frame_records(open_store(out_dir).studies())
+
+    def table() -> Table:
+        table = Table(title=f"studies in {out_dir}")
+        for col in ("study_id", "status", "path"):
+            table.add_column(col)
+        for rec in records:
+            table.add_row(rec["study_id"], rec["status"], rec["path"])
+        return table
+
+    print_records(records, fmt, table)
 
 
 @app.command("show")
@@ -49,15 +57,15 @@ def runs_show(
 
 @app.command("export")
 def runs_export(
-    path: Annotated[Path, typer.Argument(help="output file: .csv or .parquet")],
+    path: Annotated[Path, typer.Argument(help="output file: .csv, .json or .parquet")],
     study: Annotated[str | None, typer.Option(help="only this study (id or prefix)")] = None,
     out_dir: OutOption = Path("runs"),
 ) -> None:
-    """Export result rows of all (or one) studies to CSV or Parquet."""
+    """Export result rows of all (or one) studies to CSV, JSON (a list of row objects, NaN as null) or Parquet."""
     from prunezoo.utils.io import atomic_path
 
-    if path.suffix not in (".csv", ".parquet"):
-        fail(ConfigError("path", f"unsupported export format {path.suffix!r}; use .csv or .parquet"))
+    if path.suffix not in (".csv", ".json", ".parquet"):
+        fail(ConfigError("path", f"unsupported export format {path.suffix!r}; use .csv, .json or .parquet"))
     if not path.parent.is_dir():
         fail(ConfigError("path", f"{path.parent} is not a directory"))
     store = open_store(out_dir)
@@ -66,6 +74,8 @@ def runs_export(
     with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             df.to_csv(tmp, index=False)
+        elif path.suffix == ".json":
+            Path(tmp).write_text(records_text(frame_records(df), TableFormat.json) + "\n", encoding="utf-8")
         else:
             try:
                 df.to_parquet(tmp, index=False)

@@ -14,6 +14,7 @@ from prunezoo.cli.common import (
     Executor,
     ExecutorOption,
     FormatOption,
+    LogToOption,
     OutOption,
     QuietOption,
     RunsOutOption,
@@ -26,7 +27,9 @@ from prunezoo.cli.common import (
     need_writable,
     out,
     print_results,
+    sink_names,
     study_dir,
+    with_sinks,
 )
 from prunezoo.errors import ConfigError
 
@@ -45,6 +48,7 @@ def run(
     ] = None,
     fmt: FormatOption = "table",
     device: DeviceOption = None,
+    log_to: LogToOption = None,
 ) -> None:
     """Train dense, prune with every configured method, print accuracy vs sparsity with FLOPs.
 
@@ -59,6 +63,7 @@ def run(
         cfg = load_config(config, set_ or [], device=device)
     except ConfigError as err:
         fail(err)
+    cfg = with_sinks(cfg, log_to)
 
     def log(message: str) -> None:
         if not quiet:
@@ -90,6 +95,7 @@ def report(
     study: StudyArgument,
     out_dir: OutOption = Path("runs"),
     output: Annotated[Path | None, typer.Option(help="HTML path (default: <study>/report/report.html)")] = None,
+    log_to: LogToOption = None,
 ) -> None:
     """Write a self-contained HTML report (plus PNGs): accuracy vs sparsity and FLOPs with seed
     bands, per-layer densities, tables with compression, speed-up, nnz and the dense control."""
@@ -100,6 +106,23 @@ def report(
     need_writable(target.parent, "the report", "" if output is not None else "; pass --output PATH elsewhere")
     path = write_report(directory, output)
     out.print(f"report: {path}")
+    log_report(directory, path, sink_names(log_to))
+
+
+def log_report(directory: Path, path: Path, extra_sinks: list[str]) -> None:
+    """The report's figures and HTML to the study's tracker sinks (its config's ``logging`` + ``--log-to``)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((directory / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    section = saved.get("logging") or {}
+    sinks = list(dict.fromkeys([*(section.get("sinks") or []), *extra_sinks]))
+    if sinks:
+        from prunezoo.tracking import log_study_report
+
+        log_study_report(directory, saved.get("name", directory.name), sinks, section.get("options") or {}, path)
 
 
 def diagnose(
@@ -190,6 +213,7 @@ def export(
         f"model latency {rec['latency_ms']:.3f} ms vs dense kernels {rec['latency_dense_ms']:.3f} ms: "
         f"{rec['latency_speedup']:.2f}x  →  {rec['out']} (+ .json)"
     )
+
 
 def export_onnx_cli(run_dir: Path, onnx: Path, *, batch: int, level: int | None) -> None:
     """``prunezoo export <run> --onnx FILE``: exit 2 naming --onnx (with the pip command) without the extra."""

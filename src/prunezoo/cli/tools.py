@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from prunezoo import names
-from prunezoo.cli.common import fail, out
+from prunezoo.cli.common import RecordsFormatOption, TableFormat, fail, out, records_text
 from prunezoo.errors import ConfigError
 
 
@@ -81,10 +81,22 @@ def _method_kinds() -> dict[str, str]:
 
 def list_components(
     what: Annotated[str, typer.Argument(help=f"{' | '.join(LIST_GROUPS)} (default: all)")] = "all",
+    fmt: RecordsFormatOption = "table",
 ) -> None:
-    """List the registered datasets, models, criteria, allocation schemes, label-noise kinds and method kinds."""
+    """List the registered datasets, models, criteria, allocation schemes, label-noise kinds and method kinds
+    (csv/json: one record per name: group, name, and a kind's summary)."""
     if what != "all" and what not in LIST_GROUPS:
         fail(ConfigError("what", f"unknown {what!r}; choose from {['all', *LIST_GROUPS]}"))
+    if TableFormat(fmt) is not TableFormat.table:
+        records = [
+            {"group": name, "name": item, **({"summary": items[item]} if isinstance(items, dict) else {})}
+            for name, get in LIST_GROUPS.items()
+            if what in ("all", name)
+            for items in [get()]
+            for item in sorted(items)
+        ]
+        typer.echo(records_text(records, TableFormat(fmt), ["group", "name", "summary"]))
+        return
     for name, items in LIST_GROUPS.items():
         if what == name == "kinds":  # one line per kind: what it does (`prunezoo list kinds`)
             for kind, summary in _method_kinds().items():

@@ -206,6 +206,29 @@ def _default_methods() -> list[MethodConfig]:
     ]
 
 
+class LoggingConfig(BaseModel):
+    """Tracker sinks (:mod:`prunezoo.tracking`): where results go besides the run store. Never hashed: a
+    study logged to TensorBoard is the same study, with the same jobs and rows."""
+
+    model_config = _STRICT
+    sinks: list[str] = Field(default_factory=list, description="tensorboard, mlflow, wandb (one run per job in each)")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="sink settings: mlflow_uri, mlflow_experiment, tensorboard_dir, wandb_mode, wandb_project, "
+        "wandb_entity, wandb_dir",
+    )
+
+    @field_validator("sinks")
+    @classmethod
+    def _known_sinks(cls, v: list[str]) -> list[str]:
+        from prunezoo.tracking import check_sink_names
+
+        try:
+            return check_sink_names(v)
+        except ConfigError as err:
+            raise ValueError(err.message) from None
+
+
 class StudyConfig(BaseModel):
     """A pruning study: one dataset and model, a dense run, then every method on top of it."""
 
@@ -230,6 +253,7 @@ class StudyConfig(BaseModel):
     channels_last: ChannelsLast = False
     compile: Compile = False
     gpus_per_job: GpusPerJob = 1.0
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="tracker sinks; not hashed")
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:
@@ -238,7 +262,7 @@ class StudyConfig(BaseModel):
         if dup:
             raise ValueError(f"method names must be unique, repeated: {dup}")
         for axis, values in self.sweep.items():
-            if axis.split(".")[0] in ("sweep", "replicates", "name", "methods", *PLACEMENT_FIELDS):
+            if axis.split(".")[0] in ("sweep", "replicates", "name", "methods", "logging", *PLACEMENT_FIELDS):
                 raise ValueError(f"sweep axis {axis!r} cannot be swept")
             if not values:
                 raise ValueError(f"sweep axis {axis!r} has no values")
@@ -301,7 +325,8 @@ class StudyConfig(BaseModel):
 
     def canonical(self) -> dict[str, Any]:
         # device/gpus_per_job: where it runs, not what it computes (resumed elsewhere, it is the same study)
-        return self.model_dump(mode="json", exclude_defaults=True, exclude=set(PLACEMENT_FIELDS))
+        # logging: where results are also sent (tracker sinks), not what they are
+        return self.model_dump(mode="json", exclude_defaults=True, exclude={*PLACEMENT_FIELDS, "logging"})
 
     def check_runtime(self, executor: str = "local") -> None:
         """ConfigError (``device``, ``precision``) unless this machine can run every sweep point."""

@@ -40,6 +40,7 @@ from prunezoo.methods.dense import DENSE
 from prunezoo.models import build_model
 from prunezoo.models.flops import dense_flops, layer_flops
 from prunezoo.sparsity import MaskSet
+from prunezoo.tracking import Tracker, log_job_result
 from prunezoo.training import RuntimeConfig, Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import EnforceMasks, TrainingFlops
 from prunezoo.training.checkpoint import META_FILE, latest_checkpoint, remove_checkpoint
@@ -89,6 +90,8 @@ class JobContext:
     directory: Path
     root: Path
     device: Any = "cpu"  # a device spelling in, the resolved torch.device after __post_init__
+    # Tracker sinks of this job (execute_job sets it; not a field: results never depend on it).
+    tracker = Tracker([])
 
     def __post_init__(self) -> None:
         self.runtime = RuntimeConfig(device=str(self.device), **self.spec.get("runtime", {}))
@@ -120,6 +123,11 @@ class JobContext:
             )
             self.eval_sets["test_noisy"] = test.with_labels(noise.labels)
 
+    @property
+    def tracking_clock(self) -> dict[str, int]:
+        """The epochs this job's trainers have sent to its sinks so far: the next trainer's curve continues."""
+        return self.__dict__.setdefault("_tracking_clock", {"epochs": 0})
+
     def build_model(self, seed: int | None = None, *, on_device: bool = True) -> nn.Module:
         """The seeded model, initialised on the CPU (the same weights everywhere), then moved to the device."""
         seed_everything(self.seed if seed is None else seed)
@@ -147,10 +155,19 @@ class JobContext:
             self.splits.train,
             cfg,
             eval_sets=self.eval_sets,
-            callbacks=[*callbacks, counter],
+            # the tracking callback last: the checkpointed callbacks keep their positions
+            callbacks=[*callbacks, counter, *self._tracking()],
             progress=False,
             runtime=self.runtime,
         )
+
+    def _tracking(self) -> list:
+        """The callback sending this trainer's epochs to the job's sinks (none when there are none)."""
+        if not self.tracker:
+            return []
+        from prunezoo.tracking.callback import EpochMetrics
+
+        return [EpochMetrics(self.tracker, self.tracking_clock)]
 
     @property
     def train_flops(self) -> float:
@@ -287,23 +304,55 @@ def execute_job(job: dict, root: str | Path, threads: int | None = None, device:
             torch.set_num_threads(threads)
         clean_staging(directory)
         write_json(directory / "job.json", job)
-        for attempt in range(MAX_REPAIRS + 1):
-            try:
-                ctx = JobContext(job["spec"], directory, root, device)
-                result = runner(job["kind"], job.get("module", ""))(ctx, job)
-                break
-            except CorruptFileError as err:
-                if not err.path.is_relative_to(directory) or not err.path.exists():
-                    raise CorruptFileError(
-                        err.path,
-                        f"{err.reason} (needed by job {job['id']}; run the study again to redo the job that wrote it)",
-                    ) from None
-                if attempt == MAX_REPAIRS:
-                    raise
-                _invalidate(directory, err)
-        write_json(directory / RESULT_FILE, result)
+        tracker = job_tracker(job, root)  # the study's tracker sinks (none: an empty tracker that does nothing)
+        try:
+            for attempt in range(MAX_REPAIRS + 1):
+                try:
+                    ctx = JobContext(job["spec"], directory, root, device)
+                    ctx.tracker = tracker
+                    result = runner(job["kind"], job.get("module", ""))(ctx, job)
+                    break
+                except CorruptFileError as err:
+                    if not err.path.is_relative_to(directory) or not err.path.exists():
+                        raise CorruptFileError(
+                            err.path,
+                            f"{err.reason} (needed by job {job['id']}; run the study again to redo the job that "
+                            "wrote it)",
+                        ) from None
+                    if attempt == MAX_REPAIRS:
+                        raise
+                    _invalidate(directory, err)
+            write_json(directory / RESULT_FILE, result)
+            log_job_result(tracker, result or {}, ctx.tracking_clock["epochs"])
+        finally:
+            tracker.close()
         _tidy(directory)
         return result
+
+
+def job_tracker(job: dict, root: Path) -> Tracker:
+    """The tracker of one job: a run in each sink of ``job["tracking"]`` (set by the study runner), with the
+    job's spec as parameters; the study directory is ``root``'s parent."""
+    tracking = job.get("tracking") or {}
+    if not tracking.get("sinks"):
+        return Tracker([])
+    from prunezoo.tracking import RunInfo, open_tracker
+
+    info = RunInfo(
+        study=tracking.get("study", ""),
+        study_id=root.parent.name,
+        study_dir=root.parent,
+        job_id=job["id"],
+        label=job.get("label", ""),
+        method=job.get("method", ""),
+        seed=job.get("seed"),
+        point=job.get("point", ""),
+        run_dir=root / job["id"],
+        params=job["spec"],
+    )
+    tracker = open_tracker(tracking["sinks"], info, tracking.get("options", {}))
+    tracker.log_params({"job": {"id": job["id"], "kind": job["kind"]}, **job["spec"]})
+    return tracker
 
 
 def _tidy(directory: Path) -> None:

@@ -31,9 +31,15 @@ class Job:
     # The module defining the job's method kind when it is not a built-in one (not hashed): a spawned
     # or Ray worker imports it, so a kind registered outside the package runs there too.
     module: str = ""
+    # Tracker sinks of the study (``logging`` section; not hashed, absent when none): the worker running
+    # the job opens them (prunezoo.tracking).
+    tracking: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not data["tracking"]:
+            del data["tracking"]  # plan.json and job.json as before when no sink is configured
+        return data
 
 
 def _digest(obj: Any) -> str:

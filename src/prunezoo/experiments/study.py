@@ -133,6 +133,7 @@ def _run_locked(
     study_id = directory.name
     store.record_study(study_id, cfg.name, cfg.hash(), directory, cfg.model_dump(mode="json"), "running")
 
+    jobs = with_tracking(cfg, directory, jobs)  # after plan.json: sinks are not part of the plan
     todo = unique_jobs(jobs)
     finished = sum((runs / job.id / "result.json").exists() for job in todo)
     log(f"{cfg.name}: {len(todo)} jobs ({finished} already done) → {directory}")
@@ -169,6 +170,23 @@ def _run_locked(
     write_json(directory / "results.json", {"config_hash": cfg.hash(), "rows": rows})  # last: marks completion
     clean_staging(directory)
     return StudyResult(cfg, directory, rows)
+
+
+def with_tracking(cfg: StudyConfig, directory: Path, jobs: list[Job]) -> list[Job]:
+    """``jobs`` carrying the study's tracker sinks (``logging``) that work here: each is checked once
+    (a failing one warns and is left out; the study runs on), then opened per job by the worker."""
+    if not cfg.logging.sinks:
+        return jobs
+    import dataclasses
+
+    from prunezoo.tracking import check_sinks, study_info
+
+    options = dict(cfg.logging.options)
+    sinks = check_sinks(cfg.logging.sinks, study_info(directory, cfg.name), options)
+    if not sinks:
+        return jobs
+    tracking = {"sinks": sinks, "options": options, "study": cfg.name}
+    return [dataclasses.replace(job, tracking=tracking) for job in jobs]
 
 
 def collect(jobs: list[Job], results: dict[str, dict]) -> tuple[list[dict], dict, dict, dict]:
