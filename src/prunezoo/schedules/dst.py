@@ -130,6 +130,7 @@ class DynamicSparseTraining(MaskingSchedule):
         changed = 0
         for name, mask in old.items():
             p = params[name]
+            mask = mask.to(p.device)  # the start mask (random ER) is drawn on the CPU; the update runs by the weights
             grad = grads[name] if grads is not None else p.grad
             n_active = int(mask.sum())
             k = int(frac * n_active) if self.drop_count == "floor" else int(math.floor(frac * n_active + 0.5))

@@ -106,7 +106,8 @@ class MaskSet(Mapping[str, torch.Tensor]):
         """|both kept| / |either kept| over the layers the two mask sets share."""
         inter = union = 0
         for name in self._masks.keys() & other._masks.keys():
-            a, b = self._masks[name], other._masks[name]
+            a = self._masks[name]
+            b = other._masks[name].to(a.device)  # one set may come from a file (CPU), the other from the GPU
             inter += int((a & b).sum())
             union += int((a | b).sum())
         return inter / union if union else 1.0
@@ -128,7 +129,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
         return dead / total if total else 0.0
 
     def is_subset_of(self, other: MaskSet) -> bool:
-        return all(not bool((m & ~other._masks[n]).any()) for n, m in self._masks.items())
+        return all(not bool((m & ~other._masks[n].to(m.device)).any()) for n, m in self._masks.items())
 
     def summary(self) -> dict:
         return {
