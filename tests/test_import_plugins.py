@@ -112,26 +112,25 @@ SCRIPT = """
 import json, sys
 import torch
 from torch import nn
-from prunezoo.criteria import register_criterion
 from prunezoo.experiments.config import parse_config
 from prunezoo.experiments.study import run_study
 from prunezoo.models import register_model
 
 
 def main():
-    # registered inside main(): a worker cannot get them by importing this script
+    # registered inside main(): a worker cannot get it by importing this script
     def my_net(*, num_classes, input_shape, hidden=12):
         return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     register_model("my-net", my_net)
-    register_criterion("my-negative")(lambda ctx: {n: -p.detach().abs() for n, p in ctx.params.items()})
+    sys.path.insert(0, sys.argv[2])  # the criterion's module is only on this process's path (not cwd, not PYTHONPATH)
     cfg = parse_config({
         "name": "script", "dataset": {"name": "digits"}, "model": {"name": "my-net"},
         "training": {"epochs": 1, "batch_size": 64}, "finetune": {"epochs": 1, "batch_size": 64},
-        "methods": [{"name": "neg", "kind": "oneshot", "criterion": "my-negative", "sparsities": [0.7]}],
+        "methods": [{"name": "neg", "kind": "oneshot", "criterion": "h3_script_plugin:negative", "sparsities": [0.7]}],
     })
     out = {}
-    for executor in sys.argv[2:]:
+    for executor in sys.argv[3:]:
         workers = 1 if executor == "inline" else 2
         run = run_study(cfg, f"{sys.argv[1]}/{executor}", executor="ray" if executor == "ray" else "local",
                         workers=workers)
@@ -142,14 +141,20 @@ def main():
 if __name__ == "__main__":
     main()
 """
+CRITERION_MODULE = """
+def negative(ctx):
+    return {n: -p.detach().abs() for n, p in ctx.params.items()}
+"""
 
 
 def _run_script(tmp_path: Path, *executors: str) -> dict:
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "h3_script_plugin.py").write_text(CRITERION_MODULE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     res = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "out"), *executors],
+        [sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "elsewhere"), *executors],
         capture_output=True,
         text=True,
         env=env,
@@ -161,15 +166,15 @@ def _run_script(tmp_path: Path, *executors: str) -> dict:
     return json.loads(line[4:])
 
 
-def test_model_registered_in_the_script_runs_on_a_process_pool(tmp_path):
-    rows = _run_script(tmp_path, "inline", "pool")
-    assert len(rows["inline"]) == 2 and rows["pool"] == rows["inline"]
+def test_model_registered_in_the_script_runs_on_a_process_pool_and_under_ray(tmp_path):
+    """One driver script, three executors: inline, a spawned pool, a local Ray it starts itself."""
+    from importlib.util import find_spec
 
-
-def test_model_registered_in_the_script_runs_under_ray(tmp_path):
-    pytest.importorskip("ray", reason="install the ray extra: pip install -e '.[ray]'")
-    rows = _run_script(tmp_path, "inline", "ray")
-    assert len(rows["inline"]) == 2 and rows["ray"] == rows["inline"]
+    executors = ("inline", "pool", "ray") if find_spec("ray") is not None else ("inline", "pool")
+    rows = _run_script(tmp_path, *executors)
+    assert len(rows["inline"]) == 2 and {r["method"] for r in rows["inline"]} == {"dense", "neg"}
+    for executor in executors[1:]:
+        assert rows[executor] == rows["inline"], executor
 
 
 # -- entry points ---------------------------------------------------------------------------------------
