@@ -63,7 +63,8 @@ def test_tensorboard_event_files_hold_the_store_history(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "runs"
-    result = _run(tiny(["tensorboard"]), out)
+    # spawned pool workers: each opens its job's sinks itself
+    result = run_study(tiny(["tensorboard"]), out, workers=2, progress=False)
     jobs = _job_ids(result)
     assert len(jobs) == 2  # dense + one oneshot job
     for job in jobs:

@@ -67,6 +67,8 @@ def run_study(
     directory = study_directory(cfg, out_root)
     if not force and (rows := _complete_rows(directory)) is not None:
         log(f"study already complete: {directory}")
+        if cfg.logging.sinks:  # sinks record jobs as they run
+            log(f"nothing new for the tracker sinks {cfg.logging.sinks} (--force runs the study again)")
         return StudyResult(cfg, directory, rows, reused=True)
     jobs = plan_study(cfg)
     _preflight(cfg)
