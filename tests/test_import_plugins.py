@@ -304,3 +304,12 @@ def test_zoo_with_a_bad_plugin_exits_2_and_writes_nothing(tmp_path, patch, field
     res = runner.invoke(app, ["zoo", "generate", str(path), "--out", str(out)])
     assert res.exit_code == 2, res.output
     assert field in res.output and _no_results(out)
+
+
+def test_twin_criterion_by_import_path():
+    from prunezoo.zoo.twins import parse_twin_method
+
+    assert parse_twin_method("mp", overrides=[f"criterion={SMALLEST}"]).criterion == SMALLEST
+    with pytest.raises(ConfigError) as err:
+        parse_twin_method("mp", overrides=["criterion=tests.plugins:absent"])
+    assert err.value.field == "method.criterion" and "has no attribute 'absent'" in err.value.message
