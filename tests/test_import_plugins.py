@@ -313,3 +313,22 @@ def test_twin_criterion_by_import_path():
     with pytest.raises(ConfigError) as err:
         parse_twin_method("mp", overrides=["criterion=tests.plugins:absent"])
     assert err.value.field == "method.criterion" and "has no attribute 'absent'" in err.value.message
+
+
+def test_console_script_finds_a_plugin_module_in_its_working_directory(tmp_path):
+    """``prunezoo run`` (the installed script, whose sys.path lacks the cwd) imports ``module:attr`` from the
+    directory it runs in, like ``python -m``: the error is then about the attribute, not the module."""
+    import shutil
+
+    exe = shutil.which("prunezoo")
+    if exe is None:
+        pytest.skip("the prunezoo console script is not on PATH (pip install -e .)")
+    (tmp_path / "h3_cwd_nets.py").write_text("X = 1\n")
+    cfg = _write(tmp_path, {**STUDY, "model": {"name": "h3_cwd_nets:Missing"}})
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [exe, "run", str(cfg), "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert res.returncode == 2, res.stderr
+    text = " ".join((res.stdout + res.stderr).split())
+    assert "model.name" in text and "has no attribute 'Missing'" in text and _no_results(tmp_path / "out")
