@@ -36,6 +36,7 @@ SHAPES = {
     "resnet110": ((3, 32, 32), None),
     "resnet18-cifar": ((3, 32, 32), (1, 28, 28)),
     "vgg16-cifar": ((3, 32, 32), (1, 64, 64)),
+    "transformer": ((32,), (16,)),  # token ids (T,)
 }
 
 
@@ -49,7 +50,8 @@ def test_builds_and_forwards(name):
     for shape in filter(None, SHAPES[name]):
         num_classes = 2 if name == "gmm-mlp" else 7
         model = build_model(name, num_classes=num_classes, input_shape=shape)
-        out = model(torch.randn(2, *shape))
+        tokens = getattr(model, "prunezoo_input_dtype", None) == torch.long
+        out = model(torch.randint(1, 40, (2, *shape)) if tokens else torch.randn(2, *shape))
         assert out.shape == (2, num_classes)
         assert torch.isfinite(out).all()
 

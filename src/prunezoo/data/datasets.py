@@ -32,8 +32,10 @@ class ArrayDataset:
     """A labelled dataset held as tensors.
 
     Args:
-        x: inputs, shape ``(N, *input_shape)``; ``uint8`` (scaled by 1/255 on access) or float32.
-        y: integer labels, shape ``(N,)`` (stored as int64).
+        x: inputs, shape ``(N, *input_shape)``; ``uint8`` (scaled by 1/255 on access), float32, or
+            int64 token ids (returned as is: embeddings need integer inputs).
+        y: integer labels, shape ``(N,)`` (stored as int64), or per-token targets ``(N, T)`` with
+            ``-100`` where no target (masked-token modelling).
         mean, std: optional per-channel normalisation (a float or one value per channel, channel
             = dim 1 of a batch), applied after scaling to [0, 1] and after ``transform``.
         transform: optional :class:`BatchTransform` used by :class:`~prunezoo.data.BatchLoader`
@@ -59,10 +61,10 @@ class ArrayDataset:
     ):
         x = torch.as_tensor(x)
         y = torch.as_tensor(y).long()
-        if x.dtype not in (torch.uint8, torch.float32):
-            raise TypeError(f"x must be uint8 or float32, got {x.dtype}")
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+        if x.dtype not in (torch.uint8, torch.float32, torch.int64):
+            raise TypeError(f"x must be uint8, float32 or int64 (token ids), got {x.dtype}")
+        if y.ndim not in (1, 2) or len(y) != len(x):
+            raise ValueError(f"y must have shape ({len(x)},) or ({len(x)}, T), got {tuple(y.shape)}")
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.x = x
@@ -72,7 +74,7 @@ class ArrayDataset:
         self.transform = transform
         self.clean_y = y if clean_y is None else torch.as_tensor(clean_y).long()
         self.source_index = torch.arange(len(y)) if source_index is None else torch.as_tensor(source_index).long()
-        if self.clean_y.shape != y.shape or self.source_index.shape != y.shape:
+        if self.clean_y.shape != y.shape or self.source_index.shape != y.shape[:1]:
             raise ValueError("clean_y and source_index must have the same shape as y")
         # Broadcastable (1, C, 1, ...) tensors, built once instead of on every batch.
         self._mean_t = self._broadcastable(self.mean)
@@ -102,10 +104,12 @@ class ArrayDataset:
         return self.prepare(self.x[index]), self.y[index]
 
     def to_float(self, xb: Tensor) -> Tensor:
-        """Raw storage -> float32 before normalisation: uint8 scaled to [0, 1], float32 returned as is
-        (``xb`` is never modified)."""
+        """Raw storage -> float32 before normalisation: uint8 scaled to [0, 1], float32 and int64 token
+        ids returned as is (``xb`` is never modified)."""
         if xb.dtype == torch.uint8:
             return xb.to(torch.float32).div_(255.0)  # the .to() already copied, so div_ is safe
+        if xb.dtype == torch.int64:  # token ids: an embedding lookup needs them as integers
+            return xb
         return xb.to(torch.float32)
 
     def normalize(self, xb: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from prunezoo.data.datasets import ArrayDataset, DataSplits
-from prunezoo.data.noise import NOISE_KINDS, apply_label_noise
+from prunezoo.data.noise import NOISE_KINDS, NoiseResult, apply_label_noise
 from prunezoo.errors import ConfigError
 from prunezoo.utils.plugins import entry_point, is_import_path, load_import_path, track_registry
 
@@ -241,7 +241,13 @@ def load_dataset(
         splits.val = train.subset(perm[:n_val].sort().values, keep_transform=False)  # no augmentation at eval
         train = train.subset(perm[n_val:].sort().values)
 
-    noise = apply_label_noise(train.y, noise_rate, noise_kind, splits.num_classes, noise_seed)
+    if train.y.ndim > 1:  # per-token targets (masked-token modelling): there is no one label to corrupt
+        if float(noise_rate) > 0:
+            raise ValueError(f"noise_rate={noise_rate}: dataset {name!r} has per-token targets, not one label each")
+        none = torch.empty(0, dtype=torch.long)
+        noise = NoiseResult(train.y, none, 0.0, noise_kind, 0.0, int(noise_seed))
+    else:
+        noise = apply_label_noise(train.y, noise_rate, noise_kind, splits.num_classes, noise_seed)
     splits.train = train.with_labels(noise.labels) if noise.num_noisy else train
     splits.noise = noise
 

@@ -238,6 +238,8 @@ def _preflight(cfg: StudyConfig) -> None:
             model = build_model(
                 pcfg.model.name, num_classes=splits.num_classes, input_shape=splits.input_shape, **pcfg.model.options
             )
+            if (check_data := getattr(model, "prunezoo_check_data", None)) is not None:
+                check_data(splits)  # e.g. token ids within a transformer's vocab_size, before any training
             if pcfg.model.checkpoint is not None or pcfg.model.masks is not None:  # shapes checked before training
                 from prunezoo.models.checkpoints import start_from
 

@@ -42,6 +42,8 @@ def _inference(model: nn.Module) -> Iterator[None]:
 
 def _dummy_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     ref = next(model.parameters(), None)
+    if getattr(model, "prunezoo_input_dtype", None) == torch.long:  # token models: ids, 1 = a non-padding token
+        return torch.ones(1, *input_shape, dtype=torch.long, device=ref.device if ref is not None else None)
     if ref is None or not ref.is_floating_point():
         return torch.zeros(1, *input_shape)
     return torch.zeros(1, *input_shape, device=ref.device, dtype=ref.dtype)

@@ -29,16 +29,20 @@ def prunable_parameters(
     ``include``/``exclude`` are glob patterns on parameter names (``"fc3.*"``, ``"*.conv1.weight"``);
     ``include`` replaces the default type-based choice; ``exclude`` is applied last.
     Only parameters named ``weight`` of the chosen module types qualify by default, so biases and
-    normalisation parameters are never pruned unless explicitly included.
+    normalisation parameters are never pruned unless explicitly included. A model with a
+    ``prunezoo_prunable`` attribute (glob patterns, e.g. ``["blocks.*.weight"]`` of a transformer) narrows
+    that default to the weights its patterns match (``include`` still replaces it).
     A chosen weight reparametrised by ``torch.nn.utils.prune`` (``weight_orig``/``weight_mask``) raises
     :class:`~prunezoo.errors.ConfigError` naming it: convert with ``MaskSet.from_torch_prune(model)``.
     """
     types = tuple(module_types) if module_types else DEFAULT_PRUNABLE_TYPES
     chosen: dict[str, nn.Parameter] = {}
     torch_pruned: list[str] = []  # chosen but hidden by torch.nn.utils.prune: an error, never a silent skip
+    narrowed = getattr(model, "prunezoo_prunable", None) if include is None else None
 
     def wanted(module: nn.Module, full: str, p_name: str) -> bool:
         ok = _matches(full, include) if include is not None else isinstance(module, types) and p_name == "weight"
+        ok = ok and (narrowed is None or _matches(full, narrowed))
         return ok and not (exclude and _matches(full, exclude))
 
     for mod_name, module in model.named_modules():
