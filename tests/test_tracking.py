@@ -17,8 +17,7 @@ from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import parse_config
 from prunezoo.experiments.store import RunStore
 from prunezoo.experiments.study import STORE_NAME, run_study
-from prunezoo.tracking import Sink, register_sink
-from prunezoo.tracking import base as tracking_base
+from prunezoo.tracking import Sink, register_sink, reset_warnings
 
 
 def tiny(sinks=(), options=None, **extra):
@@ -38,9 +37,9 @@ def tiny(sinks=(), options=None, **extra):
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings():
-    tracking_base._WARNED.clear()  # "warn once" is per process: each test starts clean
+    reset_warnings()  # "warn once" is per study and process: each test starts clean
     yield
-    tracking_base._WARNED.clear()
+    reset_warnings()
 
 
 def _run(cfg, out: Path):

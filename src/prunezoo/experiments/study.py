@@ -181,8 +181,9 @@ def with_tracking(cfg: StudyConfig, directory: Path, jobs: list[Job]) -> list[Jo
         return jobs
     import dataclasses
 
-    from prunezoo.tracking import check_sinks, study_info
+    from prunezoo.tracking import check_sinks, reset_warnings, study_info
 
+    reset_warnings()  # each study warns once about each failing sink (in this process)
     options = dict(cfg.logging.options)
     sinks = check_sinks(cfg.logging.sinks, study_info(directory, cfg.name), options)
     if not sinks:

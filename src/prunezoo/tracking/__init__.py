@@ -9,7 +9,7 @@ switched off; results, store rows and hashes never depend on sinks.
 Light on import (no torch, no tracker library): the sinks' modules are imported when a run opens them.
 """
 
-from prunezoo.tracking.base import RunInfo, Sink, Tracker, flatten, numeric
+from prunezoo.tracking.base import RunInfo, Sink, Tracker, flatten, numeric, reset_warnings
 from prunezoo.tracking.registry import (
     SINKS,
     check_sink_names,
@@ -34,6 +34,7 @@ __all__ = [
     "numeric",
     "open_tracker",
     "register_sink",
+    "reset_warnings",
     "sink_class",
     "study_info",
 ]

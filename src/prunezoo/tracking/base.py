@@ -99,6 +99,11 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def reset_warnings() -> None:
+    """Forget which sink failures were warned about: the next study warns about them again."""
+    _WARNED.clear()
+
+
 def warn_failure(sink: str, err: BaseException, what: str = "") -> None:
     """The one warning for a failing sink (later identical failures in this process: DEBUG)."""
     message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
