@@ -165,6 +165,21 @@ def test_text_file_dataset(tmp_path):
     assert rows_out[0]["method"] == "dense"
 
 
+def test_fortunes_dataset_reads_fortune_files(tmp_path):
+    (tmp_path / "food").write_text("Eat your greens.\n%\nPie is\n  a food.\n%\nSoup.\n%\nBread\n%\n")
+    (tmp_path / "love").write_text("All you need.\n%\nLove hurts.\n%\nHearts\n%\n")
+    (tmp_path / "food.dat").write_bytes(b"\x00")  # strfile indexes are skipped
+    assert T.read_fortunes(tmp_path / "food") == ["Eat your greens.", "Pie is a food.", "Soup.", "Bread"]
+    d = load_dataset("fortunes", root=tmp_path, max_len=8, test_fraction=0.3)
+    assert d.meta["label_names"] == ["food", "love"] and d.num_classes == 2 and d.input_shape == (8,)
+    assert (len(d.train), len(d.test)) == (5, 2)
+    assert sorted(d.train.y.tolist() + d.test.y.tolist()) == [0, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="categories: \\['art'\\]"):
+        load_dataset("fortunes", root=tmp_path, categories=["art", "food"])
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
+        load_dataset("fortunes", root=tmp_path / "none")
+
+
 # -- studies -------------------------------------------------------------------------------------------
 STUDY = {
     "name": "tf",

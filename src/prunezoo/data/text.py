@@ -1,7 +1,8 @@
 """Token-sequence datasets: a synthetic grammar (masked-token pretraining + downstream labelings) and text files.
 
-No text-classification corpus ships inside a PyPI package that installs offline (NLTK, torchtext, Keras,
-``datasets`` all download their corpora at run time), so the built-in sequence data is generated:
+No text-classification corpus ships inside a PyPI package (NLTK, torchtext, Keras and ``datasets`` download
+their corpora at run time). Debian's ``fortunes`` packages do ship one: ``fortunes`` classifies a fortune
+cookie by its file (category). The built-in data that needs nothing installed is generated:
 
 ``grammar-mlm``  sequences of a small seeded language, 15 % of their tokens masked BERT-style (80 % ``[MASK]``,
                  10 % a random token, 10 % unchanged); targets are the original ids there, ``-100`` elsewhere.
@@ -387,4 +388,82 @@ def text_file(
         num_classes=len(names),
         input_shape=(max_len,),
         meta={"vocab_size": len(vocab), "pad_id": PAD_ID, "label_names": names, "source": str(resolve(path))},
+    )
+
+
+# -- a real text classification set from Debian --------------------------------------------------------
+FORTUNES_ROOT = Path("/usr/share/games/fortunes")
+
+
+def read_fortunes(file: Path) -> list[str]:
+    """The entries of a fortune (strfile source) file: texts separated by lines holding only ``%``."""
+    entries: list[str] = []
+    current: list[str] = []
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip() == "%":
+            if current:
+                entries.append(" ".join(current))
+            current = []
+        else:
+            current.append(line.strip())
+    if current:
+        entries.append(" ".join(current))
+    return [e for e in entries if e.strip()]
+
+
+@register_dataset("fortunes")
+def fortunes(
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    categories: list[str] | None = None,
+    tokenizer: str = "word",
+    max_len: int = 64,
+    vocab_size: int = 8192,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> DataSplits:
+    """Which fortune file a fortune cookie comes from (Debian ``fortunes``/``fortunes-min``, offline).
+
+    ``root``: the directory of fortune files (default ``/usr/share/games/fortunes``; ``apt-get install
+    fortunes`` gives 30 categories such as art, computers, food, love, science, sports); ``categories``:
+    the files to use (default every one there). Tokens and vocabulary as ``text-file``."""
+    folder = root if root is not None else FORTUNES_ROOT
+    if not folder.is_dir():
+        raise FileNotFoundError(f"fortunes: no directory {folder} (apt-get install fortunes, or set root)")
+    found = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.suffix and not p.name.startswith("."))
+    names = sorted(categories) if categories is not None else found
+    missing = sorted(set(names) - set(found))
+    if missing or len(names) < 2:
+        raise ValueError(f"categories: {missing or names} not usable; fortune files in {folder}: {found}")
+    if tokenizer not in ("word", "char"):
+        raise ValueError(f"tokenizer must be 'word' or 'char', got {tokenizer!r}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+        raise ValueError(f"max_len must be an integer >= 2, got {max_len!r}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be an integer > {len(SPECIAL_TOKENS)}, got {vocab_size!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    texts, labels = [], []
+    for c, name in enumerate(names):
+        entries = read_fortunes(folder / name)
+        texts += entries
+        labels += [c] * len(entries)
+    perm = np.random.default_rng(int(seed)).permutation(len(texts))
+    n_test = max(1, round(float(test_fraction) * len(texts)))
+    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    toks = [tokenize(t, tokenizer, True) for t in texts]
+    vocab = build_vocabulary([toks[i] for i in train_idx], vocab_size)
+
+    def as_dataset(idx: np.ndarray) -> ArrayDataset:
+        x = torch.tensor([encode(toks[i], vocab, max_len) for i in idx], dtype=torch.long).reshape(len(idx), max_len)
+        return ArrayDataset(x, torch.tensor([labels[i] for i in idx], dtype=torch.long))
+
+    return DataSplits(
+        name="fortunes",
+        train=as_dataset(train_idx),
+        test=as_dataset(test_idx),
+        num_classes=len(names),
+        input_shape=(max_len,),
+        meta={"vocab_size": len(vocab), "pad_id": PAD_ID, "label_names": names, "source": str(folder)},
     )
