@@ -11,6 +11,8 @@ from rich.table import Table
 
 from prunezoo.cli.common import (
     DeviceOption,
+    Executor,
+    ExecutorOption,
     RecordsFormatOption,
     RunsOutOption,
     TableFormat,
@@ -153,12 +155,28 @@ def reproduce_command(
     force: Annotated[bool, typer.Option(help="re-run even if complete")] = False,
     device: DeviceOption = None,
     fmt: RecordsFormatOption = "table",
+    all_: Annotated[
+        bool, typer.Option("--all", help="run every finding; writes reproduction.json and reproduction.html")
+    ] = False,
+    scale: Annotated[
+        str | None, typer.Option(help="quick | default | paper (the papers' own setting: plan it with --dry-run)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate and plan (jobs, protocol, power) without running")
+    ] = False,
+    executor: ExecutorOption = Executor.local,
 ) -> None:
     """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
     measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
     from prunezoo.bench.published import published_results
     from prunezoo.bench.reproduce import CRITERION, FINDINGS, overall, reproduce
 
+    if scale is not None and quick and scale != "quick":
+        fail(ConfigError("scale", f"--quick and --scale {scale} contradict each other"))
+    scale = scale or ("quick" if quick else "default")
+    if dry_run or all_:
+        _reproduce_many(finding, all_, scale, dry_run, out_dir, workers, force, device, fmt, executor.value)
+        return
     if list_ or finding is None:
         findings = [{"finding": f.name, "paper": f.paper, "claim": f.claim} for f in FINDINGS.values()]
 
@@ -176,7 +194,8 @@ def reproduce_command(
         directory, verdicts = reproduce(
             finding,
             out_dir,
-            quick=quick,
+            scale=scale,
+            executor=executor.value,
             workers=workers,
             progress=None,
             force=force,
@@ -205,3 +224,79 @@ def reproduce_command(
     if pubs:
         out.print(published_rich_table(pubs))
     out.print(f"results: {directory}")
+
+
+def _reproduce_many(finding, all_, scale, dry_run, out_dir, workers, force, device, fmt, executor) -> None:
+    """--dry-run (one finding or --all): validate and plan; --all: run every finding and write the report."""
+    import time
+
+    from prunezoo.bench.reproduce import FINDINGS, min_detectable_effect, plan_finding, reproduce_all
+
+    if finding is not None and all_:
+        fail(ConfigError("finding", "give a finding or --all, not both"))
+    names = list(FINDINGS) if all_ or finding is None else [finding]
+    try:
+        if dry_run:
+            plans = [plan_finding(n, scale, device) for n in names]
+            records = [
+                {
+                    "finding": p["finding"],
+                    "scale": p["scale"],
+                    "config": p["name"],
+                    "hash": p.get("hash", ""),
+                    "dataset": p["dataset"],
+                    "jobs": p["jobs"],
+                    "n": p["n"],
+                    "mde": round(min_detectable_effect(p["n"], (p.get("protocol") or {}).get("expected_sd", 0.0)), 3),
+                    "published": FINDINGS[p["finding"]].published,
+                }
+                for p in plans
+            ]
+
+            def table() -> Table:
+                t = Table(title=f"reproduce plan (scale {scale}; nothing run)")
+                for col in ("finding", "config", "dataset", "jobs", "n", "mde", "published"):
+                    t.add_column(col, overflow="fold")
+                for r in records:
+                    t.add_row(*(str(r[c]) for c in ("finding", "config", "dataset", "jobs", "n", "mde", "published")))
+                return t
+
+            print_records(records, fmt, table)
+            return
+        t0 = time.perf_counter()
+        payload, json_path, html_path = reproduce_all(
+            out_dir,
+            scale=scale,
+            log=lambda m: console.log(m),
+            force=force,
+            workers=workers,
+            progress=None,
+            device=device,
+            executor=executor,
+        )
+    except ConfigError as err:
+        fail(err)
+    records = [
+        {
+            "finding": r["finding"],
+            "verdict": r["overall"],
+            "claims": "; ".join(v["status"] for v in r["verdicts"]),
+            "wall_s": round(r["wall_s"], 1),
+        }
+        for r in payload["findings"]
+    ]
+
+    def summary() -> Table:
+        t = Table(title=f"reproduce --all (scale {scale})")
+        for col in ("finding", "verdict", "claims", "wall_s"):
+            t.add_column(col, overflow="fold")
+        for r in records:
+            t.add_row(*(str(r[c]) for c in ("finding", "verdict", "claims", "wall_s")))
+        return t
+
+    print_records(records, fmt, summary)
+    msg = (
+        f"total wall time {payload['total_wall_s']:.1f} s (this invocation {time.perf_counter() - t0:.1f} s)\n"
+        f"JSON: {json_path}\nHTML: {html_path}"
+    )
+    (out if TableFormat(fmt) is TableFormat.table else console).print(msg)
