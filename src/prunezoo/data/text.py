@@ -7,8 +7,9 @@ cookie by its file (category). The built-in data that needs nothing installed is
 ``grammar-mlm``  sequences of a small seeded language, 15 % of their tokens masked BERT-style (80 % ``[MASK]``,
                  10 % a random token, 10 % unchanged); targets are the original ids there, ``-100`` elsewhere.
 ``grammar-cls``  sequences of the same language with one label each (``task``), class-balanced:
-                 ``majority`` (more class-A than class-B words), ``balanced`` (brackets well-formed; the
-                 ill-formed half has one closing bracket of the wrong type, so counting cannot solve it),
+                 ``majority`` (more class-A than class-B words), ``balanced`` (brackets well-formed; every
+                 sequence has brackets, the ill-formed half one closing bracket of the wrong type, so
+                 counting cannot solve it),
                  ``first-last`` (first and last word of the same word class), ``depth`` (maximal bracket
                  nesting 0, 1, 2 or 3+: four classes).
 ``text-file``    your CSV/JSONL file of text + label, tokenized by words or characters with a vocabulary
@@ -160,8 +161,11 @@ def labelled_sequences(task: str, n: int, seq_len: int, rng: np.random.Generator
     ys: list[int] = []
     while any(quota):
         for seq in generate_sequences(max(64, 2 * sum(quota)), seq_len, rng):
-            if task == "balanced" and rng.random() < 0.5 and np.isin(seq, CLOSE_IDS).any():
-                seq = _corrupt_one_bracket(seq, rng)
+            if task == "balanced":  # only sequences with brackets: "no bracket => balanced" would be a shortcut
+                if not np.isin(seq, CLOSE_IDS).any():
+                    continue
+                if rng.random() < 0.5:
+                    seq = _corrupt_one_bracket(seq, rng)
             y = label_fn(seq)
             if y is not None and quota[y] > 0:
                 quota[y] -= 1
