@@ -32,15 +32,16 @@ def findings_table(payload: dict) -> str:
     ]
     notes = []
     for rec in payload["findings"]:
+        verdict = rec.get("decision", rec["overall"])  # every claim decided: holds / does not hold
         measured = "; ".join(f"{v['measured']} ({v['status']})" for v in rec["verdicts"])
         lines.append(
             f"| `{rec['finding']}` | {_cell(rec['claim'])} | {_cell(rec.get('published') or '–')} | "
-            f"{_cell(measured)} | **{rec['overall']}** | {_wall(rec.get('wall_s'))} |"
+            f"{_cell(measured)} | **{verdict}** | {_wall(rec.get('wall_s'))} |"
         )
-        if rec["overall"] != "holds":
+        if verdict != "holds":
             failing = [v for v in rec["verdicts"] if v["status"] != "holds"]
             why = "; ".join(f"{_cell(v['claim'])}: {_cell(v['measured'])} → {v['status']}" for v in failing)
-            notes.append(f"- `{rec['finding']}` {rec['overall']}: {why}")
+            notes.append(f"- `{rec['finding']}` {verdict}: {why}")
     total = payload.get("total_wall_s")
     machine = payload.get("machine") or {}
     lines.append("")

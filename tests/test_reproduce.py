@@ -80,6 +80,15 @@ def test_every_finding_has_a_protocol_with_power_and_a_paper_setting():
 
 
 # -- verdicts ---------------------------------------------------------------------------------------------
+def test_decision_needs_every_claim_decided():
+    from prunezoo.bench.findings.base import Verdict, decision
+
+    v = lambda status: Verdict("c", status, "", "")
+    assert decision([v(HOLDS), v(HOLDS)]) == HOLDS
+    assert decision([v(HOLDS), v(FAILS)]) == FAILS  # decided, and the finding as stated does not hold
+    assert decision([v(FAILS), v(INCONCLUSIVE)]) == INCONCLUSIVE and decision([]) == INCONCLUSIVE
+
+
 def test_noninferiority_and_mean_verdicts_three_ways():
     base = {s: 0.9 + NOISE[s] for s in range(5)}
     shift = lambda d: {s: v + d + NOISE[s] / 4 for s, v in base.items()}
@@ -281,7 +290,7 @@ def test_all_quick_writes_json_and_html_and_reuses_finished_findings(tmp_path, m
     assert out.startswith("| finding | paper's claim | published | measured") and "`tiny-1`" in out
     assert "2 findings, scale `quick`" in out
     for r in data["findings"]:
-        assert (r["overall"] != HOLDS) == (f"- `{r['finding']}` {r['overall']}" in out)
+        assert (r["decision"] != HOLDS) == (f"- `{r['finding']}` {r['decision']}" in out)
 
 
 def test_cli_all_prints_total_wall_time_and_dry_run_plans_every_finding(tmp_path, monkeypatch):

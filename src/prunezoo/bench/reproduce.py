@@ -31,6 +31,7 @@ from prunezoo.bench.findings.base import (
     Protocol,
     Verdict,
     correlation_verdict,
+    decision,
     mean_verdict,
     min_detectable_effect,
     noninferiority_verdict,
@@ -56,6 +57,7 @@ __all__ = [
     "Protocol",
     "Verdict",
     "correlation_verdict",
+    "decision",
     "finding_config",
     "mean_verdict",
     "min_detectable_effect",
@@ -853,6 +855,7 @@ def finding_record(name: str, verdicts: list[Verdict], *, scale: str, wall_s: fl
         "directory": str(directory),
         "wall_s": wall_s,
         "overall": overall(verdicts),
+        "decision": decision(verdicts),  # every claim decided: holds / does not hold
         "verdicts": [v.to_dict() for v in verdicts],
     }
 
@@ -891,7 +894,7 @@ def reproduce_all(
         zoo_forced = zoo_forced or (force and n in ZOO_FINDINGS)
         directory, verdicts = reproduce(n, out_root, scale=scale, log=log, force=forced, **run_options)
         record = json.loads((Path(directory) / f"reproduce-{n}.json").read_text())
-        log(f"{n}: {record['overall']} ({record['wall_s']:.1f} s)")
+        log(f"{n}: {record['decision']} ({record['wall_s']:.1f} s)")
         records.append(record)
     total = sum(r["wall_s"] for r in records)
     payload = reproduction_payload(records, scale=scale, total_wall_s=total)

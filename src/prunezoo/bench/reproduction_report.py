@@ -49,6 +49,10 @@ def effects_figure(record: dict[str, Any]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _decision(rec: dict[str, Any]) -> str:
+    return rec.get("decision", rec["overall"])
+
+
 def _fmt_wall(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "–"
@@ -56,7 +60,7 @@ def _fmt_wall(seconds: float | None) -> str:
 
 
 def _section(rec: dict[str, Any]) -> str:
-    status = rec["overall"]
+    status = rec.get("decision", rec["overall"])
     proto = rec.get("protocol") or {}
     rows = "".join(
         f"<tr><td>{escape(v['claim'])}</td><td>{escape(v['measured'])}</td>"
@@ -96,7 +100,8 @@ def _section(rec: dict[str, Any]) -> str:
 def reproduction_payload(records: list[dict[str, Any]], *, scale: str, total_wall_s: float) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for r in records:
-        counts[r["overall"]] = counts.get(r["overall"], 0) + 1
+        key = r.get("decision", r["overall"])
+        counts[key] = counts.get(key, 0) + 1
     return {
         "scale": scale,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
@@ -122,7 +127,7 @@ def write_reproduction_report(out: str | Path, payload: dict[str, Any]) -> tuple
     write_json(json_path, payload)
     summary = "".join(
         f"<tr><td><a href='#{escape(r['finding'])}'>{escape(r['finding'])}</a></td><td>{escape(r['paper'])}</td>"
-        f"<td style='color:{COLOURS.get(r['overall'], 'grey')}'><b>{escape(r['overall'])}</b></td>"
+        f"<td style='color:{COLOURS.get(_decision(r), 'grey')}'><b>{escape(_decision(r))}</b></td>"
         f"<td>{_fmt_wall(r.get('wall_s'))}</td></tr>"
         for r in payload["findings"]
     )

@@ -279,7 +279,7 @@ def _reproduce_many(finding, all_, scale, dry_run, out_dir, workers, force, devi
     records = [
         {
             "finding": r["finding"],
-            "verdict": r["overall"],
+            "verdict": r["decision"],
             "claims": "; ".join(v["status"] for v in r["verdicts"]),
             "wall_s": round(r["wall_s"], 1),
         }

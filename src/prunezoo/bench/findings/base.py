@@ -226,6 +226,16 @@ def overall(verdicts: list[Verdict]) -> str:
     return INCONCLUSIVE
 
 
+def decision(verdicts: list[Verdict]) -> str:
+    """The finding as a whole: holds if every claim holds; does not hold if every claim is decided and one
+    does not hold; inconclusive while any claim is undecided (unlike :func:`overall`, a decided mix of
+    holding and failing claims is a decision: the finding as stated does not hold)."""
+    statuses = {v.status for v in verdicts}
+    if not statuses or INCONCLUSIVE in statuses:
+        return INCONCLUSIVE
+    return HOLDS if statuses == {HOLDS} else FAILS
+
+
 def per_seed(rows: list[dict], field_: str = "test_acc", **match: Any) -> dict[int, float]:
     """Per seed: the mean of ``field_`` over rows matching every ``key=value`` (``sparsity_min`` compares)."""
     smin = match.pop("sparsity_min", None)
