@@ -386,7 +386,7 @@ HASHES_BEFORE = {
     "sdd-gmm-xor.yaml": "e06f8ea2de3410a1",
     "sdd-gmm.yaml": "9434bd45d5a069e6",
     "sdd-mnist1d.yaml": "254ac823e4122829",
-    "sparse-transfer.yaml": "cd12338c229041f2",  # added with the example (issue 14)
+    "sparse-transfer.yaml": "ada39caa161a3948",  # added with the example (issue 14)
     "structured-mnist5k.yaml": "cad9964f4aab7b2b",
     "suite:quick": "76c603ac04c655f4",
     "suite:structured-cnn": "6cb0c96a630e6ac3",
