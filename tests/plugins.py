@@ -75,3 +75,8 @@ def not_a_dataset():
 def smallest_magnitude(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     """Higher = more important, so ``-|w|`` keeps the SMALLEST weights (the opposite of magnitude)."""
     return {name: -p.detach().abs() for name, p in ctx.params.items()}
+
+
+def doubled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A training loss by import path (``training.loss: tests.plugins:doubled_cross_entropy``)."""
+    return 2.0 * torch.nn.functional.cross_entropy(logits, targets)

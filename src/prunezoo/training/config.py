@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prunezoo.errors import ConfigError
+from prunezoo.utils.plugins import is_import_path, load_import_path
 
 
 class TrainingConfig(BaseModel):
@@ -24,8 +27,25 @@ class TrainingConfig(BaseModel):
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    loss: str | None = Field(
+        None,
+        description="import path 'module:attr' of a loss(logits, targets) -> scalar replacing the "
+        "default cross-entropy for training (evaluation losses stay cross-entropy)",
+    )
     eval_batch_size: int = Field(1024, ge=1)
     seed: int = 0
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not is_import_path(v):
+                raise ValueError(f"expected an import path 'module:attr' of a loss function, got {v!r}")
+            try:  # imports now: a bad path is an error before anything runs
+                load_import_path(v, "loss")
+            except ConfigError as err:
+                raise ValueError(err.message) from None
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

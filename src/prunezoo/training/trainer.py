@@ -91,6 +91,10 @@ class Trainer:
         for prefix, ds in self.eval_sets.items():
             self._eval_loader(prefix, ds)  # a bad eval set fails here, before any training
         self.callbacks = CallbackList(callbacks)
+        if loss is None and config.loss is not None:  # a loss named by import path in the config
+            from prunezoo.utils.plugins import load_import_path
+
+            loss = load_import_path(config.loss, "training.loss")
         self.loss_fn = loss if loss is not None else cross_entropy_loss(config.label_smoothing)
         self.masks = masks if masks is None or isinstance(masks, MaskSet) else MaskSet(masks)
         self._mask_handle = None
