@@ -348,3 +348,51 @@ def test_gradual_unfreeze_on_the_transformer():
         assert all(torch.equal(after[n], prev[n]) for n in names if n not in stages[stage])
         assert all(not after[n][~m].any() for n, m in masks.items())
         prev = after
+
+
+# -- early stopping ----------------------------------------------------------------------------------
+def test_early_stopping_callback_reads_the_history_so_resume_stops_again():
+    from types import SimpleNamespace
+
+    from prunezoo.methods.transfer import EarlyStopping
+
+    hist = [{"val_acc": 0.5}, {"val_acc": 0.6}, {"val_acc": 0.6}]
+    t = SimpleNamespace(history=hist[:2], stop_requested=False)
+    es = EarlyStopping(1, "val_acc")
+    es.on_epoch_end(t, 1, hist[1])
+    assert not t.stop_requested and not es.stopped  # epoch 2 improved
+    t.history = hist
+    es.on_epoch_end(t, 2, hist[2])
+    assert t.stop_requested and es.stopped  # a tie is no improvement
+    resumed = SimpleNamespace(history=list(hist), stop_requested=False)  # a checkpoint written after the stop
+    again = EarlyStopping(1, "val_acc")
+    again.on_train_begin(resumed)
+    assert resumed.stop_requested and again.stopped
+    t2 = SimpleNamespace(history=list(hist), stop_requested=False)
+    EarlyStopping(2, "val_acc").on_train_begin(t2)
+    assert not t2.stop_requested
+
+
+def test_patience_stops_transfer_early_and_none_runs_full_length(tmp_path):
+    from prunezoo.models import build_model
+
+    torch.manual_seed(0)
+    start = build_model("mlp", num_classes=5, input_shape=(1, 8, 8), hidden=[24, 16])
+    torch.save(start.state_dict(), tmp_path / "start.pt")
+    opts = {"checkpoint": str(tmp_path / "start.pt")}
+    methods = [
+        {"name": "full", "kind": "transfer", "options": opts},
+        {"name": "es", "kind": "transfer", "options": {**opts, "patience": 1}},
+    ]
+    # an LR so small that validation accuracy cannot move: epoch 1 stays the best, epoch 2 does not improve
+    study = _study(methods, training={"epochs": 4, "lr": 1e-7, "batch_size": 64})
+    res = run_study(parse_config(study), tmp_path / "out", workers=1)
+    rows = {r["method"]: r for r in res.rows}
+    hists = json.loads((res.directory / "histories.json").read_text())
+    full, es = hists[rows["full"]["run_id"]], hists[rows["es"]["run_id"]]
+    assert len(full) == 4 and rows["full"]["stopped_epoch"] is None
+    assert len(es) == 2 and rows["es"]["stopped_epoch"] == 2 and rows["es"]["best_epoch"] == 1
+    assert [h["val_acc"] for h in es] == [h["val_acc"] for h in full[:2]]  # same LR schedule: same epochs
+    assert rows["es"]["test_acc"] == full[0]["test_acc"]  # the row is the best epoch's
+    with pytest.raises(ConfigError, match="patience"):
+        parse_config(_study([{"name": "t", "kind": "transfer", "options": {**opts, "patience": 1, "select": "last"}}]))

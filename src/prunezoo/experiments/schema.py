@@ -49,6 +49,7 @@ RESULT_SCHEMA: tuple[ResultField, ...] = (
     ResultField("test_noisy_acc", "REAL", "accuracy on the noisy test split", "fraction"),
     ResultField("recipe", "TEXT", "sparse transfer recipe (dense, extended, gradual-unfreeze)"),
     ResultField("best_epoch", "INTEGER", "epoch reported (early stopping: best validation epoch, 1-based)"),
+    ResultField("stopped_epoch", "INTEGER", "epoch training stopped at (early stopping with patience; else empty)"),
 )
 
 ROW_FIELDS: list[str] = [f.name for f in RESULT_SCHEMA]

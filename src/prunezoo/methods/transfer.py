@@ -15,7 +15,9 @@ Recipes (the study's ``training`` is the transfer training):
   stage and is rewound at the next (prunezoo.schedules.unfreeze).
 
 Early stopping: the row reports the epoch with the best validation accuracy (``select``; needs
-``dataset.val_fraction`` > 0, else the last epoch); ``best_epoch`` says which.
+``dataset.val_fraction`` > 0, else the last epoch); ``best_epoch`` says which. With ``patience: k``
+training also stops once ``k`` epochs in a row have not improved on the best one (``stopped_epoch``
+in the row; none when it ran its full length).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class TransferOptions(BaseModel):
     select: Literal["val_acc", "val_loss", "last"] = Field(
         "val_acc", description="early stopping: the reported epoch (best on the validation split, or the last)"
     )
+    patience: int | None = Field(
+        None, ge=1, description="early stopping: stop after this many epochs without a better 'select' on val"
+    )
 
 
 def transfer_options(method_or_spec: Any) -> TransferOptions:
@@ -125,6 +130,35 @@ def best_epoch(history: list[dict], select: str) -> int:
     return max(range(len(history)), key=lambda i: (sign * history[i][key], -i))
 
 
+class EarlyStopping:
+    """Requests the trainer's stop once ``patience`` epochs have passed since the best one (:func:`best_epoch`).
+
+    Stateless: the decision is read from ``trainer.history``, which checkpoints carry, so a resumed job
+    that had already stopped stops again at once (in ``on_train_begin``) and an interrupted one goes on."""
+
+    def __init__(self, patience: int, select: str):
+        self.patience, self.select = patience, select
+        self.stopped = False
+
+    def _check(self, trainer) -> None:
+        hist = trainer.history
+        if hist and len(hist) - 1 - best_epoch(hist, self.select) >= self.patience:
+            self.stopped = trainer.stop_requested = True
+
+    def on_train_begin(self, trainer) -> None:
+        self._check(trainer)
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
+        self._check(trainer)
+
+    # The trainer's other hooks (a duck-typed Callback: this module does not import torch at load time).
+    def on_epoch_begin(self, *args) -> None: ...
+    def on_step_begin(self, *args) -> None: ...
+    def on_after_backward(self, *args) -> None: ...
+    def on_step_end(self, *args) -> None: ...
+    def on_train_end(self, *args) -> None: ...
+
+
 @register_method_kind
 class Transfer(MethodKind):
     """Sparse transfer: a pretrained (GMP-pruned) model, masks fixed, fine-tuned on the study's dataset.
@@ -148,6 +182,8 @@ class Transfer(MethodKind):
             raise ValueError("options: give exactly one of 'pretrain' (pretrain in the study) or 'checkpoint'")
         if opts.masks is not None and opts.pretrain is not None:
             raise ValueError("options.masks: the pretraining's own masks are used with 'pretrain'")
+        if opts.patience is not None and opts.select == "last":
+            raise ValueError("options.patience: early stopping needs select 'val_acc' or 'val_loss', not 'last'")
 
     def job_count(self, method: MethodConfig) -> int:
         return 2 if transfer_options(method).pretrain is not None else 1
@@ -256,6 +292,14 @@ class Transfer(MethodKind):
             stages = unfreeze_stages(model, find_blocks(model, opts.blocks, "options.blocks"), head)
             cfg = cfg.model_copy(update={"epochs": opts.stage_epochs * len(stages), "steps": None})
             callbacks.append(GradualUnfreeze(stages, lr=cfg.lr, stage_epochs=opts.stage_epochs))
+        stopper = None
+        if opts.patience is not None:
+            if ctx.splits.val is None:
+                from prunezoo.errors import ConfigError
+
+                raise ConfigError("options.patience", "early stopping needs a validation split (dataset.val_fraction)")
+            stopper = EarlyStopping(opts.patience, opts.select)
+            callbacks.append(stopper)
         ctx.training = cfg
         history = ctx.fit(ctx.trainer(model, callbacks))
         save_state(ctx.directory / "final.safetensors", model.state_dict())
@@ -270,5 +314,6 @@ class Transfer(MethodKind):
             target_sparsity=target,
             recipe=opts.recipe,
             best_epoch=best + 1,
+            stopped_epoch=len(history) if stopper is not None and stopper.stopped else None,
         )
         return one_result(row, history, masks)
