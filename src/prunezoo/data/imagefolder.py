@@ -98,8 +98,8 @@ def load_image(path: str, size: tuple[int, int] | None, grayscale: bool) -> Tens
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if grayscale else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if grayscale else "RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
@@ -113,7 +113,7 @@ def _decode_all(samples: list[tuple[str, int]], size, grayscale: bool) -> Tensor
     images = [load_image(p, size, grayscale) for p, _ in samples]
     shapes = {tuple(t.shape[1:]) for t in images}
     if len(shapes) > 1:
-        first = {}
+        first: dict[tuple[int, ...], str] = {}
         for (p, _), t in zip(samples, images, strict=True):
             first.setdefault(tuple(t.shape[1:]), p)
         examples = ", ".join(f"{h}x{w} ({p})" for (h, w), p in list(first.items())[:3])
@@ -155,7 +155,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.y = torch.as_tensor(y).long()
         self.clean_y = self.y if clean_y is None else torch.as_tensor(clean_y).long()
         self.source_index = torch.arange(len(self.y)) if source_index is None else torch.as_tensor(source_index)
-        self.size, self.grayscale = tuple(size), bool(grayscale)
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.grayscale = bool(grayscale)
         self.mean, self.std = mean, std
         self.augment = resolve_augment(augment)
         self.transform = v2_augmentation(self.augment, self.size) or None  # the v2 ops (None: no augmentation)
@@ -279,7 +280,8 @@ def imagefolder(
     test_s, src_te = _subset(found["test"], test_subset, subset_seed, "test_subset")
     val_s = found.get("val")
     if hw is None:  # the first training image's size; in memory, every other image must match it
-        hw = tuple(load_image(train_s[0][0], None, grayscale).shape[1:])
+        shape = load_image(train_s[0][0], None, grayscale).shape
+        hw = (int(shape[1]), int(shape[2]))
     n_all = len(train_s) + len(test_s) + len(val_s or ())
     decoded_bytes = n_all * channels * hw[0] * hw[1]
     keep = decoded_bytes <= IN_MEMORY_LIMIT if in_memory is None else in_memory

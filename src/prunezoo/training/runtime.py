@@ -71,7 +71,7 @@ class RuntimeConfig(BaseModel):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
 
     @field_validator("device")
     @classmethod

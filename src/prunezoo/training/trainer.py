@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from prunezoo.training.evaluate import IGNORE_INDEX, autocast_context, evaluate,
 from prunezoo.training.optim import build_optimizer, lr_at
 from prunezoo.training.runtime import RuntimeConfig
 from prunezoo.utils.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from prunezoo.sparsity.masks import MaskHandle
 
 
 class Trainer:
@@ -97,7 +101,7 @@ class Trainer:
             loss = load_import_path(config.loss, "training.loss")
         self.loss_fn = loss if loss is not None else cross_entropy_loss(config.label_smoothing)
         self.masks = masks if masks is None or isinstance(masks, MaskSet) else MaskSet(masks)
-        self._mask_handle = None
+        self._mask_handle: MaskHandle | None = None
         self.optimizer = build_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.runtime.precision == "fp16" else None
         # compiled forward only: state_dict keys, hooks and checkpoints stay the original module's
@@ -195,7 +199,7 @@ class Trainer:
                 skip = self.step - epoch * spe  # batches already consumed when resuming mid-epoch
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), dtype=torch.long, device=self.device)
-                seen = 0  # scored targets (an int, or a device tensor for token targets: no sync)
+                seen: int | torch.Tensor = 0  # scored targets (an int, or a device tensor for token targets: no sync)
                 scored = True
                 for batch in self._batches(skip):
                     if self.step >= self.total_steps or self.stop_requested:
@@ -215,13 +219,13 @@ class Trainer:
                     seen += n
                     self.callbacks.on_step_end(self, self.step - 1, loss.detach())  # a tensor: no per-step device sync
                     bar.advance()
-                seen = float(seen)
+                count = float(seen)
                 metrics = {
                     "epoch": epoch + 1,
                     "step": self.step,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "train_loss": float(loss_sum) / max(seen, 1),
-                    "train_acc": float(correct) / max(seen, 1) if scored else float("nan"),
+                    "train_loss": float(loss_sum) / max(count, 1),
+                    "train_acc": float(correct) / max(count, 1) if scored else float("nan"),
                     **self.evaluate(),
                     "time_s": time.perf_counter() - t0,
                 }
