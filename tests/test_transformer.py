@@ -290,3 +290,66 @@ def test_hf_without_transformers_names_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"prunezoo\[hf\]") as err:
         build_model("hf:bert", num_classes=2, input_shape=(16,))
     assert err.value.field == "model.name"
+
+
+def _hf_tiny_config(**change):
+    from transformers import BertConfig
+
+    return BertConfig(**{**HF_TINY, "vocab_size": T.GRAMMAR_VOCAB_SIZE, "num_labels": 3, **change})
+
+
+def test_hf_save_pretrained_dir_is_a_start_checkpoint(tmp_path):
+    pytest.importorskip("transformers", reason="transformers not installed (pip install 'prunezoo[hf]')")
+    from transformers import BertForSequenceClassification, BertModel
+
+    from prunezoo.models.checkpoints import start_from
+
+    torch.manual_seed(1)
+    src = BertForSequenceClassification(_hf_tiny_config())
+    src.save_pretrained(tmp_path / "cls")
+    assert (tmp_path / "cls" / "config.json").is_file()
+    opts = {**HF_TINY, "vocab_size": T.GRAMMAR_VOCAB_SIZE}
+    model = build_model("hf:bert", num_classes=3, input_shape=(16,), **opts)
+    assert start_from(model, tmp_path / "cls") is None  # no masks in a dense save
+    want = src.state_dict()
+    got = model.state_dict()
+    assert {f"hf.{n}" for n in want} <= set(got)
+    assert all(torch.equal(got[f"hf.{n}"], t) for n, t in want.items())  # the head too: same classes
+    src.eval(), model.eval()
+    assert torch.allclose(model(tokens()), src(input_ids=tokens(), attention_mask=(tokens() != 0).long()).logits)
+
+    # the encoder alone (BertModel): the body is loaded, the 5-class head stays at its initialisation
+    enc = BertModel(_hf_tiny_config())
+    enc.save_pretrained(tmp_path / "enc")
+    model5 = build_model("hf:bert", num_classes=5, input_shape=(16,), **opts)
+    head0 = model5.hf.classifier.weight.detach().clone()
+    start_from(model5, tmp_path / "enc")
+    assert all(torch.equal(model5.state_dict()[f"hf.bert.{n}"], t) for n, t in enc.state_dict().items())
+    assert torch.equal(model5.hf.classifier.weight, head0)
+
+    # a wider FFN than the model's: ConfigError naming the parameter, exit 2 in a study writing nothing
+    BertForSequenceClassification(_hf_tiny_config(intermediate_size=48)).save_pretrained(tmp_path / "wide")
+    wide = r"'hf\.bert\.encoder\.layer\.0\.intermediate\.dense\.bias' has shape \(48,\)"
+    with pytest.raises(ConfigError, match=wide) as err:
+        start_from(model, tmp_path / "wide", field="model")
+    assert err.value.field == "model.checkpoint"
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from prunezoo.cli import app
+
+    study = {
+        **STUDY,
+        "model": {"name": "hf:bert", "options": opts, "checkpoint": str(tmp_path / "wide")},
+        "methods": [{"name": "magnitude", "kind": "oneshot", "criterion": "magnitude", "sparsities": [0.5]}],
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 2 and "intermediate.dense.bias" in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+    # a study starting every model from the save runs
+    cfg = parse_config({**study, "model": {**study["model"], "checkpoint": str(tmp_path / "cls")}, "methods": []})
+    rows = run_study(cfg, tmp_path / "ok", workers=1).rows
+    assert len(rows) == 1 and rows[0]["kind"] == "dense"

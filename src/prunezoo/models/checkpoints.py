@@ -3,7 +3,9 @@
 A source is one of:
 
 * a prunezoo job directory (``final.safetensors``, plus ``masks.safetensors`` when it pruned);
-* a directory holding ``model.safetensors`` or ``pytorch_model.bin`` (a Hugging Face-style save);
+* a directory holding ``model.safetensors`` or ``pytorch_model.bin`` (a Hugging Face ``save_pretrained``
+  folder: its names are found under the module that holds them, e.g. ``hf.`` of an ``hf:`` model, or
+  ``hf.bert.`` for a bare ``BertModel``'s; see :func:`align_names`);
 * a ``.safetensors`` file, or a torch state-dict file (``.pt``/``.pth``/``.bin``, loaded with
   ``weights_only=True``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped).
 
@@ -94,6 +96,23 @@ def read_state(source: str | Path, field: str = "checkpoint") -> dict[str, torch
     return state
 
 
+def align_names(own: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with its names moved under the module prefix of the model (``own``: its state dict) that
+    matches the most of them, when one matches more than the names as they are: a Hugging Face save of
+    the wrapped model (``bert.…`` -> ``hf.bert.…``) or of its encoder alone (``embeddings.…`` ->
+    ``hf.bert.embeddings.…``). A state that already fits is returned unchanged."""
+    as_is = sum(n in own for n in state)
+    if as_is == len(state):
+        return state
+    prefixes = {name[: i + 1] for name in own for i, c in enumerate(name) if c == "."}
+    best, hits = "", as_is
+    for prefix in sorted(prefixes, key=len):  # ties: the shortest prefix
+        n = sum(prefix + k in own for k in state)
+        if n > hits:
+            best, hits = prefix, n
+    return {best + k: v for k, v in state.items()} if best else state
+
+
 def load_start(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -108,6 +127,7 @@ def load_start(
     ``state`` must be in the model. Under ``head`` tensors are copied when the shapes agree, unless
     ``new_head`` (transfer: the head is always trained anew)."""
     own = model.state_dict()
+    state = align_names(own, state)
     body_missing = [n for n in own if n not in state and not _in(n, head)]
     if body_missing:
         raise ConfigError(
