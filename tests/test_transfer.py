@@ -396,3 +396,61 @@ def test_patience_stops_transfer_early_and_none_runs_full_length(tmp_path):
     assert rows["es"]["test_acc"] == full[0]["test_acc"]  # the row is the best epoch's
     with pytest.raises(ConfigError, match="patience"):
         parse_config(_study([{"name": "t", "kind": "transfer", "options": {**opts, "patience": 1, "select": "last"}}]))
+
+
+# -- a compacted (channel-removed) start -------------------------------------------------------------
+def test_transfer_from_a_structured_runs_compacted_model(tmp_path):
+    from safetensors.torch import load_file
+
+    from prunezoo.methods.transfer import compact_source, compact_start
+    from prunezoo.models import build_model
+    from prunezoo.sparsity import prunable_parameters
+    from prunezoo.structured import load_compact
+
+    src = {
+        **_study([{"name": "s", "kind": "structured", "criterion": "l1-filter", "sparsities": [0.5]}]),
+        "dataset": {"name": "digits", "options": {"classes": [0, 1, 2, 3, 4]}},
+        "finetune": {"epochs": 1, "lr": 0.05, "batch_size": 64},
+    }
+    out = run_study(parse_config(src), tmp_path / "src", workers=1)
+    run = out.directory / "runs" / next(r["run_id"] for r in out.rows if r["method"] == "s")
+    assert compact_source(str(run)) == run / "compact" == compact_source(str(run / "compact"))
+    assert compact_source(str(tmp_path)) is None
+    saved = load_compact(run / "compact")
+    model, spec = compact_start(run / "compact", 3, None, seed=0)
+    assert spec["model"] == "mlp" and model.fc3.out_features == 3
+    assert model.fc3.in_features == saved.fc3.in_features < 16  # the compact's own, smaller shapes
+    want, got = saved.state_dict(), model.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in want.items() if not n.startswith("fc3."))
+
+    # the transfer task has 3 classes: the head is new, the body keeps the compact shapes
+    task = {"name": "digits", "val_fraction": 0.2, "options": {"classes": [5, 6, 7]}}
+    cfg = parse_config(
+        {**_study([{"name": "t", "kind": "transfer", "options": {"checkpoint": str(run)}}]), "dataset": task}
+    )
+    res = run_study(cfg, tmp_path / "t", workers=1)
+    row = next(r for r in res.rows if r["method"] == "t")
+    final = load_file(str(next(res.directory.rglob(f"{row['run_id']}/final.safetensors"))))
+    assert final["fc3.weight"].shape == (3, saved.fc3.in_features)
+    assert all(final[n].shape == t.shape for n, t in want.items() if not n.startswith("fc3."))
+    dense = build_model("mlp", num_classes=3, input_shape=(1, 8, 8), hidden=[24, 16])
+    prunable = sum(p.numel() for p in prunable_parameters(dense, exclude=["fc3.*"]).values())
+    nnz = sum(int((t != 0).sum()) for n, t in final.items() if n in ("fc1.weight", "fc2.weight"))
+    assert row["prunable"] == prunable and row["nnz"] == nnz and row["sparsity"] > 0.4
+    assert row["flops_sparse"] < row["flops_dense"] == next(r for r in res.rows if r["kind"] == "dense")["flops_dense"]
+
+    # a damaged compact folder is rejected before any training (exit 2, nothing written)
+    import shutil
+
+    shutil.copytree(run / "compact", tmp_path / "bad")
+    (tmp_path / "bad" / "architecture.json").write_text('{"format": "other/1"}')
+    config = _write(
+        tmp_path / "bad.yaml",
+        {
+            **_study([{"name": "t", "kind": "transfer", "options": {"checkpoint": str(tmp_path / "bad")}}]),
+            "dataset": task,
+        },
+    )
+    res = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "none"), "-q"])
+    _rejected(res, "methods[0].options.checkpoint", "other/1")
+    assert not (tmp_path / "none").exists()

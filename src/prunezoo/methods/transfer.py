@@ -6,6 +6,11 @@ config and seed and shared by every transfer method and task that names the same
 ``options.checkpoint`` (a prunezoo job directory, a safetensors or state-dict file). The downstream
 model takes every tensor but the head (trained anew) and the pretrained masks, kept exact.
 
+A structured run's directory (or its ``compact/`` folder) as ``options.checkpoint`` starts from the
+compacted, channel-removed model itself: its own smaller shapes, its head replaced by a new Linear for
+the study's classes, its nonzeros as the masks. Its row counts ``prunable`` and ``flops_dense`` on the
+original dense architecture (built for the study's classes), so ``sparsity`` includes the removed channels.
+
 Recipes (the study's ``training`` is the transfer training):
 
 * ``dense``: every weight trains for ``training.epochs`` with the study's LR schedule;
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -159,6 +165,47 @@ class EarlyStopping:
     def on_train_end(self, *args) -> None: ...
 
 
+def compact_source(source: str | None) -> Path | None:
+    """The compacted-model folder ``source`` names (a structured run directory or its ``compact/``), or None."""
+    from prunezoo.structured.export import ARCH
+
+    if source is None:
+        return None
+    path = Path(source).expanduser()
+    for folder in (path, path / "compact"):
+        if (folder / ARCH).is_file():
+            return folder
+    return None
+
+
+def compact_start(folder: Path, num_classes: int, head: str | None, seed: int):
+    """``(model, spec)``: the compacted model saved in ``folder``, its head a new seeded Linear with
+    ``num_classes`` outputs; ``spec`` the original (dense) build spec. ConfigError names ``options.*``."""
+    from torch import nn
+
+    from prunezoo.errors import ConfigError
+    from prunezoo.models.checkpoints import head_prefix
+    from prunezoo.structured.export import ARCH, load_compact
+    from prunezoo.training.seeding import seed_everything
+
+    try:
+        model = load_compact(folder)
+        spec = json.loads((folder / ARCH).read_text())["spec"]
+    except ConfigError as err:
+        raise ConfigError("options.checkpoint", f"{folder}: {err.field}: {err.message}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # a damaged or foreign compact folder
+        raise ConfigError("options.checkpoint", f"{folder} is not a readable compacted model ({err})") from None
+    name = head_prefix(model, head, "options.head")
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.Linear):
+        raise ConfigError("options.head", f"the compacted model's head {name!r} is a {type(old).__name__}, no Linear")
+    seed_everything(seed)  # the new head's init, the same on every machine
+    parent, _, child = name.rpartition(".")
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+    return model.train(), spec
+
+
 @register_method_kind
 class Transfer(MethodKind):
     """Sparse transfer: a pretrained (GMP-pruned) model, masks fixed, fine-tuned on the study's dataset.
@@ -213,10 +260,17 @@ class Transfer(MethodKind):
 
     def preflight(self, method: MethodConfig, model) -> None:
         from prunezoo.errors import ConfigError
-        from prunezoo.models.checkpoints import head_prefix, start_from
+        from prunezoo.models.checkpoints import head_prefix, read_masks, start_from
         from prunezoo.schedules.unfreeze import find_blocks
 
         opts = transfer_options(method)
+        if (folder := compact_source(opts.checkpoint)) is not None:  # the compacted model is the start
+            model, _ = compact_start(folder, 2, opts.head, 0)
+            if opts.masks is not None:
+                read_masks(model, opts.masks, head=head_prefix(model, opts.head, "options.head"), field="options.masks")
+            if opts.recipe == "gradual-unfreeze":
+                find_blocks(model, opts.blocks, "options.blocks")
+            return
         head = head_prefix(model, opts.head, "options.head")
         if opts.recipe == "gradual-unfreeze":
             find_blocks(model, opts.blocks, "options.blocks")
@@ -275,11 +329,18 @@ class Transfer(MethodKind):
         from prunezoo.training.checkpoint import save_state
 
         opts = transfer_options(ctx.spec["method"])
-        model = ctx.build_model()
-        head = head_prefix(model, opts.head, "options.head")
-        source = ctx.root / ctx.spec["pretrain"] if opts.pretrain is not None else opts.checkpoint
-        masks = start_from(model, source, opts.masks, head=head, new_head=True, field="options")
-        if masks is None:  # a plain state dict: its zeros are the masks
+        compact = compact_source(opts.checkpoint) if opts.pretrain is None else None
+        dense_ref = None  # a compacted start: the original dense model, the row's reference
+        if compact is not None:
+            model, dense_ref = self._compact_model(ctx, compact, opts)
+            head = head_prefix(model, opts.head, "options.head")
+            masks = start_from(model, None, opts.masks, head=head, new_head=True, field="options")
+        else:
+            model = ctx.build_model()
+            head = head_prefix(model, opts.head, "options.head")
+            source = ctx.root / ctx.spec["pretrain"] if opts.pretrain is not None else opts.checkpoint
+            masks = start_from(model, source, opts.masks, head=head, new_head=True, field="options")
+        if masks is None:  # a plain state dict or a compacted model: its zeros are the masks
             masks = MaskSet.from_model(model, list(prunable_parameters(model, exclude=[f"{head}.*"])))
         cfg = ctx.training
         callbacks: list = [EnforceMasks(masks)]
@@ -306,14 +367,50 @@ class Transfer(MethodKind):
         masks.save(ctx.directory / "masks.safetensors")
         best = best_epoch(history, opts.select)
         target = opts.pretrain.sparsity if opts.pretrain is not None else round(masks.sparsity(), 6)
-        row = ctx.row(
-            masks,
-            history[best],
-            kind=self.name,
-            level=None,
-            target_sparsity=target,
-            recipe=opts.recipe,
-            best_epoch=best + 1,
-            stopped_epoch=len(history) if stopper is not None and stopper.stopped else None,
-        )
+        fields = {
+            "kind": self.name,
+            "level": None,
+            "target_sparsity": target,
+            "recipe": opts.recipe,
+            "best_epoch": best + 1,
+            "stopped_epoch": len(history) if stopper is not None and stopper.stopped else None,
+        }
+        if dense_ref is None:
+            row = ctx.row(masks, history[best], **fields)
+        else:
+            row = self._compact_row(ctx, model, masks, dense_ref, history[best], head, fields)
         return one_result(row, history, masks)
+
+    @staticmethod
+    def _compact_model(ctx, folder: Path, opts: TransferOptions):
+        """The compacted start on the job's device, and the dense original built for the study's task;
+        the job's FLOP tables become the compact model's (training FLOPs are counted on it)."""
+        from prunezoo.errors import ConfigError
+        from prunezoo.models import build_model
+        from prunezoo.models.flops import dense_flops, layer_flops
+
+        model, spec = compact_start(folder, ctx.splits.num_classes, opts.head, ctx.seed)
+        shape = tuple(ctx.splits.input_shape)
+        if tuple(spec["input_shape"]) != shape:
+            raise ConfigError(
+                "options.checkpoint", f"the compacted model takes inputs {tuple(spec['input_shape'])}, the data {shape}"
+            )
+        dense = build_model(spec["model"], num_classes=ctx.splits.num_classes, input_shape=shape, **spec["options"])
+        ctx.flops, ctx.total_flops = layer_flops(model, shape), dense_flops(model, shape)
+        return model.to(ctx.device), dense
+
+    @staticmethod
+    def _compact_row(ctx, model, masks, dense, metrics: dict, head: str, fields: dict) -> dict:
+        """The row of a compacted start: nonzeros of the compact model over the dense original's
+        prunable weights (the head excluded, as for masks), FLOPs against the dense original's."""
+        from prunezoo.models.flops import dense_flops
+        from prunezoo.sparsity import prunable_parameters
+
+        shape = ctx.splits.input_shape
+        prunable = sum(p.numel() for p in prunable_parameters(dense, exclude=[f"{head}.*"]).values())
+        dens = masks.layer_densities()
+        sparse = ctx.total_flops - sum(f * (1.0 - dens.get(n, 1.0)) for n, f in ctx.flops.items())
+        row = ctx.row(None, metrics, counts=(masks.nnz(), prunable, sparse), **fields)
+        full = dense_flops(dense, shape)
+        row.update(flops_dense=full, flop_speedup=full / max(sparse, 1.0), flops_sparse=int(round(sparse)))
+        return row
