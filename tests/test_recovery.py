@@ -340,31 +340,40 @@ def test_sigkill_at_random_moments_resumes_to_identical_results(finished, tmp_pa
 
 
 # -- zoo twins share the mechanism ----------------------------------------------------------------
+def _zoo_config(lr: list[float]):
+    """A tiny digits MLP zoo: one seed, one member per learning rate, one epoch."""
+    from prunezoo.zoo.generate import parse_zoo_config
+
+    return parse_zoo_config(
+        {
+            "name": "z",
+            "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
+            "model": {"name": "mlp", "options": {"hidden": [8]}},
+            "epochs": 1,
+            "batch_size": 25,
+            "seeds": [1],
+            "lr": lr,
+        }
+    )
+
+
+def _zoo_with_twins(zoo: Path, lr: list[float]):
+    """That zoo generated at ``zoo`` with its magnitude-pruned twins at 50 %: ``(zoo, twin method)``."""
+    from prunezoo.zoo.generate import generate_zoo
+    from prunezoo.zoo.twins import make_twins, parse_twin_method
+
+    generate_zoo(_zoo_config(lr), zoo, workers=1, progress=False)
+    method = parse_twin_method("mp", levels="0.5", epochs=1)
+    make_twins(zoo, method, workers=1, progress=False)
+    return zoo, method
+
+
 def test_damaged_twin_is_redone_and_damaged_source_is_named(tmp_path, caplog):
     from prunezoo.zoo import layout
-    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
     from prunezoo.zoo.runner import TaskFailed
     from prunezoo.zoo.twins import make_twins, parse_twin_method
 
-    zoo = tmp_path / "zoo"
-    generate_zoo(
-        parse_zoo_config(
-            {
-                "name": "z",
-                "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-                "model": {"name": "mlp", "options": {"hidden": [8]}},
-                "epochs": 1,
-                "batch_size": 25,
-                "seeds": [1],
-                "lr": [1e-2, 3e-3],
-            }
-        ),
-        zoo,
-        workers=1,
-        progress=False,
-    )
-    method = parse_twin_method("mp", levels="0.5", epochs=1)
-    make_twins(zoo, method, workers=1, progress=False)
+    zoo, method = _zoo_with_twins(tmp_path / "zoo", [1e-2, 3e-3])
     victim, other = layout.list_models(layout.twin_set_dir(zoo, "mp-0.5"))
     state = layout.checkpoint_dir(victim, 1) / layout.STATE_FILE
     good = state.read_bytes()
@@ -381,28 +390,9 @@ def test_damaged_twin_is_redone_and_damaged_source_is_named(tmp_path, caplog):
 
 def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
     from prunezoo.zoo import layout
-    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
-    from prunezoo.zoo.twins import make_twins, parse_twin_method, twin_one
+    from prunezoo.zoo.twins import twin_one
 
-    zoo = tmp_path / "zoo"
-    generate_zoo(
-        parse_zoo_config(
-            {
-                "name": "z",
-                "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-                "model": {"name": "mlp", "options": {"hidden": [8]}},
-                "epochs": 1,
-                "batch_size": 25,
-                "seeds": [1],
-                "lr": [1e-2],
-            }
-        ),
-        zoo,
-        workers=1,
-        progress=False,
-    )
-    method = parse_twin_method("mp", levels="0.5", epochs=1)
-    make_twins(zoo, method, workers=1, progress=False)
+    zoo, method = _zoo_with_twins(tmp_path / "zoo", [1e-2])
     (twin,) = layout.list_models(layout.twin_set_dir(zoo, "mp-0.5"))
     done = layout.read_done(twin)
     (twin / layout.DONE_FILE).unlink()  # unfinished, being made by another process that holds the lock
@@ -423,19 +413,9 @@ def test_second_process_waits_for_the_twin_lock_then_reads_back(tmp_path):
 
 def test_damaged_zoo_member_is_redone(tmp_path, caplog):
     from prunezoo.zoo import layout
-    from prunezoo.zoo.generate import generate_zoo, parse_zoo_config
+    from prunezoo.zoo.generate import generate_zoo
 
-    cfg = parse_zoo_config(
-        {
-            "name": "z",
-            "dataset": {"name": "digits", "max_train": 100, "max_test": 50},
-            "model": {"name": "mlp", "options": {"hidden": [8]}},
-            "epochs": 1,
-            "batch_size": 25,
-            "seeds": [1],
-            "lr": [1e-2, 3e-3],
-        }
-    )
+    cfg = _zoo_config([1e-2, 3e-3])
     generate_zoo(cfg, tmp_path / "zoo", workers=1, progress=False)
     member = layout.list_models(tmp_path / "zoo")[0]
     state = layout.checkpoint_dir(member, 1) / layout.STATE_FILE
