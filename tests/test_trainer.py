@@ -152,3 +152,47 @@ def test_callback_loss_terms_are_optimised_but_not_reported(digits):
     assert l1(penalised) < 0.8 * l1(plain)
     # the reported train loss is the data term only: the L1 term (~several units) is not in it
     assert h_pen[-1]["train_loss"] < 1.0 and abs(h_pen[-1]["train_loss"] - h_plain[-1]["train_loss"]) < 0.5
+
+
+def test_checkpoint_every_k_epochs_saves_less_and_resumes_exactly(digits, tmp_path, monkeypatch):
+    import prunezoo.training.trainer as trainer_module
+
+    saved_steps = []
+    real_save = trainer_module.save_checkpoint
+    monkeypatch.setattr(
+        trainer_module, "save_checkpoint", lambda *a, **k: (saved_steps.append(k["step"]), real_save(*a, **k))[1]
+    )
+    every = TrainingConfig(epochs=5, batch_size=64, lr=0.02, checkpoint_every=3)
+    full = _model(digits)
+    full_hist = Trainer(full, digits.train, TrainingConfig(epochs=5, batch_size=64, lr=0.02)).fit()
+    model = _model(digits)
+    trainer = Trainer(model, digits.train, every)
+    hist = trainer.fit(checkpoint_dir=tmp_path / "ckpt")
+    spe = trainer.steps_per_epoch
+    assert saved_steps == [3 * spe, 5 * spe]  # every 3rd epoch and after the last
+    assert _strip(hist) == _strip(full_hist)  # checkpointing less changes nothing computed
+    # the epoch-3 checkpoint (kept as .previous) resumes to the same final weights
+    resumed = _model(digits, seed=99)
+    hist2 = Trainer(resumed, digits.train, every).fit(resume_from=tmp_path / "ckpt.previous")
+    assert _strip(hist2) == _strip(full_hist)
+    assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k]) for k in full.state_dict())
+
+
+def test_checkpoint_every_is_not_part_of_study_or_job_identity():
+    from prunezoo.experiments.config import parse_config
+    from prunezoo.experiments.plan import plan_study
+
+    base = {
+        "dataset": {"name": "digits"},
+        "model": {"name": "mlp"},
+        "methods": [{"name": "gm", "kind": "oneshot", "sparsities": [0.5]}],
+    }
+    a = parse_config({**base, "training": {"epochs": 2}, "finetune": {"epochs": 1}})
+    b = parse_config(
+        {**base, "training": {"epochs": 2, "checkpoint_every": 4}, "finetune": {"epochs": 1, "checkpoint_every": 2}}
+    )
+    assert b.training.checkpoint_every == 4
+    assert a.canonical() == b.canonical()
+    assert [j.id for j in plan_study(a)] == [j.id for j in plan_study(b)]
+    with pytest.raises(ValidationError):
+        TrainingConfig(checkpoint_every=0)

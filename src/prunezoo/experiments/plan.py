@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prunezoo.experiments.config import MethodConfig, StudyConfig, hashed_runtime
+from prunezoo.experiments.config import MethodConfig, StudyConfig
 from prunezoo.methods import Planner
 
 
@@ -46,6 +46,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
+def _cause(spec: dict[str, Any]) -> dict[str, Any]:
+    # checkpoint_every (training, finetune...) says how often a resumable state is written, not what a
+    # job computes: a study resumed with another value reuses its finished jobs
+    return {
+        k: {kk: vv for kk, vv in v.items() if kk != "checkpoint_every"} if isinstance(v, dict) else v
+        for k, v in spec.items()
+    }
+
+
 def _method_spec(method: MethodConfig) -> dict[str, Any]:
     # The name is a label, not a cause: excluded so renaming reuses results.
     return method.model_dump(mode="json", exclude_defaults=True, exclude={"name", "branches", "sparsities"})
@@ -56,7 +65,8 @@ def _job_adder(jobs: list[Job], point: str, tag: str, base: dict, seed: int) -> 
 
     def add(kind: str, method: str, label: str, spec: dict, deps: tuple[str, ...] = (), module: str = "") -> Job:
         full = {"kind": kind, "seed": seed, **base, **spec}
-        job = Job(f"{kind}-{_digest(full)}", kind, f"{label} seed={seed}{tag}", method, point, seed, full, deps, module)
+        label_full = f"{label} seed={seed}{tag}"
+        job = Job(f"{kind}-{_digest(_cause(full))}", kind, label_full, method, point, seed, full, deps, module)
         jobs.append(job)
         return job
 
@@ -72,7 +82,7 @@ def plan_study(cfg: StudyConfig) -> list[Job]:
             "model": pcfg.model.model_dump(mode="json", exclude_defaults=True),
             "training": pcfg.training.model_dump(mode="json", exclude_defaults=True),
         }
-        if runtime := hashed_runtime(pcfg):  # precision etc. change results; the device does not (not in ids)
+        if runtime := pcfg.hashed_runtime():  # precision etc. change results; the device does not (not in ids)
             base["runtime"] = runtime
         finetune = pcfg.finetune.model_dump(mode="json", exclude_defaults=True)
         for seed in cfg.seeds:

@@ -33,6 +33,13 @@ class TrainingConfig(BaseModel):
         "default cross-entropy for training (evaluation losses stay cross-entropy)",
     )
     eval_batch_size: int = Field(1024, ge=1)
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description="write the resume checkpoint every k epochs (and after the last one): a larger k saves "
+        "time on tiny epochs, a kill then loses up to k epochs of work; results are identical, so it is not "
+        "part of a study's hash",
+    )
     seed: int = 0
 
     @field_validator("loss")

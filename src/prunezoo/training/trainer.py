@@ -231,7 +231,8 @@ class Trainer:
                 }
                 self.history.append(metrics)
                 self.callbacks.on_epoch_end(self, epoch, metrics)
-                if checkpoint_dir is not None:
+                last = self.step >= self.total_steps or self.stop_requested
+                if checkpoint_dir is not None and (last or (epoch + 1) % self.config.checkpoint_every == 0):
                     cb_meta, cb_tensors = self._callback_states()
                     extra = {"history": self.history, "callbacks": cb_meta}
                     if self.scaler is not None:
