@@ -106,6 +106,9 @@ class Finding:
     # --scale paper: the papers' own setting as a study config (validated and planned by --dry-run)
     paper_study: Callable[[], dict] | None = None
     published: str = ""  # the paper's headline number(s), shown beside the measured ones
+    # a second study (quick) -> config whose rows join the main study's for the judge: baselines that need
+    # no pruning (e.g. small dense models of a width sweep) without running every method on them too
+    companion: Callable[[bool], dict] | None = None
 
 
 FINDINGS: dict[str, Finding] = {}

@@ -43,7 +43,7 @@ def study(quick: bool) -> dict:
         # quick: 15 steps (a quarter epoch) per training, a smoke test of the pipeline only
         "training": {
             **({"steps": 15} if quick else {"epochs": 10}),
-            **{"batch_size": 60, "optimizer": "adam", "lr": 1.2e-3},
+            **{"batch_size": 60, "optimizer": "adam", "lr": 1.2e-3, "checkpoint_every": 5},
         },
         "methods": [
             {

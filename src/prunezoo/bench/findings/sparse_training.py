@@ -48,7 +48,7 @@ def study(quick: bool) -> dict:
         "sweep": {"training.epochs": [short, 4 * short]},
         "dataset": {"name": "digits"},
         "model": {"name": "mlp", "options": {"hidden": [300, 100]}},
-        "training": {"epochs": short, "batch_size": 64, "lr": 0.05, "lr_schedule": "cosine"},
+        "training": {"epochs": short, "batch_size": 64, "lr": 0.05, "lr_schedule": "cosine", "checkpoint_every": 10},
         "methods": _methods(SPARSITY),
     }
 
