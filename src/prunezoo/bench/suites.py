@@ -20,19 +20,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import (
-    PLACEMENT_FIELDS,
-    RUNTIME_FIELDS,
-    ChannelsLast,
-    Compile,
     DataConfig,
-    Device,
-    GpusPerJob,
     ModelConfig,
-    Precision,
     SafeName,
     StudyConfig,
     format_validation_error,
@@ -42,6 +35,7 @@ from prunezoo.methods.base import method_kind_of
 from prunezoo.methods.imp import IMP
 from prunezoo.methods.registry import job_kind
 from prunezoo.training.config import TrainingConfig
+from prunezoo.training.runtime import RuntimeFields
 
 SUITE_DIR = Path(__file__).parent / "suites"
 MIN_OPERATING_POINTS = 5
@@ -62,8 +56,9 @@ STRUCTURED_BASELINES = (
 )
 
 
-class BenchSuite(BaseModel):
-    """A benchmark suite (YAML). ``methods`` are study methods without ``sparsities``/``levels``."""
+class BenchSuite(RuntimeFields):
+    """A benchmark suite (YAML). ``methods`` are study methods without ``sparsities``/``levels``. The runtime
+    fields (:class:`RuntimeFields`) are the study's: every method runs with the same one, like the same budget."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: SafeName
@@ -76,12 +71,6 @@ class BenchSuite(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     finetune: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=3, lr=0.01))
     methods: list[dict[str, Any]] = Field(default_factory=list)
-    # The study's runtime (every method runs with the same one, like the same budget); device: not hashed.
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    channels_last: ChannelsLast = False
-    compile: Compile = False
-    gpus_per_job: GpusPerJob = 1.0
 
     @field_validator("compressions")
     @classmethod
@@ -195,7 +184,7 @@ def build_study(suite: BenchSuite) -> StudyConfig:
         "training": suite.training.model_dump(mode="json"),
         "finetune": suite.finetune.model_dump(mode="json"),
         "methods": methods,
-        **{f: getattr(suite, f) for f in (*RUNTIME_FIELDS, *sorted(PLACEMENT_FIELDS - set(RUNTIME_FIELDS)))},
+        **suite.model_dump(include=set(RuntimeFields.model_fields)),
     }
     try:
         cfg = StudyConfig.model_validate(data)

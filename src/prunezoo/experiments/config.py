@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -41,7 +41,7 @@ from prunezoo.methods.base import (  # noqa: F401
 from prunezoo.methods.imp import BranchConfig  # noqa: F401  (re-exported)
 from prunezoo.schedules.iterative import ResetMode
 from prunezoo.training.config import TrainingConfig
-from prunezoo.training.runtime import RuntimeConfig
+from prunezoo.training.runtime import PLACEMENT_FIELDS, RuntimeFields
 
 _STRICT = STRICT  # every float of a config is finite
 MAX_JOBS = 10_000  # a plan beyond this is a typo (replicates: 1000000), not a study
@@ -116,61 +116,12 @@ class ModelConfig(BaseModel):
         return v
 
 
-def check_device(value: str) -> str:
-    """A device spelling RuntimeConfig accepts (normalised); whether this machine has it is checked when
-    the run starts (:func:`check_runtime`), so a config naming ``cuda`` still plans on a CPU machine."""
-    try:
-        return RuntimeConfig(device=value).device
-    except ValidationError as err:
-        raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
-
-
-def check_gpus_per_job(value: float) -> float:
-    if not (value > 0 and (value <= 1 or float(value).is_integer())):
-        raise ValueError("must be a fraction of one GPU in (0, 1] or a whole number of GPUs")
-    return value
-
-
-# The runtime fields of a study, zoo, twin or bench config (RuntimeConfig's, validated the same way).
-# ``device`` and ``gpus_per_job`` say where a run computes, not what: never hashed (PLACEMENT_FIELDS).
-Device = Annotated[
-    str,
-    AfterValidator(check_device),
-    Field(description="where it runs: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps; not hashed"),
-]
-Precision = Annotated[
-    Literal["fp32", "bf16", "fp16"],
-    Field(description="autocast precision of forward and loss (weights stay fp32); fp16 needs a GPU"),
-]
-ChannelsLast = Annotated[bool, Field(description="channels_last memory format for models and 4-D inputs")]
-Compile = Annotated[bool, Field(description="torch.compile the model's forward")]
-GpusPerJob = Annotated[
-    float,
-    AfterValidator(check_gpus_per_job),
-    Field(description="Ray: GPUs each job reserves on a CUDA run (0.25: four jobs share one GPU); not hashed"),
-]
-RUNTIME_FIELDS = ("device", "precision", "channels_last", "compile")
-PLACEMENT_FIELDS = frozenset({"device", "gpus_per_job"})
-
-
-def runtime_of(cfg: BaseModel) -> RuntimeConfig:
-    """The :class:`RuntimeConfig` of a config with the runtime fields (study, zoo, twin method, suite)."""
-    return RuntimeConfig(**{f: getattr(cfg, f) for f in RUNTIME_FIELDS})
-
-
-def hashed_runtime(cfg: BaseModel) -> dict[str, Any]:
-    """The runtime fields that change results (precision, channels_last, compile), only where not default:
-    what job specs and member ids hash (empty for the default fp32 run, so old ids are unchanged)."""
-    default = RuntimeConfig()
-    return {f: getattr(cfg, f) for f in RUNTIME_FIELDS[1:] if getattr(cfg, f) != getattr(default, f)}
-
-
-def check_runtime(cfg: BaseModel, executor: str = "local", prefix: str = "") -> None:
+def check_runtime(cfg: RuntimeFields, executor: str = "local", prefix: str = "") -> None:
     """ConfigError naming ``device``/``precision`` unless this machine can run ``cfg``'s runtime; called
     before anything is written. Under Ray the jobs run elsewhere: the cluster decides (see
     :func:`prunezoo.experiments.executors.ray_device`), so only the spelling is checked here."""
     if executor != "ray":
-        runtime_of(cfg).resolve(prefix)
+        cfg.runtime_config().resolve(prefix)
 
 
 # Derived from the registry (the kinds' classes own these facts); kept for callers of the old tables.
@@ -229,8 +180,9 @@ class LoggingConfig(BaseModel):
             raise ValueError(err.message) from None
 
 
-class StudyConfig(BaseModel):
-    """A pruning study: one dataset and model, a dense run, then every method on top of it."""
+class StudyConfig(RuntimeFields):
+    """A pruning study: one dataset and model, a dense run, then every method on top of it; the runtime
+    fields (device, precision, ...) come from :class:`RuntimeFields`."""
 
     model_config = _STRICT
     name: SafeName = "default"
@@ -248,11 +200,6 @@ class StudyConfig(BaseModel):
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=64, lr=0.01, lr_schedule="cosine")
     )
     methods: list[Method] = Field(default_factory=_default_methods)
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    channels_last: ChannelsLast = False
-    compile: Compile = False
-    gpus_per_job: GpusPerJob = 1.0
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="tracker sinks; not hashed")
 
     @model_validator(mode="after")

@@ -27,25 +27,19 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prunezoo.errors import ConfigError
 from prunezoo.experiments.config import (
     MAX_JOBS,
-    ChannelsLast,
-    Compile,
     DataConfig,
-    Device,
-    GpusPerJob,
     ModelConfig,
-    Precision,
     SafeName,
     check_output_dir,
     check_runtime,
     format_validation_error,
-    hashed_runtime,
     read_config_data,
 )
 from prunezoo.experiments.executors import check_executor_options
@@ -55,6 +49,7 @@ from prunezoo.models.layers import check_activation
 from prunezoo.training import RuntimeConfig, Trainer, TrainingConfig, seed_everything
 from prunezoo.training.callbacks import Callback
 from prunezoo.training.evaluate import evaluate
+from prunezoo.training.runtime import RuntimeFields
 from prunezoo.zoo import layout
 from prunezoo.zoo.runner import run_tasks
 
@@ -93,8 +88,20 @@ def _listify(v: Any) -> list:
     return list(v) if isinstance(v, list | tuple) else [v]
 
 
-class ZooConfig(BaseModel):
-    """A zoo: dataset × architecture × (cartesian product of the hyperparameter lists)."""
+class PopulationRuntimeFields(RuntimeFields):
+    """:class:`RuntimeFields` of a config whose ``trainer`` field may say ``batched`` (zoo, twin method):
+    then the runtime must be one the population trainer runs (:func:`check_population_runtime`)."""
+
+    @model_validator(mode="after")
+    def _batched_runtime(self) -> Self:
+        if getattr(self, "trainer", "loop") == "batched":
+            check_population_runtime(self)
+        return self
+
+
+class ZooConfig(PopulationRuntimeFields):
+    """A zoo: dataset × architecture × (cartesian product of the hyperparameter lists); the runtime
+    fields (device, precision, ...) come from :class:`RuntimeFields`."""
 
     model_config = _STRICT
     name: SafeName = "zoo"
@@ -112,17 +119,6 @@ class ZooConfig(BaseModel):
     lr: float | list[float] = 3e-4
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float | list[float] = 0.0
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    channels_last: ChannelsLast = False
-    compile: Compile = False
-    gpus_per_job: GpusPerJob = 1.0
-
-    @model_validator(mode="after")
-    def _batched_runtime(self) -> ZooConfig:
-        if self.trainer == "batched":
-            check_population_runtime(self)
-        return self
 
     @field_validator("seeds")
     @classmethod
@@ -172,7 +168,7 @@ class ZooConfig(BaseModel):
         return [dict(zip(HYPER_FIELDS, combo)) for combo in itertools.product(*lists.values())]
 
 
-def check_population_runtime(cfg: BaseModel) -> None:
+def check_population_runtime(cfg: RuntimeFields) -> None:
     """The batched (population) trainer runs fp32 or bf16 autocast; it has its own channels-last grouped
     convolutions and no torch.compile. ConfigError naming the field otherwise."""
     if cfg.precision == "fp16":
@@ -216,7 +212,7 @@ def member_params(cfg: ZooConfig, hyper: Mapping[str, Any], num_classes: int, in
     for f in MODEL_HYPERS:
         if hyper[f] is not None:
             options[f] = hyper[f]
-    runtime = {"runtime": r} if (r := hashed_runtime(cfg)) else {}
+    runtime = {"runtime": r} if (r := cfg.hashed_runtime()) else {}
     return {
         "model": cfg.model.name,
         "model_options": options,

@@ -46,35 +46,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from prunezoo.criteria import CRITERIA
 from prunezoo.errors import ConfigError
-from prunezoo.experiments.config import (
-    PLACEMENT_FIELDS,
-    RUNTIME_FIELDS,
-    ChannelsLast,
-    Compile,
-    Device,
-    GpusPerJob,
-    Precision,
-    check_runtime,
-    hashed_runtime,
-    load_yaml,
-    set_override,
-)
+from prunezoo.experiments.config import check_runtime, load_yaml, set_override
 from prunezoo.pruning import prune
 from prunezoo.reparam import from_variational, sparsity_ratio
 from prunezoo.reparam.variational_dropout import finetune_variational
 from prunezoo.sparsity import prunable_parameters
 from prunezoo.training import Trainer, seed_everything
 from prunezoo.training.callbacks import Callback, EnforceMasks
+from prunezoo.training.runtime import PLACEMENT_FIELDS, RuntimeFields
 from prunezoo.utils.io import CorruptFileError, read_json
 from prunezoo.zoo import layout
 from prunezoo.zoo.generate import (
+    PopulationRuntimeFields,
     StoreEpochs,
     base_model_options,
-    check_population_runtime,
     eval_row,
     member_runtime,
     member_spec,
@@ -87,7 +76,9 @@ from prunezoo.zoo.runner import run_tasks
 DEFAULT_LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
 
 
-class TwinMethod(BaseModel):
+class TwinMethod(PopulationRuntimeFields):
+    """How twins are made; the runtime fields (device, precision, ...) come from :class:`RuntimeFields`."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$")  # a dir name
     kind: Literal["prune", "vd"] = "prune"
@@ -105,23 +96,12 @@ class TwinMethod(BaseModel):
     source_epoch: int | None = Field(None, ge=0, description="state to start from (default: the last)")
     trainer: Literal["loop", "batched"] = "loop"
     chunk_size: int = Field(50, ge=1, description="twins per train_population call (trainer: batched)")
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    channels_last: ChannelsLast = False
-    compile: Compile = False
-    gpus_per_job: GpusPerJob = 1.0
-
-    @model_validator(mode="after")
-    def _batched_runtime(self) -> TwinMethod:
-        if self.trainer == "batched":
-            check_population_runtime(self)
-        return self
 
     def stored(self) -> dict[str, Any]:
         """The method as a twin set records and compares it: without where it runs (device, gpus_per_job)
         and with precision/channels_last/compile only when not the default (older sets compare equal)."""
-        data = self.model_dump(mode="json", exclude=set(PLACEMENT_FIELDS) | set(RUNTIME_FIELDS))
-        return data | ({"runtime": r} if (r := hashed_runtime(self)) else {})
+        data = self.model_dump(mode="json", exclude=set(RuntimeFields.model_fields))
+        return data | ({"runtime": r} if (r := self.hashed_runtime()) else {})
 
     @field_validator("trainer")
     @classmethod
@@ -267,7 +247,7 @@ def _twin_start(zoo: str, set_name: str, model_name: str, spec: TwinMethod, leve
         "twin": spec.stored(),
         "epochs": spec.fine_tune_epochs,
         "lr": lr,
-        **({"runtime": r} if (r := hashed_runtime(spec)) else {}),
+        **({"runtime": r} if (r := spec.hashed_runtime()) else {}),
     }
     return params, model, twin_params
 
