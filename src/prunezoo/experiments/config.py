@@ -273,7 +273,17 @@ class StudyConfig(RuntimeFields):
     def canonical(self) -> dict[str, Any]:
         # device/gpus_per_job: where it runs, not what it computes (resumed elsewhere, it is the same study)
         # logging: where results are also sent (tracker sinks), not what they are
-        return self.model_dump(mode="json", exclude_defaults=True, exclude={*PLACEMENT_FIELDS, "logging"})
+        # training.checkpoint_every: how often a resumable state is written, not what is computed
+        return self.model_dump(
+            mode="json",
+            exclude_defaults=True,
+            exclude={
+                **dict.fromkeys(PLACEMENT_FIELDS, True),
+                "logging": True,
+                "training": {"checkpoint_every"},
+                "finetune": {"checkpoint_every"},
+            },
+        )
 
     def check_runtime(self, executor: str = "local") -> None:
         """ConfigError (``device``, ``precision``) unless this machine can run every sweep point."""
