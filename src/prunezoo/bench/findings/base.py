@@ -121,25 +121,24 @@ def register_finding(finding: Finding) -> Finding:
     return finding
 
 
-def paired_verdict(
+def _paired(
     claim: str,
     a: dict[int, float],
     b: dict[int, float],
     *,
     a_label: str,
     b_label: str,
-    margin: float = ACC_MARGIN,
-    scale: float = 100.0,
-    unit: str = "pp",
-    over: str = "seeds",
+    above: float,
+    below: float,
+    criterion: str,
+    scale: float,
+    unit: str,
+    over: str,
 ) -> Verdict:
-    """Verdict on "A > B" from per-seed values ``a``, ``b`` (paired by seed; unmatched seeds ignored)."""
+    """Paired differences d = a − b (seeds in both): holds if the 95 % t-interval of mean d lies above
+    ``above``, does not hold if its upper end is below ``below``, otherwise inconclusive."""
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds]
-    criterion = (
-        f"paired over {over}, d = {a_label} − {b_label}: holds if the 95% t-interval of mean d is above 0; "
-        f"does not hold if its upper end is below {margin * scale:g} {unit}; otherwise inconclusive"
-    )
     if not diffs:
         return Verdict(claim, INCONCLUSIVE, "no measurements", criterion, {"n": 0})
     mean = statistics.fmean(diffs)
@@ -159,13 +158,45 @@ def paired_verdict(
         f"{a_label} {numbers['a_mean'] * scale:.2f} vs {b_label} {numbers['b_mean'] * scale:.2f}: "
         f"d = {mean * scale:+.2f} {unit}{ci_text}, n = {len(diffs)} {over}"
     )
-    if ci is not None and ci[0] > 0:
+    if ci is not None and ci[0] > above:
         status = HOLDS
-    elif ci is not None and ci[1] < margin:
+    elif ci is not None and ci[1] < below:
         status = FAILS
     else:
         status = INCONCLUSIVE
     return Verdict(claim, status, measured, criterion, numbers)
+
+
+def paired_verdict(
+    claim: str,
+    a: dict[int, float],
+    b: dict[int, float],
+    *,
+    a_label: str,
+    b_label: str,
+    margin: float = ACC_MARGIN,
+    scale: float = 100.0,
+    unit: str = "pp",
+    over: str = "seeds",
+) -> Verdict:
+    """Verdict on "A > B" from per-seed values ``a``, ``b`` (paired by seed; unmatched seeds ignored)."""
+    criterion = (
+        f"paired over {over}, d = {a_label} − {b_label}: holds if the 95% t-interval of mean d is above 0; "
+        f"does not hold if its upper end is below {margin * scale:g} {unit}; otherwise inconclusive"
+    )
+    return _paired(
+        claim,
+        a,
+        b,
+        a_label=a_label,
+        b_label=b_label,
+        above=0.0,
+        below=margin,
+        criterion=criterion,
+        scale=scale,
+        unit=unit,
+        over=over,
+    )
 
 
 def noninferiority_verdict(
@@ -182,31 +213,27 @@ def noninferiority_verdict(
 ) -> Verdict:
     """Verdict on "A matches or beats B" (A >= B): holds if the 95 % interval of mean(A − B) is above
     −margin, does not hold if it is below −margin, otherwise inconclusive."""
-    shifted = {s: v + margin for s, v in a.items()}  # d + margin > 0  <=>  d > −margin
-    v = paired_verdict(claim, shifted, b, a_label=a_label, b_label=b_label, margin=0.0, scale=scale, unit=unit)
     criterion = (
         f"paired over {over}, d = {a_label} − {b_label}: holds if the 95% t-interval of mean d is above "
         f"−{margin * scale:g} {unit} (non-inferiority); does not hold if its upper end is below "
         f"−{margin * scale:g} {unit}; otherwise inconclusive"
     )
-    n = v.numbers
-    if not n.get("n"):
-        return Verdict(claim, INCONCLUSIVE, "no measurements", criterion, {"n": 0})
-    numbers = {
-        **n,
-        "mean_diff": n["mean_diff"] - margin,
-        "ci95": None if n["ci95"] is None else (n["ci95"][0] - margin, n["ci95"][1] - margin),
-        "a_mean": n["a_mean"] - margin,
-        "diffs": [d - margin for d in n["diffs"]],
-        "margin": -margin,
-    }
-    ci = numbers["ci95"]
-    ci_text = f", 95% CI [{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]" if ci else " (one seed: no interval)"
-    measured = (
-        f"{a_label} {numbers['a_mean'] * scale:.2f} vs {b_label} {numbers['b_mean'] * scale:.2f}: "
-        f"d = {numbers['mean_diff'] * scale:+.2f} {unit}{ci_text}, n = {n['n']} {over}"
+    v = _paired(
+        claim,
+        a,
+        b,
+        a_label=a_label,
+        b_label=b_label,
+        above=-margin,
+        below=-margin,
+        criterion=criterion,
+        scale=scale,
+        unit=unit,
+        over=over,
     )
-    return Verdict(claim, v.status, measured, criterion, numbers)
+    if v.numbers.get("n"):
+        v.numbers["margin"] = -margin
+    return v
 
 
 def mean_verdict(claim: str, values: list[float], *, label: str, margin: float = 0.0, over: str = "models") -> Verdict:
