@@ -169,7 +169,7 @@ def reproduce_command(
     """Re-test a headline finding of the source papers at CPU scale: prints the paper's claim, the
     measured numbers and a verdict computed from them (holds / does not hold / inconclusive)."""
     from prunezoo.bench.published import published_results
-    from prunezoo.bench.reproduce import CRITERION, FINDINGS, overall, reproduce
+    from prunezoo.bench.reproduce import CRITERION, FINDINGS, decision, reproduce
 
     if scale is not None and quick and scale != "quick":
         fail(ConfigError("scale", f"--quick and --scale {scale} contradict each other"))
@@ -208,7 +208,7 @@ def reproduce_command(
     if TableFormat(fmt) is not TableFormat.table:  # the verdicts, for scripts; the directory on stderr
         records = [{"finding": f.name, **{k: v for k, v in vd.to_dict().items() if k != "numbers"}} for vd in verdicts]
         typer.echo(records_text(records, TableFormat(fmt)))
-        console.print(f"overall: {overall(verdicts)}; results: {directory}")
+        console.print(f"overall: {decision(verdicts)}; results: {directory}")
         return
     out.print(f"[bold]{f.name}[/] — {f.paper}\n[bold]paper's claim:[/] {f.claim}")
     table = Table(title="measured (this run)")
@@ -219,7 +219,9 @@ def reproduce_command(
         table.add_row(v.claim, v.measured, f"[{colour.get(v.status, 'yellow')}]{v.status}[/]")
     out.print(table)
     out.print(f"criterion: {CRITERION}")
-    out.print(f"[bold]overall: {overall(verdicts)}[/]")
+    # the finding as a whole: holds if every claim holds, does not hold once every claim is decided and one
+    # does not hold, inconclusive while a claim is undecided (the --all report's verdict)
+    out.print(f"[bold]overall: {decision(verdicts)}[/]")
     pubs = published_results(finding)
     if pubs:
         out.print(published_rich_table(pubs))
