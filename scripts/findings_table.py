@@ -45,10 +45,13 @@ def findings_table(payload: dict) -> str:
     total = payload.get("total_wall_s")
     machine = payload.get("machine") or {}
     lines.append("")
+    decided = sum(rec.get("decision", rec["overall"]) != "inconclusive" for rec in payload["findings"])
+    slowest = max((rec.get("wall_s") or 0 for rec in payload["findings"]), default=0)
     lines.append(
         f"{len(payload['findings'])} findings, scale `{payload.get('scale', '?')}`, total wall time {_wall(total)}"
         + (f" on {machine['cpus']} CPUs" if machine.get("cpus") else "")
-        + "."
+        + f"; {decided} of {len(payload['findings'])} decided (holds or does not hold); slowest finding "
+        + f"{_wall(slowest)}."
     )
     if notes:
         lines += ["", "Findings that do not hold (or are not decided) in this run, and why:", *notes]

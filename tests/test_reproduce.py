@@ -298,6 +298,8 @@ def test_all_quick_writes_json_and_html_and_reuses_finished_findings(tmp_path, m
     ).stdout
     assert out.startswith("| finding | paper's claim | published | measured") and "`tiny-1`" in out
     assert "2 findings, scale `quick`" in out
+    decided = sum(r["decision"] != INCONCLUSIVE for r in data["findings"])
+    assert f"{decided} of 2 decided (holds or does not hold)" in out
     for r in data["findings"]:
         assert (r["decision"] != HOLDS) == (f"- `{r['finding']}` {r['decision']}" in out)
 

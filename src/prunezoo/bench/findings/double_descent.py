@@ -26,6 +26,11 @@ Pre-registered protocol v3 (fixed before any v3 run):
   protocol decides. v3 prunes only the widest net (the small dense models run in the companion study),
   which is what makes n = 10 fit the 10-minute budget, and writes checkpoints every 25 epochs.
   Expected sd of the paired difference: 1.5 pp (a guess from the pilots); MDE printed before the run.
+  After the v3 run (claims 1 and 3 inconclusive, claim 2 holds; see the README): its companion showed the
+  model-wise interpolation peak near h = 128 (6,400 weights), so the 256-wide net sits just past it and
+  pruning it can barely rise. Two 1-seed pilots with h = 1024 (dense error ~50 %, below the peak) rose by
+  ~1.3 pp near 6,000 nonzeros before the second descent — a rise this size needs n >= 12 seeds at ~160 s
+  of CPU each, over the 10-minute budget on 2 cores, so the default stays v3 and reports what it measured.
 """
 
 from __future__ import annotations
