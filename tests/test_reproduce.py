@@ -315,6 +315,9 @@ def test_cli_all_prints_total_wall_time_and_dry_run_plans_every_finding(tmp_path
     plans = json.loads(res.stdout)
     assert {p["finding"] for p in plans} == set(FINDINGS) and all(p["jobs"] > 0 for p in plans)
     assert not any(tmp_path.iterdir())
+    res = runner.invoke(app, ["reproduce", "sparse-double-descent", "--dry-run", "--format", "json"])
+    (plan,) = json.loads(res.stdout)  # the default scale counts the companion study's jobs too
+    assert plan["jobs"] == plan_finding("sparse-double-descent")["jobs"] + 4 * double_descent.SDD_SEEDS
     monkeypatch.setattr(rp, "FINDINGS", _tiny_findings())
     res = runner.invoke(app, ["reproduce", "--all", "--quick", "--workers", "1", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output

@@ -247,7 +247,7 @@ def _reproduce_many(finding, all_, scale, dry_run, out_dir, workers, force, devi
                     "config": p["name"],
                     "hash": p.get("hash", ""),
                     "dataset": p["dataset"],
-                    "jobs": p["jobs"],
+                    "jobs": p["jobs"] + p.get("companion", {}).get("jobs", 0),  # with a companion study's
                     "n": p["n"],
                     "mde": round(min_detectable_effect(p["n"], (p.get("protocol") or {}).get("expected_sd", 0.0)), 3),
                     "published": FINDINGS[p["finding"]].published,
