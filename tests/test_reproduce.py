@@ -370,3 +370,18 @@ def test_companion_study_rows_join_the_judged_rows(tmp_path):
     assert params["n"] == 2  # claim 3 saw a small dense model for every seed
     plan = plan_finding("sparse-double-descent", "default")
     assert plan["companion"]["jobs"] == 4 * double_descent.SDD_SEEDS
+
+
+def test_readme_findings_table_is_generated_from_the_committed_run():
+    # the README's table is scripts/findings_table.py's output for docs/reproduction/reproduction.json, verbatim
+    run_json = ROOT / "docs" / "reproduction" / "reproduction.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "findings_table.py"), str(run_json)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out in (ROOT / "README.md").read_text()
+    payload = json.loads(run_json.read_text())
+    assert payload["scale"] == "default" and len(payload["findings"]) == len(FINDINGS)
+    assert all(r["wall_s"] <= 600 for r in payload["findings"])  # each default budget within 10 minutes
