@@ -52,8 +52,7 @@ def _constant(package: str, name: str) -> tuple[str, ...]:
 
 
 _TABLES = {
-    # data/vision.py registers its torchvision datasets through one factory taking the literal name first
-    "DATASETS": lambda: _registered("data", "register_dataset", "_register_torchvision"),
+    "DATASETS": lambda: _registered("data", "register_dataset"),
     "MODELS": lambda: _registered("models", "register_model", "register_alias"),
     "CRITERIA": lambda: _registered("criteria", "register_criterion"),
     "SCHEMES": lambda: _constant("allocation", "SCHEME_NAMES"),

@@ -12,11 +12,8 @@ of N training / M test images, drawn with ``subset_seed``; the test split stays 
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import torch
 from torchvision import datasets as tvd
 
 from prunezoo.data.datasets import ArrayDataset, DataSplits, stratified_subset
-from prunezoo.data.registry import Builder, register_dataset
+from prunezoo.data.registry import register_dataset
 from prunezoo.data.transforms import batch_augmentation, resolve_augment
 
 # Per-channel mean/std of the training images in [0, 1] (the usual published values).
@@ -147,47 +144,6 @@ def _splits(
     )
 
 
-# The options each family lists before subset/test_subset/subset_seed: their order (as the registry shows
-# them) and defaults.
-_MNIST_OPTIONS = {"normalize": True, "augment": False}
-_CIFAR_OPTIONS = {"augment": True, "normalize": True}
-
-
-def _register_torchvision(name: str, load: Callable[..., DataSplits], doc: str, leading: dict[str, bool]) -> Builder:
-    """Register ``name``'s builder, calling ``load(root, download, normalize, augment=..., subset=...,
-    test_subset=..., subset_seed=...)``; ``leading``: ``normalize``/``augment`` in their order, with their
-    defaults. Python still checks the keywords itself (an unknown one raises TypeError naming the dataset)."""
-
-    def builder(
-        *,
-        root: Path,
-        download: bool = False,
-        normalize: bool = True,
-        augment: bool | str = False,
-        subset: int | None = None,
-        test_subset: int | None = None,
-        subset_seed: int = 0,
-    ) -> DataSplits:
-        return load(
-            root,
-            download,
-            normalize,
-            augment=augment,
-            subset=subset,
-            test_subset=test_subset,
-            subset_seed=subset_seed,
-        )
-
-    builder.__name__ = builder.__qualname__ = name.replace("-", "_")  # the module attribute: pickles by name
-    builder.__doc__ = doc
-    builder.__kwdefaults__ = {**(builder.__kwdefaults__ or {}), **leading}
-    sig = inspect.signature(builder)
-    order = ["root", "download", *leading, "subset", "test_subset", "subset_seed"]
-    builder.__signature__ = sig.replace(parameters=[sig.parameters[k] for k in order])  # type: ignore[attr-defined]
-    builder.__annotations__ = {k: builder.__annotations__[k] for k in [*order, "return"]}
-    return register_dataset(name, needs_files=True)(builder)
-
-
 def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: bool, **kw: Any) -> DataSplits:
     check_subset_options(kw["subset"], kw["test_subset"], kw["subset_seed"])
     augment = resolve_augment(kw.pop("augment"), default="cifar-crop")  # digits: never mirrored
@@ -216,18 +172,54 @@ def _mnist_like(name: str, cls: type, root: Path, download: bool, normalize: boo
     )
 
 
-mnist = _register_torchvision(
-    "mnist",
-    functools.partial(_mnist_like, "mnist", tvd.MNIST),
-    "MNIST via torchvision (root/MNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28).",
-    _MNIST_OPTIONS,
-)
-fashion_mnist = _register_torchvision(
-    "fashion-mnist",
-    functools.partial(_mnist_like, "fashion-mnist", tvd.FashionMNIST),
-    "Fashion-MNIST via torchvision (root/FashionMNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28).",
-    _MNIST_OPTIONS,
-)
+@register_dataset("mnist", needs_files=True)
+def mnist(
+    *,
+    root: Path,
+    download: bool = False,
+    normalize: bool = True,
+    augment: bool | str = False,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
+    """MNIST via torchvision (root/MNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28)."""
+    return _mnist_like(
+        "mnist",
+        tvd.MNIST,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
+
+
+@register_dataset("fashion-mnist", needs_files=True)
+def fashion_mnist(
+    *,
+    root: Path,
+    download: bool = False,
+    normalize: bool = True,
+    augment: bool | str = False,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
+    """Fashion-MNIST via torchvision (root/FashionMNIST/raw/*-ubyte), 60k/10k, input (1, 28, 28)."""
+    return _mnist_like(
+        "fashion-mnist",
+        tvd.FashionMNIST,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 def _nhwc_to_nchw(a: np.ndarray) -> torch.Tensor:
@@ -261,18 +253,56 @@ def _cifar(
     )
 
 
-cifar10 = _register_torchvision(
-    "cifar10",
-    functools.partial(_cifar, "cifar10", tvd.CIFAR10, _PresentCIFAR10),
-    "CIFAR-10 via torchvision (root/cifar-10-batches-py), 50k/10k, input (3, 32, 32); train crop+flip.",
-    _CIFAR_OPTIONS,
-)
-cifar100 = _register_torchvision(
-    "cifar100",
-    functools.partial(_cifar, "cifar100", tvd.CIFAR100, _PresentCIFAR100),
-    "CIFAR-100 (fine labels) via torchvision (root/cifar-100-python), 50k/10k, input (3, 32, 32).",
-    _CIFAR_OPTIONS,
-)
+@register_dataset("cifar10", needs_files=True)
+def cifar10(
+    *,
+    root: Path,
+    download: bool = False,
+    augment: bool | str = True,
+    normalize: bool = True,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
+    """CIFAR-10 via torchvision (root/cifar-10-batches-py), 50k/10k, input (3, 32, 32); train crop+flip."""
+    return _cifar(
+        "cifar10",
+        tvd.CIFAR10,
+        _PresentCIFAR10,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
+
+
+@register_dataset("cifar100", needs_files=True)
+def cifar100(
+    *,
+    root: Path,
+    download: bool = False,
+    augment: bool | str = True,
+    normalize: bool = True,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 0,
+) -> DataSplits:
+    """CIFAR-100 (fine labels) via torchvision (root/cifar-100-python), 50k/10k, input (3, 32, 32)."""
+    return _cifar(
+        "cifar100",
+        tvd.CIFAR100,
+        _PresentCIFAR100,
+        root,
+        download,
+        normalize,
+        augment=augment,
+        subset=subset,
+        test_subset=test_subset,
+        subset_seed=subset_seed,
+    )
 
 
 @register_dataset("svhn", needs_files=True)
