@@ -40,7 +40,7 @@ from prunezoo.methods.base import (  # noqa: F401
 )
 from prunezoo.methods.imp import BranchConfig  # noqa: F401  (re-exported)
 from prunezoo.schedules.iterative import ResetMode
-from prunezoo.training.config import TrainingConfig
+from prunezoo.training.config import UNHASHED_TRAINING_FIELDS, TrainingConfig
 from prunezoo.training.runtime import PLACEMENT_FIELDS, RuntimeFields
 
 _STRICT = STRICT  # every float of a config is finite
@@ -273,15 +273,15 @@ class StudyConfig(RuntimeFields):
     def canonical(self) -> dict[str, Any]:
         # device/gpus_per_job: where it runs, not what it computes (resumed elsewhere, it is the same study)
         # logging: where results are also sent (tracker sinks), not what they are
-        # training.checkpoint_every: how often a resumable state is written, not what is computed
+        # training/finetune UNHASHED_TRAINING_FIELDS (checkpoint_every): how a run is carried out, not what it computes
         return self.model_dump(
             mode="json",
             exclude_defaults=True,
             exclude={
                 **dict.fromkeys(PLACEMENT_FIELDS, True),
                 "logging": True,
-                "training": {"checkpoint_every"},
-                "finetune": {"checkpoint_every"},
+                "training": set(UNHASHED_TRAINING_FIELDS),
+                "finetune": set(UNHASHED_TRAINING_FIELDS),
             },
         )
 

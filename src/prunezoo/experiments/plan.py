@@ -16,6 +16,7 @@ from typing import Any
 
 from prunezoo.experiments.config import MethodConfig, StudyConfig
 from prunezoo.methods import Planner
+from prunezoo.training.config import UNHASHED_TRAINING_FIELDS
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ def _digest(obj: Any) -> str:
 
 
 def _cause(spec: dict[str, Any]) -> dict[str, Any]:
-    # checkpoint_every (training, finetune...) says how often a resumable state is written, not what a
+    # UNHASHED_TRAINING_FIELDS (training, finetune...) say how a run is carried out, not what a
     # job computes: a study resumed with another value reuses its finished jobs
     return {
-        k: {kk: vv for kk, vv in v.items() if kk != "checkpoint_every"} if isinstance(v, dict) else v
+        k: {kk: vv for kk, vv in v.items() if kk not in UNHASHED_TRAINING_FIELDS} if isinstance(v, dict) else v
         for k, v in spec.items()
     }
 

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from prunezoo.errors import ConfigError
 from prunezoo.utils.plugins import is_import_path, load_import_path
 
+# Fields that say how a run is carried out, not what it computes: left out of study hashes and job ids.
+UNHASHED_TRAINING_FIELDS = frozenset({"checkpoint_every"})
+
 
 class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf would only fail mid-training
