@@ -735,25 +735,27 @@ def finding_config(name: str, quick: bool = False, device: str | None = None, sc
     f = FINDINGS[name]
     if f.study is None:
         raise ConfigError("finding", f"{name!r} is not a study (it runs {f.runner.__name__})")
-    extra = {"device": device} if device is not None else {}  # not hashed: the same study on any device
     if scale == "paper":
         if f.paper_study is None:
             raise ConfigError("scale", f"{name!r} has no paper-scale setting")
-        return parse_config({"name": f"reproduce-{name}-paper", **f.paper_study(), **extra})
-    return parse_config(
-        {"name": f"reproduce-{name}" + ("-quick" if scale == "quick" else ""), **f.study(scale == "quick"), **extra}
-    )
+        return _study_config(f"reproduce-{name}-paper", f.paper_study(), device)
+    quick = scale == "quick"
+    return _study_config(f"reproduce-{name}" + ("-quick" if quick else ""), f.study(quick), device)
 
 
-def companion_config(name: str, quick: bool = False, device: str | None = None):
-    """The finding's companion study (its own directory, the main study's seeds), or a ConfigError."""
+def companion_config(name: str, scale: str = "default", device: str | None = None):
+    """The finding's companion study at ``scale`` (its own directory, the main study's seeds); None if it
+    has none (or at paper scale, which plans the main study only)."""
     f = FINDINGS[name]
-    if f.companion is None:
-        raise ConfigError("finding", f"{name!r} has no companion study")
-    extra = {"device": device} if device is not None else {}
-    return parse_config(
-        {"name": f"reproduce-{name}-baselines" + ("-quick" if quick else ""), **f.companion(quick), **extra}
-    )
+    if f.companion is None or scale == "paper":
+        return None
+    quick = scale == "quick"
+    return _study_config(f"reproduce-{name}-baselines" + ("-quick" if quick else ""), f.companion(quick), device)
+
+
+def _study_config(config_name: str, body: dict, device: str | None):
+    extra = {"device": device} if device is not None else {}  # not hashed: the same study on any device
+    return parse_config({"name": config_name, **body, **extra})
 
 
 def plan_finding(name: str, scale: str = "default", device: str | None = None) -> dict[str, Any]:
@@ -790,9 +792,8 @@ def plan_finding(name: str, scale: str = "default", device: str | None = None) -
 
     cfg = finding_config(name, device=device, scale=scale)
     jobs = plan_study(cfg)
-    if f.companion is not None and scale != "paper":
-        baselines = plan_study(companion_config(name, scale == "quick", device))
-        info["companion"] = {"name": f"reproduce-{name}-baselines", "jobs": len(baselines)}
+    if (baselines := companion_config(name, scale, device)) is not None:
+        info["companion"] = {"name": baselines.name, "jobs": len(plan_study(baselines))}
     info.update(
         n=cfg.replicates,
         name=cfg.name,
@@ -855,8 +856,8 @@ def reproduce(
     else:
         result = run_study(finding_config(name, device=device, scale=scale), out_root, log=log, **run_options)
         directory, rows = result.directory, add_early_stopping(result.directory, result.rows)
-        if finding is not None and finding.companion is not None and scale != "paper":
-            extra = run_study(companion_config(name, scale == "quick", device), out_root, log=log, **run_options)
+        if (baselines := companion_config(name, scale, device)) is not None:
+            extra = run_study(baselines, out_root, log=log, **run_options)
             rows = rows + add_early_stopping(extra.directory, extra.rows)
     wall = time.perf_counter() - t0
     saved = Path(directory) / f"reproduce-{name}.json"
