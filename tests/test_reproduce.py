@@ -272,6 +272,16 @@ def _tiny_findings() -> dict[str, Finding]:
     }
 
 
+def _findings_table(run_json: Path) -> str:
+    """What ``python scripts/findings_table.py <run_json>`` prints (the README table)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "findings_table.py"), str(run_json)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def test_all_quick_writes_json_and_html_and_reuses_finished_findings(tmp_path, monkeypatch):
     import prunezoo.bench.reproduce as rp
 
@@ -290,12 +300,7 @@ def test_all_quick_writes_json_and_html_and_reuses_finished_findings(tmp_path, m
     payload2, _, _ = reproduce_all(tmp_path, quick=True, workers=1, progress=False)
     assert [r["wall_s"] for r in payload2["findings"]] == [r["wall_s"] for r in data["findings"]]
     # the README table generated from that JSON
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "findings_table.py"), str(json_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _findings_table(json_path)
     assert out.startswith("| finding | paper's claim | published | measured") and "`tiny-1`" in out
     assert "2 findings, scale `quick`" in out
     decided = sum(r["decision"] != INCONCLUSIVE for r in data["findings"])
@@ -375,12 +380,7 @@ def test_companion_study_rows_join_the_judged_rows(tmp_path):
 def test_readme_findings_table_is_generated_from_the_committed_run():
     # the README's table is scripts/findings_table.py's output for docs/reproduction/reproduction.json, verbatim
     run_json = ROOT / "docs" / "reproduction" / "reproduction.json"
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "findings_table.py"), str(run_json)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _findings_table(run_json)
     assert out in (ROOT / "README.md").read_text()
     payload = json.loads(run_json.read_text())
     assert payload["scale"] == "default" and len(payload["findings"]) == len(FINDINGS)
